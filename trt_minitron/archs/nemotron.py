@@ -1,0 +1,64 @@
+"""NemotronForCausalLM (Minitron-4B/8B, Nemotron-4) -> TensorRT-LLM GPTForCausalLM.
+
+layernorm1p gammas are stored zero-centred; TensorRT-LLM's GPT LayerNorm has no 1p flag, so +1 is
+folded in at conversion. Squared ReLU makes the MLP non-gated: HF up_proj is TRT mlp.fc, no mlp.gate.
+"""
+
+from ..config import ModelConfig
+from ..mapping import Mapping
+from . import register
+from .base import Arch, copy, fused_qkv, plus_one, split_cols, split_rows
+
+
+@register
+class Nemotron(Arch):
+    hf_architecture = "NemotronForCausalLM"
+    trt_architecture = "GPTForCausalLM"
+    per_layer = {
+        "input_layernorm.weight": plus_one("input_layernorm.weight"),
+        "input_layernorm.bias": copy("input_layernorm.bias"),
+        "attention.qkv.weight": fused_qkv("self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                                          "self_attn.v_proj.weight"),
+        "attention.dense.weight": split_cols("self_attn.o_proj.weight"),
+        "post_layernorm.weight": plus_one("post_attention_layernorm.weight"),
+        "post_layernorm.bias": copy("post_attention_layernorm.bias"),
+        "mlp.fc.weight": split_rows("mlp.up_proj.weight"),  # non-gated: up_proj -> fc
+        "mlp.proj.weight": split_cols("mlp.down_proj.weight"),
+    }
+    final_norm = {"weight": plus_one("model.norm.weight"), "bias": copy("model.norm.bias")}
+
+    def trt_config(self, cfg: ModelConfig, dtype: str, mapping: Mapping) -> dict:
+        # GPTConfig.to_dict fields (tensorrt_llm/models/gpt/config.py); gpt_variant is an extra
+        # attribute for releases that predate it.
+        return {
+            **self.common_trt_config(cfg, dtype, mapping),
+            "hidden_act": "squared-relu",
+            "gpt_variant": "nemotron",
+            "bias": False,
+            "rotary_pct": cfg.partial_rotary_factor,
+            "q_scaling": 1.0,
+            "apply_query_key_layer_scaling": False,
+            "embedding_scale": None,
+        }
+
+    def hf_tensors(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+        h, d, i = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size
+        out = {"model.embed_tokens.weight": (cfg.vocab_size, h), "model.norm.weight": (h,),
+               "model.norm.bias": (h,)}
+        if not cfg.tie_word_embeddings:
+            out["lm_head.weight"] = (cfg.vocab_size, h)
+        for layer in range(cfg.num_hidden_layers):
+            p = f"model.layers.{layer}."
+            out.update({
+                p + "input_layernorm.weight": (h,),
+                p + "input_layernorm.bias": (h,),
+                p + "self_attn.q_proj.weight": (cfg.num_attention_heads * d, h),
+                p + "self_attn.k_proj.weight": (cfg.num_key_value_heads * d, h),
+                p + "self_attn.v_proj.weight": (cfg.num_key_value_heads * d, h),
+                p + "self_attn.o_proj.weight": (h, cfg.num_attention_heads * d),
+                p + "post_attention_layernorm.weight": (h,),
+                p + "post_attention_layernorm.bias": (h,),
+                p + "mlp.up_proj.weight": (i, h),
+                p + "mlp.down_proj.weight": (h, i),
+            })
+        return out

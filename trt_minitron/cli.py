@@ -1,0 +1,54 @@
+"""`trt-minitron` entry point: one Typer app, one module per command under trt_minitron.commands."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+
+from .errors import TrtMinitronError
+
+COMMANDS = ("export", "verify", "build", "generate", "summarize")
+
+app = typer.Typer(
+    name="trt-minitron",
+    help="Minitron-family checkpoints (.nemo, Hugging Face, GGUF) -> verified TensorRT-LLM checkpoints, "
+    "engines and CNN/DailyMail benchmarks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _name in COMMANDS:
+    importlib.import_module(f"{__package__}.commands.{_name}").register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors become one line on stderr and a non-zero exit code."""
+    try:
+        rv = app(args=argv, prog_name="trt-minitron", standalone_mode=False)
+    except TrtMinitronError as e:
+        print(f"trt-minitron: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except click.exceptions.Abort:
+        print("trt-minitron: aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("trt-minitron: interrupted", file=sys.stderr)
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
