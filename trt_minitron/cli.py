@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 
 from .errors import TrtMinitronError
@@ -21,29 +20,31 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """Keep `trt-minitron <command>` a command group even while one command is registered."""
+
+
 for _name in COMMANDS:
     importlib.import_module(f"{__package__}.commands.{_name}").register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line on stderr and a non-zero exit code."""
+    # Standalone mode lets click/typer report usage errors itself (exit 2) and end with SystemExit.
     try:
-        rv = app(args=argv, prog_name="trt-minitron", standalone_mode=False)
+        app(args=argv, prog_name="trt-minitron", standalone_mode=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except TrtMinitronError as e:
         print(f"trt-minitron: error: {e}", file=sys.stderr)
         return e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.exceptions.Abort:
-        print("trt-minitron: aborted", file=sys.stderr)
-        return 130
     except KeyboardInterrupt:
         print("trt-minitron: interrupted", file=sys.stderr)
         return 130
-    return rv if isinstance(rv, int) else 0
+    return 0
 
 
 def run() -> None:

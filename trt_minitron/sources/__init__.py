@@ -1,0 +1,31 @@
+"""Open any supported checkpoint as a Source with Hugging Face tensor names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from .base import MetaReader, Source, TensorInfo
+from .hf import HUB_ID, HFSource, download_hub, open_gguf
+
+__all__ = ["MetaReader", "Source", "TensorInfo", "open_source"]
+
+
+def open_source(src: str | Path) -> Source:
+    """A local HF folder, a .gguf file, a .nemo file or folder, or a hub id `org/name`."""
+    path = Path(src)
+    if path.exists():
+        if path.suffix == ".nemo" or (path.is_dir() and (path / "model_config.yaml").is_file()):
+            from .nemo import open_nemo
+
+            return open_nemo(path)
+        if path.is_file() and path.suffix == ".gguf":
+            return open_gguf(path)
+        if path.is_dir() and (path / "config.json").is_file():
+            return HFSource(path)
+        if path.is_dir():
+            raise ConfigError(f"{path} has neither config.json (Hugging Face) nor model_config.yaml (.nemo)")
+        raise ConfigError(f"{path}: unsupported file; expected a folder, a .nemo or a .gguf file")
+    if HUB_ID.match(str(src)) and not str(src).startswith((".", "/")):
+        return HFSource(download_hub(str(src)))
+    raise ConfigError(f"{src}: no such file or folder")

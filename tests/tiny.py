@@ -1,0 +1,76 @@
+"""Tiny random Hugging Face checkpoints with the shapes that catch layout bugs.
+
+GQA (kv < heads), head_dim != hidden/heads, llama3 rope scaling, partial rotary, and layernorm1p
+weights/biases that are random and non-zero (transformers initialises them to 1 and 0, which would
+hide a dropped or doubled +1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def _randomize_norms(model, scale: float = 0.2) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.randn_like(p) * scale)
+
+
+def _save(model, path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def llama_config(**overrides):
+    from transformers import LlamaConfig
+
+    kw = dict(vocab_size=250, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=24, max_position_embeddings=256, rms_norm_eps=1e-5,
+              rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+              rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                            "high_freq_factor": 4.0, "original_max_position_embeddings": 32})
+    kw.update(overrides)
+    return LlamaConfig(**kw)
+
+
+def make_tiny_llama(path: Path, seed: int = 0, **overrides) -> Path:
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(llama_config(**overrides)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    _randomize_norms(model)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(1.0)  # RMSNorm gammas around 1, random
+    return _save(model, path)
+
+
+def nemotron_config(**overrides):
+    from transformers import NemotronConfig
+
+    kw = dict(vocab_size=250, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=24, max_position_embeddings=256, norm_eps=1e-5,
+              rope_theta=10000.0, partial_rotary_factor=0.5, tie_word_embeddings=False,
+              bos_token_id=1, eos_token_id=2)
+    kw.update(overrides)
+    return NemotronConfig(**kw)
+
+
+def make_tiny_nemotron(path: Path, seed: int = 0, **overrides) -> Path:
+    from transformers import NemotronForCausalLM
+
+    torch.manual_seed(seed)
+    model = NemotronForCausalLM(nemotron_config(**overrides)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    _randomize_norms(model)  # zero-centred gammas: small, non-zero, random
+    return _save(model, path)

@@ -1,0 +1,24 @@
+"""`trt-minitron export`."""
+
+from pathlib import Path
+
+import typer
+
+from ..export import ExportOptions, run_export
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export(
+        src: str = typer.Argument(..., help="HF folder, .gguf file, .nemo file or folder, or hub id org/name"),
+        output: Path = typer.Option(..., "--output", "-o", help="folder to create"),
+        dtype: str = typer.Option("bfloat16", help="bfloat16 | float16 | float32"),
+        tp: int = typer.Option(1, "--tp", help="tensor-parallel size"),
+        pp: int = typer.Option(1, "--pp", help="pipeline-parallel size"),
+        format: str = typer.Option("trtllm", "--format", help="trtllm (TensorRT-LLM checkpoint) | hf"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output folder"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="print config.json and every tensor; write nothing"),
+    ) -> None:
+        """Convert a checkpoint to a TensorRT-LLM checkpoint (config.json + rank*.safetensors), streaming."""
+        run_export(ExportOptions(src=src, output=output, dtype=dtype, tp=tp, pp=pp, overwrite=overwrite,
+                                 dry_run=dry_run, format=format))

@@ -1,0 +1,227 @@
+"""`export`: any supported checkpoint -> TensorRT-LLM checkpoint (config.json + rank{r}.safetensors).
+
+Plan -> dry run on meta tensors (shapes, dtypes, every source tensor accounted for) -> header-first
+streaming write of each rank file into a temporary folder -> rename into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .archs import get_arch
+from .archs.base import Arch, Out, RankContext
+from .config import ModelConfig
+from .errors import CheckpointError, ConfigError, OutputExistsError
+from .mapping import Mapping
+from .sources import MetaReader, Source, TensorInfo, open_source
+from .stwriter import write_safetensors
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+FORMATS = ("trtllm", "hf")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    src: str
+    output: Path
+    dtype: str = "bfloat16"
+    tp: int = 1
+    pp: int = 1
+    overwrite: bool = False
+    dry_run: bool = False
+    format: str = "trtllm"
+
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    rank: int
+    name: str
+    info: TensorInfo
+    out: Out
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    output: Path
+    tensors: int
+    bytes_written: int
+    seconds: float
+    peak_rss_bytes: int
+
+
+class _RecordingReader(MetaReader):
+    def __init__(self, infos: dict[str, TensorInfo]):
+        super().__init__(infos)
+        self.used: set[str] = set()
+
+    def read(self, name, dim=None, start=0, stop=None):
+        if name not in self.infos:
+            raise CheckpointError(f"missing tensor {name!r} in the source checkpoint")
+        self.used.add(name)
+        return super().read(name, dim, start, stop)
+
+
+def check_source(arch: Arch, source: Source) -> None:
+    """Source tensors match what the config implies: nothing missing, no shape contradicts it."""
+    have = source.tensors()
+    expected = arch.hf_tensors(source.config)
+    missing = sorted(n for n in expected if n not in have)
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise CheckpointError(f"{source.description}: missing tensors {missing[:5]}{more}")
+    for name, shape in expected.items():
+        if have[name].shape != shape:
+            raise CheckpointError(f"{source.description}: tensor {name} has shape {list(have[name].shape)}, "
+                                  f"but the config implies {list(shape)}")
+    extra = sorted(n for n in have if n not in expected and not n.endswith(arch.ignore_suffixes)
+                   and not (n == "lm_head.weight" and source.config.tie_word_embeddings))
+    if extra:
+        raise CheckpointError(f"{source.description}: tensors this converter does not know how to map: "
+                              f"{extra[:5]}{' ...' if len(extra) > 5 else ''}")
+
+
+def plan_export(source: Source, mapping: Mapping, dtype: str) -> tuple[Arch, dict, list[PlannedTensor]]:
+    """Every output tensor of every rank with its shape and dtype, computed on meta tensors."""
+    cfg: ModelConfig = source.config
+    arch = get_arch(cfg.architecture)
+    arch.validate(cfg, mapping)
+    check_source(arch, source)
+    reader = _RecordingReader(source.tensors())
+    planned = []
+    for rank in range(mapping.world_size):
+        for out in arch.rank_plan(RankContext(cfg, mapping, rank, DTYPES[dtype])):
+            t = out.produce(reader)
+            planned.append(PlannedTensor(rank, out.name, TensorInfo(tuple(t.shape), t.dtype), out))
+    return arch, arch.trt_config(cfg, dtype, mapping), planned
+
+
+def run_export(opts: ExportOptions) -> ExportResult | None:
+    """Entry point of `trt-minitron export`. Returns None for --dry-run.
+
+    Raises:
+        TrtMinitronError: bad input (unsupported config, missing tensors, output exists, ...).
+    """
+    if opts.dtype not in DTYPES:
+        raise ConfigError(f"unsupported --dtype {opts.dtype!r}; choose one of {', '.join(DTYPES)}")
+    if opts.format not in FORMATS:
+        raise ConfigError(f"unsupported --format {opts.format!r}; choose one of {', '.join(FORMATS)}")
+    output = Path(opts.output)
+    if output.exists() and not opts.overwrite and not opts.dry_run:
+        raise OutputExistsError(f"{output} exists; pass --overwrite to replace it, or choose another --output")
+    start = time.perf_counter()
+    source = open_source(opts.src)
+    try:
+        mapping = Mapping(opts.tp, opts.pp)
+        if opts.format == "hf":
+            if mapping.world_size != 1:
+                raise ConfigError("--format hf writes one unsharded checkpoint; drop --tp/--pp")
+            if opts.dry_run:
+                _print_hf_plan(source)
+                return None
+            return _write_atomically(output, opts.overwrite, start,
+                                     lambda tmp: _write_hf(source, tmp, DTYPES[opts.dtype]))
+        _, trt_config, planned = plan_export(source, mapping, opts.dtype)
+        if opts.dry_run:
+            _print_plan(source, trt_config, planned)
+            return None
+        return _write_atomically(output, opts.overwrite, start,
+                                 lambda tmp: _write_trtllm(source, trt_config, planned, mapping, tmp))
+    finally:
+        source.close()
+
+
+def _write_trtllm(source: Source, trt_config: dict, planned: list[PlannedTensor], mapping: Mapping,
+                  tmp: Path) -> tuple[int, int]:
+    (tmp / "config.json").write_text(json.dumps(trt_config, indent=2) + "\n")
+    total = sum(p.info.nbytes for p in planned)
+    written = 0
+    with _progress(total) as advance:
+        for rank in range(mapping.world_size):
+            entries = [(p.name, p.info, (lambda o=p.out: o.produce(source))) for p in planned if p.rank == rank]
+            written += write_safetensors(tmp / f"rank{rank}.safetensors", entries,
+                                         on_tensor=lambda _n, nbytes: advance(nbytes))
+    source.write_tokenizer(tmp)
+    return len(planned), written
+
+
+def _write_hf(source: Source, tmp: Path, dtype: torch.dtype) -> tuple[int, int]:
+    from .hf_writer import write_hf_checkpoint
+
+    write_hf_checkpoint(source, tmp, dtype)
+    files = [p for p in tmp.iterdir() if p.suffix == ".safetensors"]
+    return len(source.tensors()), sum(p.stat().st_size for p in files)
+
+
+def _write_atomically(output: Path, overwrite: bool, start: float, write) -> ExportResult:
+    """Write into a hidden sibling folder, then rename: a failed export leaves nothing at `output`."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        n_tensors, n_bytes = write(tmp)
+        if output.exists():
+            if not overwrite:
+                raise OutputExistsError(f"{output} appeared during export; not replacing it")
+            old = output.parent / f".{output.name}.old-{os.getpid()}"
+            output.rename(old)
+            tmp.rename(output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    result = ExportResult(output, n_tensors, n_bytes, seconds, peak_rss_bytes())
+    print(f"exported {result.tensors} tensors, {n_bytes / 1e9:.3f} GB in {seconds:.1f} s "
+          f"({n_bytes / 1e9 / max(seconds, 1e-9):.2f} GB/s), peak RSS {result.peak_rss_bytes / 2**30:.2f} GiB "
+          f"-> {output}", file=sys.stderr)
+    return result
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _progress(total: int):
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    @contextmanager
+    def ctx():
+        with Progress(TextColumn("export"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      transient=True, disable=not sys.stderr.isatty()) as progress:
+            task = progress.add_task("export", total=total)
+            yield lambda n: progress.advance(task, n)
+
+    return ctx()
+
+
+def _print_plan(source: Source, trt_config: dict, planned: list[PlannedTensor]) -> None:
+    print(f"# source: {source.description}")
+    print("# config.json")
+    print(json.dumps(trt_config, indent=2))
+    total = 0
+    for p in planned:
+        dtype = str(p.info.dtype).removeprefix("torch.")
+        print(f"rank{p.rank}  {p.name:<55} {dtype:<9} {list(p.info.shape)}")
+        total += p.info.nbytes
+    world = trt_config["mapping"]["world_size"]
+    print(f"# {len(planned)} tensors, {total / 1e9:.3f} GB over {world} rank file(s); nothing written (--dry-run)")
+
+
+def _print_hf_plan(source: Source) -> None:
+    print(f"# source: {source.description}")
+    print(json.dumps(source.config.to_hf(), indent=2))
+    for name, info in source.tensors().items():
+        print(f"{name:<55} {list(info.shape)}")

@@ -1,0 +1,59 @@
+"""Streaming safetensors writer: header first, then one tensor at a time, so peak memory is one tensor.
+
+File format (safetensors): 8-byte little-endian header length, JSON header (offsets relative to the
+end of the header, padded with spaces to a multiple of 8), then the raw little-endian tensor bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from .sources.base import TensorInfo
+
+ST_DTYPES = {
+    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+}
+
+Entry = tuple[str, TensorInfo, Callable[[], torch.Tensor]]
+
+
+def header_bytes(entries: Iterable[tuple[str, TensorInfo]], metadata: dict | None = None) -> bytes:
+    header: dict = {"__metadata__": metadata or {"format": "pt"}}
+    offset = 0
+    for name, info in entries:
+        header[name] = {"dtype": ST_DTYPES[info.dtype], "shape": list(info.shape),
+                        "data_offsets": [offset, offset + info.nbytes]}
+        offset += info.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def write_safetensors(path: Path, entries: list[Entry], on_tensor: Callable[[str, int], None] | None = None,
+                      metadata: dict | None = None) -> int:
+    """Write `entries` to `path` in order; each producer is called once, its result written and dropped.
+
+    Returns the number of bytes written. A producer whose tensor disagrees with its planned
+    shape/dtype is a bug in the plan, so it raises RuntimeError rather than writing a wrong file.
+    """
+    head = header_bytes(((n, i) for n, i, _ in entries), metadata)
+    written = len(head)
+    with open(path, "wb") as f:
+        f.write(head)
+        for name, info, produce in entries:
+            t = produce()
+            if tuple(t.shape) != info.shape or t.dtype != info.dtype:
+                raise RuntimeError(f"{name}: produced {t.dtype}{list(t.shape)}, planned {info.dtype}{list(info.shape)}")
+            data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+            f.write(memoryview(data))
+            written += data.nbytes
+            if on_tensor:
+                on_tensor(name, data.nbytes)
+            del t, data
+    return written
