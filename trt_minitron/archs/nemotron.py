@@ -39,6 +39,8 @@ class Nemotron(Arch):
             "q_scaling": 1.0,
             "apply_query_key_layer_scaling": False,
             "embedding_scale": None,
+            "inner_layernorm": False,
+            "norm_before_bmm1": False,
         }
 
     def hf_tensors(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
