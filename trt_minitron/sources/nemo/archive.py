@@ -1,0 +1,252 @@
+"""A `.nemo` container: a plain tar (read in place), a gzipped tar (extracted safely), or a folder.
+
+Every tar is checked up front: absolute names, `..` components, links, device files and members
+that run past the end of the file are refused, so a bad archive fails before any tensor is read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import shutil
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+from ...errors import CheckpointError
+
+_COPY_BLOCK = 16 << 20
+
+
+class Container:
+    """Read access to the files of a `.nemo`, by POSIX names relative to its root (no leading './')."""
+
+    path: Path
+    kind: str  # "tar", "tar.gz" or "folder"
+
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def size(self, name: str) -> int:
+        raise NotImplementedError
+
+    def read_bytes(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        raise NotImplementedError
+
+    def local_path(self, name: str) -> Path:
+        """A real file holding member `name` (for mmap); may copy it to a private temp folder."""
+        raise NotImplementedError
+
+    def has(self, name: str) -> bool:
+        return name in self._name_set()
+
+    def _name_set(self) -> set[str]:
+        if not hasattr(self, "_names_cache"):
+            self._names_cache = set(self.names())
+        return self._names_cache
+
+    def close(self) -> None:
+        pass
+
+
+class FolderContainer(Container):
+    """An extracted `.nemo` folder."""
+
+    def __init__(self, path: Path, kind: str = "folder"):
+        self.path, self.kind = Path(path), kind
+        self._root = self.path.resolve()
+
+    def names(self) -> list[str]:
+        out = []
+        for dirpath, _dirs, files in os.walk(self._root):
+            rel = Path(dirpath).relative_to(self._root)
+            out += [(rel / f).as_posix() if str(rel) != "." else f for f in files]
+        return sorted(out)
+
+    def _file(self, name: str) -> Path:
+        p = self._root / name
+        if not p.is_file():
+            raise CheckpointError(f"{name} not found in {self.path}")
+        return p
+
+    def size(self, name: str) -> int:
+        return self._file(name).stat().st_size
+
+    def read_bytes(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        with open(self._file(name), "rb") as f:
+            f.seek(offset)
+            data = f.read(-1 if length is None else length)
+        if length is not None and len(data) != length:
+            raise CheckpointError(f"{name} in {self.path} is truncated: wanted {length} bytes at {offset}, got {len(data)}")
+        return data
+
+    def local_path(self, name: str) -> Path:
+        return self._file(name)
+
+
+class TarContainer(Container):
+    """An uncompressed `.nemo` tar: members are read where they lie (seek to their data offset)."""
+
+    def __init__(self, path: Path, members: dict[str, tarfile.TarInfo]):
+        self.path, self.kind = Path(path), "tar"
+        self._members = members
+        self._fd = os.open(self.path, os.O_RDONLY)
+        self._tmp: Path | None = None
+
+    def names(self) -> list[str]:
+        return sorted(n for n, m in self._members.items() if m.isfile())
+
+    def _member(self, name: str) -> tarfile.TarInfo:
+        m = self._members.get(name)
+        if m is None or not m.isfile():
+            raise CheckpointError(f"{name} not found in {self.path}")
+        return m
+
+    def size(self, name: str) -> int:
+        return self._member(name).size
+
+    def read_bytes(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        m = self._member(name)
+        length = m.size - offset if length is None else length
+        if offset < 0 or offset + length > m.size:
+            raise CheckpointError(f"{name} in {self.path}: read of {length} bytes at {offset} runs past its end ({m.size})")
+        data = os.pread(self._fd, length, m.offset_data + offset)
+        if len(data) != length:
+            raise CheckpointError(f"{self.path} is truncated inside member {name}")
+        return data
+
+    def local_path(self, name: str) -> Path:
+        m = self._member(name)
+        if self._tmp is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="trt-minitron-nemo-"))
+        dst = (self._tmp / name).resolve()
+        if not dst.is_relative_to(self._tmp.resolve()):  # names were checked already; belt and braces
+            raise CheckpointError(f"refusing to extract {name!r} outside {self._tmp}")
+        if not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            with open(dst, "wb") as out:
+                pos, end = m.offset_data, m.offset_data + m.size
+                while pos < end:
+                    block = os.pread(self._fd, min(_COPY_BLOCK, end - pos), pos)
+                    if not block:
+                        raise CheckpointError(f"{self.path} is truncated inside member {name}")
+                    out.write(block)
+                    pos += len(block)
+        return dst
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+class ExtractedContainer(FolderContainer):
+    """A gzipped `.nemo` (NeMo < 1.7): extracted once with the tarfile `data` filter into a private temp folder."""
+
+    def __init__(self, path: Path, tmp: Path):
+        super().__init__(tmp, kind="tar.gz")
+        self.path = Path(path)
+        self._tmpdir = tmp
+
+    def close(self) -> None:
+        shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+def _safe_name(m: tarfile.TarInfo, where: Path) -> str:
+    """Member name relative to the archive root; raises on anything that could escape or is not a plain file/dir."""
+    raw = m.name
+    if raw.startswith("/") or raw.startswith("\\") or (len(raw) > 1 and raw[1] == ":"):
+        raise CheckpointError(f"unsafe member {raw!r} in {where}: absolute path; refusing to read this archive")
+    parts = [p for p in raw.replace("\\", "/").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise CheckpointError(f"unsafe member {raw!r} in {where}: '..' component; refusing to read this archive")
+    if m.issym() or m.islnk():
+        raise CheckpointError(f"unsafe member {raw!r} in {where}: link to {m.linkname!r}; refusing to read this archive")
+    if not (m.isfile() or m.isdir()):
+        raise CheckpointError(f"unsafe member {raw!r} in {where}: device, fifo or other special file; "
+                              "refusing to read this archive")
+    return posixpath.join(*parts) if parts else "."
+
+
+def _scan(tf: tarfile.TarFile, path: Path) -> dict[str, tarfile.TarInfo]:
+    members: dict[str, tarfile.TarInfo] = {}
+    for m in tf:  # iterating reads every header, so a broken one fails here
+        name = _safe_name(m, path)
+        if name != ".":
+            members[name] = m
+    return members
+
+
+def open_container(path: Path) -> Container:
+    """Open a `.nemo` tar (plain or gzipped) or an extracted `.nemo` folder.
+
+    Raises:
+        CheckpointError: unreadable, truncated or unsafe archive.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return FolderContainer(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"
+        if not gz:
+            with tarfile.open(path, "r:") as tf:
+                members = _scan(tf, path)
+            end = path.stat().st_size
+            for name, m in members.items():
+                if m.isfile() and m.offset_data + m.size > end:
+                    raise CheckpointError(f"{path} is truncated: member {name} needs {m.offset_data + m.size} bytes, "
+                                          f"the file has {end}")
+            return TarContainer(path, members)
+        tmp = Path(tempfile.mkdtemp(prefix="trt-minitron-nemo-"))
+        try:
+            with tarfile.open(path, "r:gz") as tf:
+                _scan(tf, path)
+                tf.extractall(tmp, filter="data")  # the filter re-checks every member against tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return ExtractedContainer(path, tmp)
+    except CheckpointError:
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise CheckpointError(f"{path} is not a readable .nemo archive (truncated or corrupt tar: {e})") from None
+
+
+class MemberFile(io.RawIOBase):
+    """A seekable read-only file object over one member, for readers that want a file (torch.load)."""
+
+    def __init__(self, c: Container, name: str):
+        self._c, self._name, self._pos, self._size = c, name, 0, c.size(name)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = {0: pos, 1: self._pos + pos, 2: self._size + pos}[whence]
+        return self._pos
+
+    def readinto(self, b) -> int:
+        n = max(0, min(len(b), self._size - self._pos))
+        if n:
+            b[:n] = self._c.read_bytes(self._name, self._pos, n)
+            self._pos += n
+        return n
+
+
+def open_member(c: Container, name: str) -> BinaryIO:
+    return io.BufferedReader(MemberFile(c, name))
