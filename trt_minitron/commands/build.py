@@ -1,7 +1,47 @@
-"""`trt-minitron build` (placeholder until its module lands; see the issue tracker)."""
+"""`trt-minitron build CKPT --output ENGINE_DIR`: TensorRT-LLM checkpoint -> engines (or --dry-run: a JSON plan)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
 
+from ..build import BuildOptions
+
+_D = BuildOptions  # defaults live on the options dataclass only
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("build")
+    def build(
+        checkpoint: Path = typer.Argument(..., help="TensorRT-LLM checkpoint folder (config.json + rank*.safetensors)."),
+        output: Path | None = typer.Option(None, "--output", "-o", help="Engine folder to create."),
+        max_batch_size: int = typer.Option(_D.max_batch_size, help="Largest batch the engine schedules."),
+        max_input_len: int = typer.Option(_D.max_input_len, help="Longest prompt, in tokens."),
+        max_seq_len: int = typer.Option(_D.max_seq_len, help="Longest prompt + output, in tokens."),
+        max_num_tokens: int = typer.Option(_D.max_num_tokens, help="Most tokens in one packed forward pass."),
+        max_beam_width: int = typer.Option(_D.max_beam_width, help="Beams for beam search (1 = greedy/sampling)."),
+        gpt_attention_plugin: str = typer.Option(_D.gpt_attention_plugin, help="bfloat16 | float16 | disable."),
+        gemm_plugin: str = typer.Option(_D.gemm_plugin, help="bfloat16 | float16 | disable."),
+        workers: int = typer.Option(_D.workers, help="Ranks built in parallel (separate processes)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output folder."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the BuildConfig and memory plan "
+                                     "as JSON; needs no TensorRT-LLM, GPU or rank files."),
+        gpu_memory: float | None = typer.Option(None, "--gpu-memory", help="GPU memory per rank in GiB for the "
+                                                   "plan (default: the local GPU's, else 80)."),
+    ) -> None:
+        """Build bf16 TensorRT-LLM engines from a checkpoint, with paged KV cache, packed input and context FMHA."""
+        from .. import build as impl
+
+        opts = BuildOptions(
+            checkpoint=checkpoint, output=output, max_batch_size=max_batch_size, max_input_len=max_input_len,
+            max_seq_len=max_seq_len, max_num_tokens=max_num_tokens, max_beam_width=max_beam_width,
+            gpt_attention_plugin=gpt_attention_plugin, gemm_plugin=gemm_plugin, workers=workers,
+            overwrite=overwrite, dry_run=dry_run, gpu_memory_gib=gpu_memory,
+        )
+        if dry_run:
+            print(json.dumps(impl.dry_run(opts), indent=2))
+        else:
+            out = impl.build(opts)
+            typer.echo(f"engines written to {out}", err=True)

@@ -1,0 +1,283 @@
+"""`trt-minitron build`: a validated TensorRT-LLM checkpoint -> bf16 engines, in-process, one rank per worker.
+
+Per rank, the TensorRT-LLM Python API (the path `trtllm-build` takes):
+    PretrainedConfig.from_json_file -> set_rank -> MODEL_MAP[arch].from_checkpoint
+    -> tensorrt_llm.builder.build(model, BuildConfig.from_dict(...)) -> Engine.save
+Signatures follow TensorRT-LLM 1.2.x (see tests/fakes/tensorrt_llm/__init__.py for the commits read);
+the calls used also exist in 0.12. `tensorrt_llm` is imported only inside functions that need it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import struct
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from . import __version__
+from .archs import get_arch
+from .errors import ConfigError, MissingDependencyError, OutputExistsError
+from .plan import DEFAULT_GPU_MEMORY, GIB, MemoryPlan, PlanRequest, make_plan
+from .trtllm_ckpt import TrtCheckpoint, check_rank_files, read_checkpoint
+
+PLUGIN_CHOICES = ("bfloat16", "float16", "disable")
+MANIFEST = "trt_minitron_manifest.json"
+DOCKER_HINT = ("docker build -f docker/Dockerfile --target build -t trt-minitron:build . && "
+               "docker run --gpus all ... trt-minitron:build build ...")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    checkpoint: Path
+    output: Path | None = None  # required unless dry_run
+    max_batch_size: int = 8
+    max_input_len: int = 1024
+    max_seq_len: int = 2048
+    max_num_tokens: int = 8192
+    max_beam_width: int = 1
+    gpt_attention_plugin: str = "bfloat16"
+    gemm_plugin: str = "bfloat16"
+    workers: int = 1
+    overwrite: bool = False
+    dry_run: bool = False
+    gpu_memory_gib: float | None = None  # default: the local GPU's memory, else 80 GiB
+
+    def validate(self) -> None:
+        for name in ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens", "max_beam_width",
+                     "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_input_len > self.max_seq_len:
+            raise ConfigError(f"--max-input-len {self.max_input_len} is larger than --max-seq-len {self.max_seq_len}")
+        if self.max_num_tokens < self.max_input_len:
+            raise ConfigError(f"--max-num-tokens {self.max_num_tokens} is smaller than --max-input-len "
+                              f"{self.max_input_len}: a full-length prompt could not be scheduled")
+        for name in ("gpt_attention_plugin", "gemm_plugin"):
+            if getattr(self, name) not in PLUGIN_CHOICES:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r}; choose one of "
+                                  f"{', '.join(PLUGIN_CHOICES)}")
+        if self.gpt_attention_plugin == "disable":
+            raise ConfigError("--gpt-attention-plugin disable is not possible: the paged KV cache and "
+                              "remove-input-padding (always on here) need the GPT attention plugin")
+        if self.gpu_memory_gib is not None and self.gpu_memory_gib <= 0:
+            raise ConfigError(f"--gpu-memory must be a positive number of GiB, got {self.gpu_memory_gib}")
+        if not self.dry_run and self.output is None:
+            raise ConfigError("--output ENGINE_DIR is required (or pass --dry-run)")
+
+
+def build_config_dict(opts: BuildOptions, dtype: str) -> dict:
+    """The dict for `BuildConfig.from_dict`: every size explicit (older from_dict pops them without
+    defaults), paged KV cache, packed input and context FMHA on."""
+    for name in ("gpt_attention_plugin", "gemm_plugin"):
+        value = getattr(opts, name)
+        if value != "disable" and value != dtype:
+            raise ConfigError(f"--{name.replace('_', '-')} {value} does not match the checkpoint dtype {dtype}")
+    plugin = lambda v: None if v == "disable" else v  # None = plugin off, in 0.12 and 1.x
+    return {
+        "max_input_len": opts.max_input_len,
+        "max_seq_len": opts.max_seq_len,
+        "max_batch_size": opts.max_batch_size,
+        "max_beam_width": opts.max_beam_width,
+        "max_num_tokens": opts.max_num_tokens,
+        "opt_num_tokens": None,
+        "kv_cache_type": "PAGED",  # required by from_dict in 0.13-1.0 whenever plugin_config is given
+        "plugin_config": {
+            "gpt_attention_plugin": plugin(opts.gpt_attention_plugin),
+            "gemm_plugin": plugin(opts.gemm_plugin),
+            "context_fmha": True,
+            "paged_kv_cache": True,
+            "remove_input_padding": True,
+        },
+    }
+
+
+# --- checkpoint inspection -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CheckedCheckpoint:
+    ckpt: TrtCheckpoint
+    rank_files_present: bool
+    weight_bytes_per_rank: int
+    weight_bytes_source: str
+
+
+def rank_file_data_bytes(path: Path) -> int:
+    """Tensor bytes in a safetensors file, from its header alone."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    return max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+
+
+def inspect_checkpoint(path: Path, *, require_rank_files: bool) -> CheckedCheckpoint:
+    """config.json parsed and consistent with its architecture; rank files checked tensor by tensor
+    when present (always for a real build; a dry run accepts a config-only folder)."""
+    ckpt = read_checkpoint(path)
+    get_arch(ckpt.model.architecture).validate(ckpt.model, ckpt.mapping)
+    present = [ckpt.rank_file(r).is_file() for r in range(ckpt.mapping.world_size)]
+    if require_rank_files or any(present):
+        check_rank_files(ckpt)
+        weights = max(rank_file_data_bytes(ckpt.rank_file(r)) for r in range(ckpt.mapping.world_size))
+        return CheckedCheckpoint(ckpt, True, weights, "rank files")
+    weights = max(sum(t.nbytes for t in ckpt.expected_tensors(r).values())
+                  for r in range(ckpt.mapping.world_size))
+    return CheckedCheckpoint(ckpt, False, weights, "expected tensors (config-only checkpoint)")
+
+
+def gpu_memory(opts: BuildOptions) -> tuple[int, str]:
+    if opts.gpu_memory_gib is not None:
+        return int(opts.gpu_memory_gib * GIB), "--gpu-memory"
+    if _cuda_available():
+        import torch
+
+        props = torch.cuda.get_device_properties(0)
+        return int(props.total_memory), f"local GPU {props.name}"
+    return DEFAULT_GPU_MEMORY, "default 80 GiB (no GPU visible)"
+
+
+def plan_for(opts: BuildOptions, checked: CheckedCheckpoint) -> MemoryPlan:
+    mem, source = gpu_memory(opts)
+    req = PlanRequest(max_batch_size=opts.max_batch_size, max_seq_len=opts.max_seq_len,
+                      max_num_tokens=opts.max_num_tokens, max_beam_width=opts.max_beam_width,
+                      gpu_memory_bytes=mem, gpu_memory_source=source)
+    c = checked.ckpt
+    return make_plan(c.model, c.mapping, c.dtype, checked.weight_bytes_per_rank, checked.weight_bytes_source, req)
+
+
+def dry_run(opts: BuildOptions) -> dict:
+    """Validate, resolve the BuildConfig and plan memory; touches no TensorRT-LLM. Raises if it cannot fit."""
+    opts.validate()
+    checked = inspect_checkpoint(opts.checkpoint, require_rank_files=False)
+    bc = build_config_dict(opts, checked.ckpt.dtype)
+    plan = plan_for(opts, checked)
+    plan.check()
+    return {"checkpoint": _checkpoint_info(checked), "build_config": bc, "plan": plan.to_dict()}
+
+
+# --- the real build --------------------------------------------------------------------------------
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
+def require_trtllm() -> str:
+    """tensorrt_llm importable and a CUDA GPU visible, else one line naming what is missing; its version."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt_llm") is None:
+        raise MissingDependencyError(f"tensorrt_llm is not installed; the Docker target 'build' has it: {DOCKER_HINT}")
+    if not _cuda_available():
+        raise MissingDependencyError(f"no CUDA GPU is visible (torch.cuda.is_available() is False); run the "
+                                     f"Docker target 'build' on a GPU host: {DOCKER_HINT}")
+    import tensorrt_llm
+
+    return str(getattr(tensorrt_llm, "__version__", "unknown"))
+
+
+def build_rank(ckpt_dir: str, rank: int, build_config: dict, engine_dir: str) -> float:
+    """Build and save one rank's engine; returns seconds. Module-level so worker processes can run it."""
+    import torch
+    from tensorrt_llm.builder import BuildConfig, build
+    from tensorrt_llm.models import MODEL_MAP, PretrainedConfig
+
+    if torch.cuda.device_count() > 1:
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    t0 = time.perf_counter()
+    config = PretrainedConfig.from_json_file(os.path.join(ckpt_dir, "config.json"))
+    config.set_rank(rank)
+    model = MODEL_MAP[config.architecture].from_checkpoint(ckpt_dir, config=config)
+    # from_dict pops keys from its argument in some releases: give it its own copy.
+    engine = build(model, BuildConfig.from_dict(copy.deepcopy(build_config)))
+    engine.save(engine_dir)
+    return time.perf_counter() - t0
+
+
+def build(opts: BuildOptions) -> Path:
+    """Validate, plan, build every rank into a temporary folder, write the manifest, then rename it into place.
+
+    Raises:
+        OutputExistsError: the output exists and overwrite is off.
+        ConfigError / CheckpointError: invalid options or checkpoint, or a plan that does not fit.
+        MissingDependencyError: no tensorrt_llm or no CUDA GPU.
+    """
+    opts.validate()
+    out = Path(opts.output)
+    if out.exists() and not opts.overwrite:
+        raise OutputExistsError(f"{out} exists; delete it, choose another --output, or pass --overwrite")
+    checked = inspect_checkpoint(opts.checkpoint, require_rank_files=True)
+    bc = build_config_dict(opts, checked.ckpt.dtype)
+    trtllm_version = require_trtllm()
+    plan = plan_for(opts, checked)
+    plan.check()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        seconds = _build_all(str(checked.ckpt.path), checked.ckpt.mapping.world_size, bc, str(tmp), opts.workers)
+        manifest = {
+            "trt_minitron_version": __version__,
+            "tensorrt_llm_version": trtllm_version,
+            "gpu": _gpu_name(),
+            "checkpoint": _checkpoint_info(checked),
+            "build_options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
+            "build_config": bc,
+            "plan": plan.to_dict(),
+            "rank_seconds": {str(r): round(s, 3) for r, s in enumerate(seconds)},
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _build_all(ckpt_dir: str, world_size: int, bc: dict, engine_dir: str, workers: int) -> list[float]:
+    if workers == 1 or world_size == 1:
+        return [build_rank(ckpt_dir, r, bc, engine_dir) for r in range(world_size)]
+    # Separate processes, as trtllm-build does: TensorRT builders do not share a process well.
+    with ProcessPoolExecutor(max_workers=min(workers, world_size), mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(build_rank, ckpt_dir, r, bc, engine_dir) for r in range(world_size)]
+        return [f.result() for f in futures]
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _checkpoint_info(checked: CheckedCheckpoint) -> dict:
+    c = checked.ckpt
+    cfg_bytes = (c.path / "config.json").read_bytes()
+    return {
+        "path": str(c.path.resolve()),
+        "config_sha256": hashlib.sha256(cfg_bytes).hexdigest(),
+        "architecture": c.raw.get("architecture"),
+        "dtype": c.dtype,
+        "tp_size": c.mapping.tp_size,
+        "pp_size": c.mapping.pp_size,
+        "rank_files": "validated" if checked.rank_files_present else "absent (config-only dry run)",
+    }
