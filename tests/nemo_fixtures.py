@@ -336,3 +336,15 @@ def add_member(dst: Path, src_tar: Path, info: tarfile.TarInfo, data: bytes = b"
             out.addfile(m, src.extractfile(m) if m.isfile() else None)
         out.addfile(info, io.BytesIO(data) if info.isfile() else None)
     return dst
+
+
+def cast_hf(hf_dir: Path, dst: Path, dtype: torch.dtype) -> Path:
+    """A copy of an HF folder with every tensor cast to `dtype` (same-dtype comparisons must be bit-exact)."""
+    from safetensors.torch import save_file
+
+    dst.mkdir(parents=True)
+    cfg, sd = hf_model(hf_dir)
+    cfg["torch_dtype"] = cfg["dtype"] = str(dtype).removeprefix("torch.")
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+    save_file({k: v.to(dtype).contiguous() for k, v in sd.items()}, dst / "model.safetensors", metadata={"format": "pt"})
+    return dst
