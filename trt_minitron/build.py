@@ -135,10 +135,8 @@ def gpu_memory(opts: BuildOptions) -> tuple[int, str]:
     if opts.gpu_memory_gib is not None:
         return int(opts.gpu_memory_gib * GIB), "--gpu-memory"
     if _cuda_available():
-        import torch
-
-        props = torch.cuda.get_device_properties(0)
-        return int(props.total_memory), f"local GPU {props.name}"
+        total, name = _gpu_info()
+        return total, f"local GPU {name}"
     return DEFAULT_GPU_MEMORY, "default 80 GiB (no GPU visible)"
 
 
@@ -169,10 +167,12 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _gpu_name() -> str:
+def _gpu_info() -> tuple[int, str]:
+    """Total memory in bytes and name of GPU 0."""
     import torch
 
-    return torch.cuda.get_device_name(0)
+    props = torch.cuda.get_device_properties(0)
+    return int(props.total_memory), str(props.name)
 
 
 def require_trtllm() -> str:
@@ -234,7 +234,7 @@ def build(opts: BuildOptions) -> Path:
         manifest = {
             "trt_minitron_version": __version__,
             "tensorrt_llm_version": trtllm_version,
-            "gpu": _gpu_name(),
+            "gpu": _gpu_info()[1],
             "checkpoint": _checkpoint_info(checked),
             "build_options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()},
             "build_config": bc,
