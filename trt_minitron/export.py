@@ -189,7 +189,16 @@ def _write_atomically(output: Path, overwrite: bool, start: float, write) -> Exp
 
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    """Peak resident memory of this process. VmHWM, not ru_maxrss: Linux carries ru_maxrss over execve,
+    so a process started from a large parent would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux, bytes on macOS
 
 
 def _progress(total: int):
