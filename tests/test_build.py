@@ -170,6 +170,7 @@ def test_without_cuda_names_docker_target(tmp_path, capsys, fake_trtllm, monkeyp
 
 def test_build_calls_the_api_per_rank_and_writes_manifest(tmp_path, capsys, fake_trtllm):
     ckpt = write_checkpoint(tmp_path / "ckpt", tp=2)
+    (ckpt / "tokenizer.json").write_text("{}")
     out = tmp_path / "engines" / "tiny"
     code, _, err = run_cli(capsys, ckpt, "--output", out, "--max-seq-len", "512", "--max-input-len", "256",
                            "--max-num-tokens", "1024", "--gpu-memory", "8")
@@ -189,7 +190,7 @@ def test_build_calls_the_api_per_rank_and_writes_manifest(tmp_path, capsys, fake
             pc["remove_input_padding"]) == ("bfloat16", "bfloat16", True, True, True)
 
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "rank0.engine", "rank1.engine",
-                                                     "trt_minitron_manifest.json"]
+                                                     "tokenizer.json", "trt_minitron_manifest.json"]
     assert json.loads((out / "config.json").read_text())["pretrained_config"]["architecture"] == "LlamaForCausalLM"
     m = json.loads((out / "trt_minitron_manifest.json").read_text())
     assert m["tensorrt_llm_version"] == "1.2.1+fake" and m["gpu"] == "Fake GPU"
@@ -267,7 +268,7 @@ def _real_trtllm_and_cuda() -> bool:
 @pytest.mark.gpu
 @pytest.mark.skipif(not _real_trtllm_and_cuda(), reason="needs tensorrt_llm and a CUDA GPU")
 def test_real_engine_build_of_tiny_export(tmp_path, capsys):
-    from tests.tiny import make_tiny_llama
+    from tiny import make_tiny_llama
     from trt_minitron.export import ExportOptions, run_export
 
     hf = make_tiny_llama(tmp_path / "hf")

@@ -29,6 +29,9 @@ from .trtllm_ckpt import TrtCheckpoint, check_rank_files, read_checkpoint
 
 PLUGIN_CHOICES = ("bfloat16", "float16", "disable")
 MANIFEST = "trt_minitron_manifest.json"
+# Copied from the checkpoint so an engine folder is self-contained for generate/summarize.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                   "chat_template.jinja", "generation_config.json")
 DOCKER_HINT = ("docker build -f docker/Dockerfile --target build -t trt-minitron:build . && "
                "docker run --gpus all ... trt-minitron:build build ...")
 
@@ -231,6 +234,9 @@ def build(opts: BuildOptions) -> Path:
     tmp.mkdir()
     try:
         seconds = _build_all(str(checked.ckpt.path), checked.ckpt.mapping.world_size, bc, str(tmp), opts.workers)
+        for name in TOKENIZER_FILES:
+            if (checked.ckpt.path / name).is_file():
+                shutil.copy2(checked.ckpt.path / name, tmp / name)
         manifest = {
             "trt_minitron_version": __version__,
             "tensorrt_llm_version": trtllm_version,
