@@ -23,7 +23,7 @@ class BackendSpec:
     tokenizer: str | None = None
     # trtllm runtime limits (ModelRunnerCpp.from_dir); ignored by hf/torch.
     max_batch_size: int = 8
-    max_input_len: int = 923
+    max_input_len: int | None = None  # None: the engine's own limit
     max_output_len: int = 100
     max_beam_width: int = 1
 

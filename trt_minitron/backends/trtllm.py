@@ -65,7 +65,7 @@ class TrtllmBackend:
     name = "trtllm"
 
     def __init__(self, model: str | Path, *, tokenizer: str | Path | None = None, max_batch_size: int = 8,
-                 max_input_len: int = 923, max_output_len: int = 100, max_beam_width: int = 1,
+                 max_input_len: int | None = None, max_output_len: int = 100, max_beam_width: int = 1,
                  use_py_session: bool = False):
         try:
             import tensorrt_llm.runtime as rt
