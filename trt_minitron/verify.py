@@ -16,8 +16,8 @@ DEFAULT_PROMPT = ("The Eiffel Tower is a wrought-iron lattice tower in Paris. It
                   "Gustave Eiffel and completed in 1889 for the World's Fair. Today it is")
 # Max |delta logit| allowed by default, by checkpoint dtype. float32: only summation order differs.
 # bfloat16/float16: the export rounds every weight (8/11 mantissa bits), which moves logits of
-# small models by O(0.1-1); measured on SmolLM2-135M and the tiny test models (see README).
-DEFAULT_ATOL = {"float32": 1e-3, "float16": 0.5, "bfloat16": 2.0}
+# logits by ~0.2 at most on SmolLM2-135M (measured; see README), less on the tiny test models.
+DEFAULT_ATOL = {"float32": 1e-3, "float16": 0.25, "bfloat16": 0.5}
 
 
 @dataclass(frozen=True)
