@@ -112,8 +112,9 @@ def test_summarize_report_hf_vs_torch(backends, tmp_path):
 
 
 def test_generate_cli_streams_same_text_as_batch(backends, capsys):
-    from trt_minitron.backends.generate import GenerateOptions, run_generate
     import io
+
+    from trt_minitron.backends.generate import GenerateOptions, run_generate
 
     tb = backends["torch"]
     spec = BackendSpec(kind="torch", model=tb.model, device="cpu")

@@ -269,6 +269,7 @@ def _real_trtllm_and_cuda() -> bool:
 @pytest.mark.skipif(not _real_trtllm_and_cuda(), reason="needs tensorrt_llm and a CUDA GPU")
 def test_real_engine_build_of_tiny_export(tmp_path, capsys):
     from tiny import make_tiny_llama
+
     from trt_minitron.export import ExportOptions, run_export
 
     hf = make_tiny_llama(tmp_path / "hf")

@@ -223,5 +223,6 @@ def test_dry_run_prints_plan_and_writes_nothing(models, tmp_path, capsys):
     assert main(["export", str(models["llama"]), "--output", str(out), "--tp", "2", "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert '"head_size": 24' in text
-    assert "rank1  transformer.layers.3.attention.qkv.weight" in text and "[96, 64]" in text  # 2 query heads + 1 k + 1 v head of 24
+    # 2 query heads + 1 k + 1 v head of 24 per rank
+    assert "rank1  transformer.layers.3.attention.qkv.weight" in text and "[96, 64]" in text
     assert not out.exists()

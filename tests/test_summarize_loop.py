@@ -9,8 +9,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from trt_minitron.backends import BackendSpec, Generation
-from trt_minitron.summarize import (AccuracyCheckFailed, SummarizeOptions, batches_by_length, markdown,
-                                    run_summarize)
+from trt_minitron.summarize import AccuracyCheckFailed, SummarizeOptions, batches_by_length, markdown, run_summarize
 
 
 class Tok:

@@ -158,9 +158,29 @@ class Arch:
     def trt_config(self, cfg: ModelConfig, dtype: str, mapping: Mapping) -> dict:
         raise NotImplementedError
 
+    def hf_layer_tensors(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+        """Per-layer HF tensors besides attention (norms, MLP), under `model.layers.{i}.`."""
+        raise NotImplementedError
+
+    def hf_final_norm(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+        raise NotImplementedError
+
     def hf_tensors(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         """Every HF tensor this arch reads, with the shape the config implies."""
-        raise NotImplementedError
+        h, d = cfg.hidden_size, cfg.head_dim
+        out = {"model.embed_tokens.weight": (cfg.vocab_size, h), **self.hf_final_norm(cfg)}
+        if not cfg.tie_word_embeddings:
+            out["lm_head.weight"] = (cfg.vocab_size, h)
+        attention = {
+            "self_attn.q_proj.weight": (cfg.num_attention_heads * d, h),
+            "self_attn.k_proj.weight": (cfg.num_key_value_heads * d, h),
+            "self_attn.v_proj.weight": (cfg.num_key_value_heads * d, h),
+            "self_attn.o_proj.weight": (h, cfg.num_attention_heads * d),
+        }
+        for layer in range(cfg.num_hidden_layers):
+            for name, shape in {**attention, **self.hf_layer_tensors(cfg)}.items():
+                out[f"model.layers.{layer}.{name}"] = shape
+        return out
 
     def validate(self, cfg: ModelConfig, mapping: Mapping) -> None:
         mapping.validate(cfg.num_hidden_layers)

@@ -32,22 +32,10 @@ class Llama(Arch):
             "residual_mlp": False,
         }
 
-    def hf_tensors(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-        h, d, i = cfg.hidden_size, cfg.head_dim, cfg.intermediate_size
-        out = {"model.embed_tokens.weight": (cfg.vocab_size, h), "model.norm.weight": (h,)}
-        if not cfg.tie_word_embeddings:
-            out["lm_head.weight"] = (cfg.vocab_size, h)
-        for layer in range(cfg.num_hidden_layers):
-            p = f"model.layers.{layer}."
-            out.update({
-                p + "input_layernorm.weight": (h,),
-                p + "self_attn.q_proj.weight": (cfg.num_attention_heads * d, h),
-                p + "self_attn.k_proj.weight": (cfg.num_key_value_heads * d, h),
-                p + "self_attn.v_proj.weight": (cfg.num_key_value_heads * d, h),
-                p + "self_attn.o_proj.weight": (h, cfg.num_attention_heads * d),
-                p + "post_attention_layernorm.weight": (h,),
-                p + "mlp.gate_proj.weight": (i, h),
-                p + "mlp.up_proj.weight": (i, h),
-                p + "mlp.down_proj.weight": (h, i),
-            })
-        return out
+    def hf_layer_tensors(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+        h, i = cfg.hidden_size, cfg.intermediate_size
+        return {"input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,),
+                "mlp.gate_proj.weight": (i, h), "mlp.up_proj.weight": (i, h), "mlp.down_proj.weight": (h, i)}
+
+    def hf_final_norm(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+        return {"model.norm.weight": (cfg.hidden_size,)}

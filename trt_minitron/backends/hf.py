@@ -11,8 +11,19 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, MissingDependencyError
-from .base import (Clock, Generation, Sampling, TokenCallback, decode, left_pad, load_tokenizer,
-                   resolve_device, resolve_dtype, split_at_end, synchronize)
+from .base import (
+    Clock,
+    Generation,
+    Sampling,
+    TokenCallback,
+    decode,
+    left_pad,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+    split_at_end,
+    synchronize,
+)
 
 
 class _Streamer:

@@ -12,8 +12,19 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from .base import (Clock, Generation, Sampling, TokenCallback, decode, left_pad, load_tokenizer, pick_next,
-                   resolve_device, resolve_dtype, synchronize)
+from .base import (
+    Clock,
+    Generation,
+    Sampling,
+    TokenCallback,
+    decode,
+    left_pad,
+    load_tokenizer,
+    pick_next,
+    resolve_device,
+    resolve_dtype,
+    synchronize,
+)
 
 
 class TorchBackend:

@@ -21,10 +21,10 @@ BuildConfig.from_dict rejects unknown keys and requires the keys older releases 
 unknown fields (the real one has extra="ignore") and values outside the real Literal choices.
 """
 
-from ._calls import CALLS, record  # noqa: F401
-from .version import __version__  # noqa: F401
 from . import builder, mapping, models, plugin  # noqa: F401,E402
+from ._calls import CALLS, record  # noqa: F401
 from .builder import BuildConfig, Engine, build  # noqa: F401,E402
 from .mapping import Mapping  # noqa: F401,E402
 from .models import MODEL_MAP, PretrainedConfig, PretrainedModel  # noqa: F401,E402
 from .plugin import PluginConfig  # noqa: F401,E402
+from .version import __version__  # noqa: F401

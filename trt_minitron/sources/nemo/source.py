@@ -21,7 +21,7 @@ import yaml
 from ...archs import get_arch
 from ...errors import CheckpointError, ConfigError
 from ..base import TensorInfo
-from .archive import Container, open_container
+from .archive import open_container
 from .config import NemoModel, build_config, parse_model_config
 from .legacy import LegacyStore, find_legacy
 from .torch_dist import TorchDistStore
