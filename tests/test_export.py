@@ -226,3 +226,13 @@ def test_dry_run_prints_plan_and_writes_nothing(models, tmp_path, capsys):
     # 2 query heads + 1 k + 1 v head of 24 per rank
     assert "rank1  transformer.layers.3.attention.qkv.weight" in text and "[96, 64]" in text
     assert not out.exists()
+
+
+def test_passthrough_copy_without_copy_file_range_is_identical(models, tmp_path, monkeypatch):
+    # Same-dtype tensors stream file to file (copy_file_range); the user-space fallback must match it.
+    export(models["llama"], tmp_path / "kernel", tp=2)
+    monkeypatch.delattr("os.copy_file_range", raising=False)
+    export(models["llama"], tmp_path / "user", tp=2)
+    for r in range(2):
+        name = f"rank{r}.safetensors"
+        assert (tmp_path / "kernel" / name).read_bytes() == (tmp_path / "user" / name).read_bytes()

@@ -6,21 +6,23 @@ end of the header, padded with spaces to a multiple of 8), then the raw little-e
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 
-from .sources.base import TensorInfo
+from .sources.base import RowStream, TensorInfo
 
 ST_DTYPES = {
     torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
     torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
 }
 
-Entry = tuple[str, TensorInfo, Callable[[], torch.Tensor]]
+Entry = tuple[str, TensorInfo, Callable[[], "torch.Tensor | RowStream"]]
 
 
 def header_bytes(entries: Iterable[tuple[str, TensorInfo]], metadata: dict | None = None) -> bytes:
@@ -33,6 +35,30 @@ def header_bytes(entries: Iterable[tuple[str, TensorInfo]], metadata: dict | Non
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw
+
+
+def _copy_range(stream: RowStream, f, nbytes: int) -> int:
+    if stream.file_range is not None and hasattr(os, "copy_file_range"):
+        path, offset = stream.file_range
+        f.flush()
+        done = 0
+        try:
+            with open(path, "rb") as src:
+                while done < nbytes:
+                    n = os.copy_file_range(src.fileno(), f.fileno(), nbytes - done, offset + done)
+                    if n == 0:
+                        raise RuntimeError(f"{path}: unexpected end of file at byte {offset + done}")
+                    done += n
+            return done
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL) or done:
+                raise
+            # Other filesystem or no kernel support, before any byte moved: copy through user space.
+    n = 0
+    for chunk in stream.chunks():
+        f.write(chunk)
+        n += len(chunk)
+    return n
 
 
 def write_safetensors(path: Path, entries: list[Entry], on_tensor: Callable[[str, int], None] | None = None,
@@ -50,10 +76,17 @@ def write_safetensors(path: Path, entries: list[Entry], on_tensor: Callable[[str
             t = produce()
             if tuple(t.shape) != info.shape or t.dtype != info.dtype:
                 raise RuntimeError(f"{name}: produced {t.dtype}{list(t.shape)}, planned {info.dtype}{list(info.shape)}")
-            data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-            f.write(memoryview(data))
-            written += data.nbytes
+            if isinstance(t, RowStream):  # unchanged bytes: file to file, in the kernel where it can
+                n = _copy_range(t, f, info.nbytes)
+            else:
+                data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+                f.write(memoryview(data))
+                n = data.nbytes
+                del data
+            if n != info.nbytes:
+                raise RuntimeError(f"{name}: wrote {n} bytes, planned {info.nbytes}")
+            written += n
             if on_tensor:
-                on_tensor(name, data.nbytes)
-            del t, data
+                on_tensor(name, n)
+            del t
     return written

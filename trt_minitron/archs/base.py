@@ -16,13 +16,14 @@ import torch
 from ..config import ModelConfig
 from ..errors import ConfigError
 from ..mapping import Mapping
+from ..sources.base import RowStream
 
 
 class Reader(Protocol):
     def read(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor: ...
 
 
-Produce = Callable[[Reader], torch.Tensor]
+Produce = Callable[[Reader], "torch.Tensor | RowStream"]
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,27 @@ def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype).contiguous()
 
 
+def _rows(r: Reader, name: str, start: int, stop: int, dtype: torch.dtype) -> torch.Tensor | RowStream:
+    """Rows [start:stop] in `dtype`: streamed file to file when the source already stores them so."""
+    stream_rows = getattr(r, "stream_rows", None)  # real sources that can; never the dry-run reader
+    if stream_rows is not None:
+        stream = stream_rows(name, start, stop)
+        if stream is not None and stream.dtype == dtype:
+            return stream
+    return _cast(r.read(name, 0, start, stop), dtype)
+
+
 def copy(hf: str) -> Rule:
-    return lambda ctx, pre: lambda r: _cast(r.read(pre + hf), ctx.dtype)
+    def rule(ctx: RankContext, pre: str) -> Produce:
+        def produce(r: Reader):
+            shape = _shape(r, pre + hf)
+            if len(shape) == 2:  # matrices (embedding) may stream; 1-D norms are read
+                return _rows(r, pre + hf, 0, shape[0], ctx.dtype)
+            return _cast(r.read(pre + hf), ctx.dtype)
+
+        return produce
+
+    return rule
 
 
 def plus_one(hf: str) -> Rule:
@@ -69,9 +89,8 @@ def split_rows(hf: str) -> Rule:
     def rule(ctx: RankContext, pre: str) -> Produce:
         def produce(r: Reader) -> torch.Tensor:
             # Block size from the tensor itself: the reader knows shapes without reading data.
-            n = _dim_size(r, pre + hf, 0)
-            per = n // ctx.tp
-            return _cast(r.read(pre + hf, 0, ctx.tp_rank * per, (ctx.tp_rank + 1) * per), ctx.dtype)
+            per = _shape(r, pre + hf)[0] // ctx.tp
+            return _rows(r, pre + hf, ctx.tp_rank * per, (ctx.tp_rank + 1) * per, ctx.dtype)
 
         return produce
 
@@ -83,8 +102,7 @@ def split_cols(hf: str) -> Rule:
 
     def rule(ctx: RankContext, pre: str) -> Produce:
         def produce(r: Reader) -> torch.Tensor:
-            n = _dim_size(r, pre + hf, 1)
-            per = n // ctx.tp
+            per = _shape(r, pre + hf)[1] // ctx.tp
             return _cast(r.read(pre + hf, 1, ctx.tp_rank * per, (ctx.tp_rank + 1) * per), ctx.dtype)
 
         return produce
@@ -126,7 +144,9 @@ def lm_head(hf: str) -> Rule:
         per = -(-vocab // ctx.tp)
         start, stop = ctx.tp_rank * per, min((ctx.tp_rank + 1) * per, vocab)
 
-        def produce(r: Reader) -> torch.Tensor:
+        def produce(r: Reader):
+            if stop - start == per:
+                return _rows(r, hf, start, stop, ctx.dtype)
             rows = r.read(hf, 0, start, stop)
             if stop - start < per:
                 pad = torch.zeros((per - (stop - start), rows.shape[1]), dtype=rows.dtype, device=rows.device)
@@ -138,11 +158,11 @@ def lm_head(hf: str) -> Rule:
     return rule
 
 
-def _dim_size(r: Reader, name: str, dim: int) -> int:
+def _shape(r: Reader, name: str) -> tuple[int, ...]:
     infos = getattr(r, "infos", None)
     if infos is not None:
-        return infos[name].shape[dim]
-    return r.tensors()[name].shape[dim]  # type: ignore[attr-defined]
+        return infos[name].shape
+    return r.tensors()[name].shape  # type: ignore[attr-defined]
 
 
 class Arch:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Iterator, Protocol
 
 import torch
 
@@ -26,6 +26,17 @@ class TensorInfo:
         for s in self.shape:
             n *= s
         return n * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class RowStream:
+    """Rows of a stored tensor passed through unchanged, as byte chunks of one reused buffer: the writer
+    copies file to file without materialising the tensor (each chunk must be consumed before the next)."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    chunks: Callable[[], Iterator[memoryview]]
+    file_range: tuple[Path, int] | None = None  # (file, byte offset) when the rows lie contiguous in a file
 
 
 class Source(Protocol):

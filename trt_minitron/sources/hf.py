@@ -83,6 +83,11 @@ class HFSource:
             return _narrow(h[name], dim, start, stop)
         return h.read(name, dim, start, stop)
 
+    def stream_rows(self, name: str, start: int = 0, stop: int | None = None):
+        """Rows passed through unchanged, file to file (safetensors only; None where not possible)."""
+        h = self._handles[self._files[name]]
+        return None if isinstance(h, dict) else h.stream_rows(name, start, stop)
+
     def write_tokenizer(self, dst: Path) -> list[str]:
         written = []
         for name in TOKENIZER_FILES:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 from ..errors import CheckpointError
-from .base import TensorInfo
+from .base import RowStream, TensorInfo
+
+CHUNK_BYTES = 64 * 2**20
 
 ST_TO_TORCH = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
                "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -63,6 +66,29 @@ class SafetensorsFile:
         # A column block is strided on disk: read the whole tensor (bounded by the largest tensor), keep the block.
         full = self._read_rows(name, 0, shape[0])
         return full.narrow(dim, start, stop - start).clone()
+
+    def stream_rows(self, name: str, start: int = 0, stop: int | None = None) -> RowStream:
+        """Rows [start:stop] of `name` as chunks read into one reused 64 MiB buffer."""
+        info = self.infos[name]
+        shape = list(info.shape) or [1]
+        stop = shape[0] if stop is None else stop
+        row_bytes = info.nbytes // shape[0] if shape[0] else 0
+        first, total = self._offsets[name] + start * row_bytes, (stop - start) * row_bytes
+
+        def chunks() -> Iterator[memoryview]:
+            buf = memoryview(bytearray(min(CHUNK_BYTES, max(total, 1))))
+            with open(self.path, "rb", buffering=0) as f:
+                f.seek(first)
+                left = total
+                while left:
+                    n = f.readinto(buf[: min(left, len(buf))])
+                    if not n:
+                        raise CheckpointError(f"{self.path}: unexpected end of file reading {name}")
+                    left -= n
+                    yield buf[:n]
+
+        return RowStream(tuple([stop - start] + shape[1:]) if info.shape else (), info.dtype, chunks,
+                         file_range=(self.path, first))
 
     def _read_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         info = self.infos[name]
