@@ -236,3 +236,16 @@ def test_passthrough_copy_without_copy_file_range_is_identical(models, tmp_path,
     for r in range(2):
         name = f"rank{r}.safetensors"
         assert (tmp_path / "kernel" / name).read_bytes() == (tmp_path / "user" / name).read_bytes()
+
+
+def test_hub_id_offline_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))  # an empty cache: nothing to fall back on
+    out = tmp_path / "c"
+    assert main(["export", "nvidia/Minitron-4B-Base", "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("trt-minitron: error: cannot download 'nvidia/Minitron-4B-Base'") and err.count("\n") == 1
+    assert not out.exists()
