@@ -50,10 +50,7 @@ def make_engine(path: Path, *, world_size: int = 1, ifb: bool = True, max_seq_le
 
 
 @pytest.fixture
-def fake_rt(monkeypatch):
-    monkeypatch.syspath_prepend(str(FAKES))
-    for name in [m for m in sys.modules if m == "tensorrt_llm" or m.startswith("tensorrt_llm.")]:
-        monkeypatch.delitem(sys.modules, name)
+def fake_rt(fake_trtllm_path):
     import tensorrt_llm.runtime as rt
     rt.CALLS.clear()
     return rt

@@ -40,18 +40,13 @@ def write_checkpoint(path: Path, fields=TINY, tp=1, rank_files=True) -> Path:
 
 
 @pytest.fixture
-def fake_trtllm(monkeypatch):
+def fake_trtllm(fake_trtllm_path, monkeypatch):
     """The fake tensorrt_llm importable, a CUDA GPU pretended; yields the fake's call log."""
-    monkeypatch.syspath_prepend(str(FAKES))
-    for name in [m for m in sys.modules if m == "tensorrt_llm" or m.startswith("tensorrt_llm.")]:
-        monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(b, "_cuda_available", lambda: True)
     monkeypatch.setattr(b, "_gpu_info", lambda: (24 << 30, "Fake GPU"))
     trt = importlib.import_module("tensorrt_llm")
     trt.CALLS.clear()
-    yield trt
-    for name in [m for m in sys.modules if m == "tensorrt_llm" or m.startswith("tensorrt_llm.")]:
-        sys.modules.pop(name)
+    return trt
 
 
 def run_cli(capsys, *args):
