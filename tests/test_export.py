@@ -249,3 +249,10 @@ def test_hub_id_offline_is_one_clear_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.startswith("trt-minitron: error: cannot download 'nvidia/Minitron-4B-Base'") and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_unknown_file_is_one_clear_line(tmp_path, capsys):
+    bogus = tmp_path / "weights.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    assert main(["export", str(bogus), "--output", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().endswith("unsupported file; expected a folder, a .nemo (tar) or a .gguf file")

@@ -15,17 +15,17 @@ def open_source(src: str | Path) -> Source:
     """A local HF folder, a .gguf file, a .nemo file or folder, or a hub id `org/name`."""
     path = Path(src)
     if path.exists():
-        if path.suffix == ".nemo" or (path.is_dir() and (path / "model_config.yaml").is_file()):
-            from .nemo import open_nemo
-
-            return open_nemo(path)
         if path.is_file() and path.suffix == ".gguf":
             return open_gguf(path)
+        from .nemo import is_nemo, open_nemo
+
+        if is_nemo(path):  # .nemo file, any tar holding one, or an extracted .nemo folder
+            return open_nemo(path)
         if path.is_dir() and (path / "config.json").is_file():
             return HFSource(path)
         if path.is_dir():
             raise ConfigError(f"{path} has neither config.json (Hugging Face) nor model_config.yaml (.nemo)")
-        raise ConfigError(f"{path}: unsupported file; expected a folder, a .nemo or a .gguf file")
+        raise ConfigError(f"{path}: unsupported file; expected a folder, a .nemo (tar) or a .gguf file")
     if HUB_ID.match(str(src)) and not str(src).startswith((".", "/")):
         return HFSource(download_hub(str(src)))
     raise ConfigError(f"{src}: no such file or folder")
