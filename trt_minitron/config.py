@@ -70,13 +70,7 @@ class ModelConfig:
 
     @classmethod
     def from_hf_file(cls, path: Path) -> ModelConfig:
-        try:
-            raw = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"no config.json at {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path} is not valid JSON: {e}") from None
-        return cls.from_hf(raw, where=str(path))
+        return cls.from_hf(load_json(path), where=str(path))
 
     @classmethod
     def from_hf(cls, hf: dict, where: str = "config.json") -> ModelConfig:
@@ -185,6 +179,16 @@ class ModelConfig:
                 rs = {"rope_type": rs["rope_type"], "factor": rs["factor"]}
             d["rope_scaling"] = rs
         return d
+
+
+def load_json(path: Path) -> dict:
+    """A JSON config file, or a one-line ConfigError saying why it cannot be read."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no {Path(path).name} at {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
 
 
 def _rope_scaling(raw: dict | None, where: str) -> RopeScaling | None:

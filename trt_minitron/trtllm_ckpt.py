@@ -3,7 +3,6 @@ every rank file must hold (derived by dry-running the same arch rules that expor
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 
 from .archs import get_arch
 from .archs.base import RankContext
-from .config import ModelConfig, RopeScaling
+from .config import ModelConfig, RopeScaling, load_json
 from .errors import CheckpointError, ConfigError
 from .mapping import Mapping
 from .sources.base import MetaReader, TensorInfo
@@ -51,10 +50,7 @@ def read_checkpoint(path: str | Path) -> TrtCheckpoint:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise ConfigError(f"{path} is not a TensorRT-LLM checkpoint: no config.json")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{cfg_path} is not valid JSON: {e}") from None
+    raw = load_json(cfg_path)
     return TrtCheckpoint(path, raw, *model_config_from_trt(raw, str(cfg_path)))
 
 

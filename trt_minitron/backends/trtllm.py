@@ -10,12 +10,12 @@ gets outputs (ModelRunnerCpp.generate returns [] elsewhere).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
+from ..config import load_json
 from ..errors import ConfigError, MissingDependencyError
 from .base import Clock, Generation, Sampling, TokenCallback, decode, load_tokenizer, split_at_end, synchronize
 
@@ -38,10 +38,7 @@ def read_engine_config(engine_dir: Path) -> dict:
     cfg = engine_dir / "config.json"
     if not cfg.is_file():
         raise ConfigError(f"{engine_dir} is not a TensorRT-LLM engine folder: no config.json")
-    try:
-        raw = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{cfg} is not valid JSON: {e}") from None
+    raw = load_json(cfg)
     if not list(engine_dir.glob("rank*.engine")):
         raise ConfigError(f"{engine_dir} holds no rank*.engine file; build one with `trt-minitron build`")
     return raw
