@@ -116,17 +116,33 @@ def test_streaming_emits_each_token_once_and_records_ttft(tmp_path, fake_rt):
     assert gens[0].ttft_s is not None and gens[0].ttft_s <= gens[0].batch_latency_s
 
 
+def _fake_mpi(monkeypatch, rank: int, size: int) -> None:
+    import tensorrt_llm._utils as utils
+
+    monkeypatch.setattr(utils, "MPI_RANK", rank)
+    monkeypatch.setattr(utils, "MPI_WORLD_SIZE", size)
+
+
 def test_non_zero_rank_returns_nothing(tmp_path, fake_rt, monkeypatch):
-    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
-    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")
+    _fake_mpi(monkeypatch, rank=1, size=2)
     be = open_backend(spec(make_engine(tmp_path / "eng", world_size=2)))
     assert not be.is_main
     assert be.generate([[95]], Sampling(max_new_tokens=4)) == []
     assert fake_rt.CALLS[0][1]["rank"] == 1
 
 
-def test_multi_gpu_engine_without_mpirun_is_a_clear_error(tmp_path, fake_rt):
-    with pytest.raises(ConfigError, match=r"mpirun -n 2"):
+def test_rank_comes_from_tensorrt_llm_not_from_launcher_variables(tmp_path, fake_rt, monkeypatch):
+    """srun --mpi=pmix sets neither OMPI_* nor the variables another launcher uses: ask tensorrt_llm.mpi_rank()."""
+    _fake_mpi(monkeypatch, rank=1, size=2)
+    for name, value in (("OMPI_COMM_WORLD_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "1"), ("SLURM_PROCID", "0")):
+        monkeypatch.setenv(name, value)
+    be = open_backend(spec(make_engine(tmp_path / "eng", world_size=2)))
+    assert be.rank == 1 and not be.is_main
+
+
+def test_multi_gpu_engine_without_mpirun_is_a_clear_error(tmp_path, fake_rt, monkeypatch):
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # not consulted: mpi_world_size() is 1 here
+    with pytest.raises(ConfigError, match=r"runs with 1 MPI rank\(s\); launch it as `mpirun -n 2"):
         open_backend(spec(make_engine(tmp_path / "eng", world_size=2)))
 
 

@@ -1,6 +1,8 @@
-"""`trt-minitron build`: validation, dry run, and the TensorRT-LLM call sequence against the fake package
-in tests/fakes (signatures of the pinned 1.2 line); the real build runs only in the gpu-marked test."""
+"""`trt-minitron build`: validation, dry run, output safety, and the TensorRT-LLM call sequence against the fake
+package in tests/fakes (the 1.2 line's signatures and module trees). Tests named *_on_fake_trtllm check how the
+API is called; they build no engine. A real engine is built only by the gpu-marked test at the end."""
 
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -23,17 +25,19 @@ FAKES = Path(__file__).parent / "fakes"
 TINY = dict(architecture="LlamaForCausalLM", vocab_size=250, hidden_size=64, intermediate_size=96,
             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=24, hidden_act="silu",
             norm_eps=1e-5, max_position_embeddings=256)
+NEMOTRON_TINY = dict(architecture="NemotronForCausalLM", vocab_size=250, hidden_size=64, intermediate_size=96,
+                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=24,
+                     hidden_act="relu2", norm_eps=1e-5, max_position_embeddings=256, partial_rotary_factor=0.5)
 
 
-def write_checkpoint(path: Path, fields=TINY, tp=1, rank_files=True) -> Path:
+def write_checkpoint(path: Path, fields=TINY, tp=1, rank_files=True, dtype="bfloat16", pp=1) -> Path:
     """config.json as the exporter writes it, plus zero-filled rank files with exactly the expected tensors."""
     cfg = ModelConfig(**fields)
     path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps(get_arch(cfg.architecture).trt_config(cfg, "bfloat16",
-                                                                                     Mapping(tp, 1))))
+    (path / "config.json").write_text(json.dumps(get_arch(cfg.architecture).trt_config(cfg, dtype, Mapping(tp, pp))))
     if rank_files:
         ckpt = read_checkpoint(path)
-        for r in range(tp):
+        for r in range(tp * pp):
             tensors = {n: torch.zeros(i.shape, dtype=i.dtype) for n, i in ckpt.expected_tensors(r).items()}
             save_file(tensors, str(path / f"rank{r}.safetensors"))
     return path
@@ -66,7 +70,7 @@ def test_dry_run_prints_one_json_document(tmp_path, capsys):
     assert doc["build_config"] == {
         "max_input_len": 256, "max_seq_len": 512, "max_batch_size": 8, "max_beam_width": 1, "max_num_tokens": 8192,
         "opt_num_tokens": None, "kv_cache_type": "PAGED",
-        "plugin_config": {"gpt_attention_plugin": "bfloat16", "gemm_plugin": None, "context_fmha": True,
+        "plugin_config": {"gpt_attention_plugin": "auto", "gemm_plugin": None, "context_fmha": True,
                           "paged_kv_cache": True, "remove_input_padding": True}}
     p = doc["plan"]
     assert p["weight_bytes_source"] == "rank files"
@@ -130,15 +134,30 @@ def test_bad_config_json(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--max-input-len", "4096", "--max-seq-len", "2048"], "--max-input-len 4096 is larger than --max-seq-len 2048"),
     (["--max-num-tokens", "512"], "--max-num-tokens 512 is smaller than --max-input-len 1024"),
-    (["--gemm-plugin", "int8"], "--gemm-plugin 'int8'; choose one of bfloat16, float16, disable"),
+    (["--gemm-plugin", "int8"], "--gemm-plugin 'int8'; choose one of auto, bfloat16, float16, float32, disable"),
     (["--gpt-attention-plugin", "disable"], "need the GPT attention plugin"),
     (["--gemm-plugin", "float16"], "--gemm-plugin float16 does not match the checkpoint dtype bfloat16"),
+    (["--gpt-attention-plugin", "float32"], "--gpt-attention-plugin float32 does not match the checkpoint dtype"),
     (["--max-batch-size", "0"], "--max-batch-size must be >= 1"),
+    (["--gpu-memory", "nan"], "--gpu-memory must be a positive, finite number of GiB, got nan"),
+    (["--gpu-memory", "inf"], "--gpu-memory must be a positive, finite number of GiB, got inf"),
+    (["--gpu-memory", "-8"], "--gpu-memory must be a positive, finite number of GiB, got -8.0"),
+    (["--gpu-memory", "0"], "--gpu-memory must be a positive, finite number of GiB, got 0.0"),
 ])
 def test_bad_options(tmp_path, capsys, args, message):
     ckpt = write_checkpoint(tmp_path / "ckpt", rank_files=False)
-    code, _, err = run_cli(capsys, ckpt, "--dry-run", *args)
-    assert code == 2 and message in err
+    code, out, err = run_cli(capsys, ckpt, "--dry-run", *args)
+    assert code == 2 and out == "" and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_float32_checkpoint_dry_run_uses_float32_plugins(tmp_path, capsys):
+    ckpt = write_checkpoint(tmp_path / "ckpt", dtype="float32")
+    code, out, err = run_cli(capsys, ckpt, "--dry-run", "--gemm-plugin", "float32", "--gpu-memory", "16")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["build_config"]["plugin_config"]["gemm_plugin"] == "float32"
+    assert doc["plan"]["kv_cache_bytes_per_token"] == 2 * 2 * 2 * 24 * 4  # float32 KV cache
 
 
 def test_without_tensorrt_llm_names_docker_target(tmp_path, capsys, monkeypatch):
@@ -160,10 +179,9 @@ def test_without_cuda_names_docker_target(tmp_path, capsys, fake_trtllm, monkeyp
     assert "no CUDA GPU is visible" in err and "--target build" in err
     assert fake_trtllm.CALLS == []
 
+# --- the build against the fake API (call sequence and arguments; no engine is built) ----------------------------
 
-# --- the build against the fake API ------------------------------------------------------------------
-
-def test_build_calls_the_api_per_rank_and_writes_manifest(tmp_path, capsys, fake_trtllm):
+def test_build_call_sequence_on_fake_trtllm(tmp_path, capsys, fake_trtllm):
     ckpt = write_checkpoint(tmp_path / "ckpt", tp=2)
     (ckpt / "tokenizer.json").write_text("{}")
     out = tmp_path / "engines" / "tiny"
@@ -171,22 +189,25 @@ def test_build_calls_the_api_per_rank_and_writes_manifest(tmp_path, capsys, fake
                            "--max-num-tokens", "1024", "--gpu-memory", "8")
     assert code == 0, err
     names = [name for name, _ in fake_trtllm.CALLS if name != "PluginConfig"]
+    # 1.2: BuildConfig is constructed by keyword (a pydantic model), never BuildConfig.from_dict.
     per_rank = ["PretrainedConfig.from_json_file", "PretrainedConfig.set_rank", "LLaMAForCausalLM.from_checkpoint",
-                "BuildConfig.from_dict", "build", "Engine.save"]
+                "BuildConfig", "build", "Engine.save"]
     assert names == per_rank * 2
     calls = [kw for name, kw in fake_trtllm.CALLS if name in ("PretrainedConfig.set_rank", "build")]
     assert [c["rank"] for c in calls] == [0, 0, 1, 1]
     bc = calls[1]["build_config"]
     assert (bc["max_batch_size"], bc["max_input_len"], bc["max_seq_len"], bc["max_num_tokens"],
             bc["max_beam_width"]) == (8, 256, 512, 1024, 1)
-    assert bc["kv_cache_type"] == "PAGED"
+    assert bc["kv_cache_type"] == "paged"  # the 1.2 KVCacheType enum's value
     pc = bc["plugin_config"]
     assert (pc["gpt_attention_plugin"], pc["gemm_plugin"], pc["context_fmha"], pc["paged_kv_cache"],
-            pc["remove_input_padding"]) == ("bfloat16", "bfloat16", True, True, True)
+            pc["remove_input_padding"]) == ("auto", "auto", True, True, True)
 
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "rank0.engine", "rank1.engine",
                                                      "tokenizer.json", "trt_minitron_manifest.json"]
-    assert json.loads((out / "config.json").read_text())["pretrained_config"]["architecture"] == "LlamaForCausalLM"
+    engine_cfg = json.loads((out / "config.json").read_text())
+    assert engine_cfg["pretrained_config"]["architecture"] == "LlamaForCausalLM"
+    assert engine_cfg["build_config"]["plugin_config"]["gpt_attention_plugin"] == "bfloat16"  # auto -> model dtype
     m = json.loads((out / "trt_minitron_manifest.json").read_text())
     assert m["tensorrt_llm_version"] == "1.2.1+fake" and m["gpu"] == "Fake GPU"
     assert m["checkpoint"]["path"] == str(ckpt.resolve()) and m["checkpoint"]["tp_size"] == 2
@@ -195,19 +216,98 @@ def test_build_calls_the_api_per_rank_and_writes_manifest(tmp_path, capsys, fake
     assert [p.name for p in out.parent.iterdir()] == ["tiny"]  # no temporary folder left behind
 
 
+@pytest.mark.parametrize("fields", [TINY, NEMOTRON_TINY], ids=["llama", "nemotron"])
+def test_float32_checkpoint_builds_on_fake_trtllm(tmp_path, capsys, fake_trtllm, fields):
+    """A float32 checkpoint (e.g. the demo's SmolLM2 export) used to be refused: plugins now default to auto."""
+    ckpt = write_checkpoint(tmp_path / "ckpt", fields, dtype="float32", tp=2)
+    code, _, err = run_cli(capsys, ckpt, "--output", tmp_path / "eng", "--gpu-memory", "8")
+    assert code == 0, err
+    plugin = json.loads((tmp_path / "eng" / "config.json").read_text())["build_config"]["plugin_config"]
+    assert (plugin["gpt_attention_plugin"], plugin["gemm_plugin"]) == ("float32", "float32")
+    code, _, err = run_cli(capsys, ckpt, "--output", tmp_path / "eng2", "--gemm-plugin", "bfloat16")
+    assert code == 2 and "--gemm-plugin bfloat16 does not match the checkpoint dtype float32" in err
+    assert not (tmp_path / "eng2").exists()
+
+
+def test_real_export_builds_on_fake_trtllm(tmp_path, capsys, fake_trtllm):
+    """A float32 export of a tiny HF Nemotron at tp 2 passes the fake's module-tree check on both ranks."""
+    from tiny import make_tiny_nemotron
+
+    from trt_minitron.export import ExportOptions, run_export
+
+    run_export(ExportOptions(src=str(make_tiny_nemotron(tmp_path / "hf")), output=tmp_path / "ckpt",
+                             dtype="float32", tp=2))
+    code, _, err = run_cli(capsys, tmp_path / "ckpt", "--output", tmp_path / "eng", "--gpu-memory", "8")
+    assert code == 0, err
+    assert [kw["rank"] for n, kw in fake_trtllm.CALLS if n == "GPTForCausalLM.from_checkpoint"] == [0, 1]
+
+
 def test_existing_output_needs_overwrite(tmp_path, capsys, fake_trtllm):
     ckpt = write_checkpoint(tmp_path / "ckpt")
     out = tmp_path / "eng"
-    out.mkdir()
-    (out / "old.txt").write_text("x")
+    assert run_cli(capsys, ckpt, "--output", out)[0] == 0
+    (out / "stale.txt").write_text("x")
+    fake_trtllm.CALLS.clear()
     code, _, err = run_cli(capsys, ckpt, "--output", out)
     assert code == 2 and "exists" in err and "--overwrite" in err
     assert fake_trtllm.CALLS == []
     code, _, err = run_cli(capsys, ckpt, "--output", out, "--overwrite")
     assert code == 0, err
-    assert not (out / "old.txt").exists() and (out / "rank0.engine").is_file()
+    assert not (out / "stale.txt").exists() and (out / "rank0.engine").is_file()
     plan = json.loads((out / "trt_minitron_manifest.json").read_text())["plan"]
     assert plan["gpu_memory_source"] == "local GPU Fake GPU" and plan["gpu_memory_bytes"] == 24 << 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "eng"]
+
+
+def _tree_digest(path: Path) -> dict:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "parent"])
+def test_output_that_is_contains_or_lies_in_the_checkpoint_is_refused(tmp_path, capsys, fake_trtllm, where):
+    ckpt = write_checkpoint(tmp_path / "models" / "ckpt")
+    out = {"same": ckpt, "inside": ckpt / "engine", "parent": tmp_path / "models"}[where]
+    before = _tree_digest(tmp_path)
+    code, stdout, err = run_cli(capsys, ckpt, "--output", out, "--overwrite")
+    assert code == 2 and stdout == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert "is, contains or lies inside the checkpoint" in err
+    assert _tree_digest(tmp_path) == before and fake_trtllm.CALLS == []
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_overwrite_refuses_what_build_did_not_write(tmp_path, capsys, fake_trtllm, kind):
+    ckpt = write_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "precious"
+    if kind == "folder":
+        out.mkdir()
+        (out / "notes.txt").write_text("keep me")
+    else:
+        out.write_text("keep me")
+    before = _tree_digest(tmp_path)
+    code, _, err = run_cli(capsys, ckpt, "--output", out, "--overwrite")
+    assert code == 2 and err.count("\n") == 1 and "--overwrite" in err and "remove it yourself" in err
+    assert _tree_digest(tmp_path) == before and fake_trtllm.CALLS == []
+
+
+def test_overwrite_accepts_an_empty_folder(tmp_path, capsys, fake_trtllm):
+    ckpt = write_checkpoint(tmp_path / "ckpt")
+    (tmp_path / "eng").mkdir()
+    code, _, err = run_cli(capsys, ckpt, "--output", tmp_path / "eng", "--overwrite")
+    assert code == 0, err
+    assert (tmp_path / "eng" / "rank0.engine").is_file()
+
+
+def test_build_under_mpirun_is_refused_on_fake_trtllm(tmp_path, capsys, fake_trtllm, monkeypatch):
+    """Rank and world size come from tensorrt_llm.mpi_world_size(), not from launcher environment variables."""
+    monkeypatch.setattr(fake_trtllm._utils, "MPI_WORLD_SIZE", 2)
+    ckpt = write_checkpoint(tmp_path / "ckpt")
+    code, _, err = run_cli(capsys, ckpt, "--output", tmp_path / "eng")
+    assert code == 2 and err.count("\n") == 1 and "one of 2 MPI ranks" in err and "--workers" in err
+    assert not (tmp_path / "eng").exists()
+    monkeypatch.setattr(fake_trtllm._utils, "MPI_WORLD_SIZE", 1)
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")  # ignored: the API is asked, not the environment
+    assert run_cli(capsys, ckpt, "--output", tmp_path / "eng")[0] == 0
 
 
 def test_failed_build_leaves_nothing(tmp_path, capsys, fake_trtllm, monkeypatch):
@@ -222,7 +322,7 @@ def test_failed_build_leaves_nothing(tmp_path, capsys, fake_trtllm, monkeypatch)
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_parallel_workers_build_every_rank(tmp_path, capsys, fake_trtllm):
+def test_parallel_workers_build_every_rank_on_fake_trtllm(tmp_path, capsys, fake_trtllm):
     ckpt = write_checkpoint(tmp_path / "ckpt", tp=2)
     out = tmp_path / "eng"
     code, _, err = run_cli(capsys, ckpt, "--output", out, "--workers", "2")
@@ -230,26 +330,6 @@ def test_parallel_workers_build_every_rank(tmp_path, capsys, fake_trtllm):
     assert (out / "rank0.engine").read_bytes().startswith(b"FAKE-ENGINE rank=0")
     assert (out / "rank1.engine").read_bytes().startswith(b"FAKE-ENGINE rank=1")
     assert fake_trtllm.CALLS == []  # the ranks ran in worker processes
-
-
-# --- the fake itself must reject what the real API would not take -----------------------------------
-
-def test_fake_rejects_unknown_and_missing_fields(fake_trtllm):
-    from tensorrt_llm.builder import BuildConfig
-    from tensorrt_llm.plugin import PluginConfig
-
-    good = b.build_config_dict(b.BuildOptions(checkpoint=Path(".")), "bfloat16")
-    BuildConfig.from_dict(good)
-    with pytest.raises(KeyError):
-        BuildConfig.from_dict({k: v for k, v in good.items() if k != "opt_num_tokens"})
-    with pytest.raises(KeyError):
-        BuildConfig.from_dict({k: v for k, v in good.items() if k != "kv_cache_type"})
-    with pytest.raises(TypeError):
-        BuildConfig.from_dict({**good, "max_output_len": 100})  # removed in 0.12
-    with pytest.raises(TypeError):
-        PluginConfig(enable_context_fmha=True)
-    with pytest.raises(ValueError):
-        PluginConfig(gemm_plugin="int8")
 
 
 # --- real engine build -------------------------------------------------------------------------------
@@ -262,13 +342,15 @@ def _real_trtllm_and_cuda() -> bool:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _real_trtllm_and_cuda(), reason="needs tensorrt_llm and a CUDA GPU")
-def test_real_engine_build_of_tiny_export(tmp_path, capsys):
-    from tiny import make_tiny_llama
+@pytest.mark.parametrize("arch, dtype", [("llama", "bfloat16"), ("llama", "float32"), ("nemotron", "bfloat16")])
+def test_real_engine_build_of_tiny_export(tmp_path, capsys, arch, dtype):
+    """A real TensorRT-LLM engine of a tiny export, with the default plugins (auto = checkpoint dtype)."""
+    from tiny import make_tiny_llama, make_tiny_nemotron
 
     from trt_minitron.export import ExportOptions, run_export
 
-    hf = make_tiny_llama(tmp_path / "hf")
-    run_export(ExportOptions(src=str(hf), output=tmp_path / "ckpt", dtype="bfloat16"))
+    make = make_tiny_llama if arch == "llama" else make_tiny_nemotron
+    run_export(ExportOptions(src=str(make(tmp_path / "hf")), output=tmp_path / "ckpt", dtype=dtype))
     code, _, err = run_cli(capsys, tmp_path / "ckpt", "--output", tmp_path / "eng", "--max-batch-size", "2",
                            "--max-input-len", "64", "--max-seq-len", "128", "--max-num-tokens", "256")
     assert code == 0, err
@@ -277,3 +359,4 @@ def test_real_engine_build_of_tiny_export(tmp_path, capsys):
     import tensorrt_llm
 
     assert m["tensorrt_llm_version"] == tensorrt_llm.__version__
+    assert m["checkpoint"]["dtype"] == dtype

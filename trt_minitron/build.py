@@ -1,17 +1,21 @@
-"""`trt-minitron build`: a validated TensorRT-LLM checkpoint -> bf16 engines, in-process, one rank per worker.
+"""`trt-minitron build`: a validated TensorRT-LLM checkpoint -> engines (checkpoint dtype), in-process, one rank per worker.
 
-Per rank, the TensorRT-LLM Python API (the path `trtllm-build` takes):
+Per rank, the TensorRT-LLM Python API along the path `trtllm-build` takes:
     PretrainedConfig.from_json_file -> set_rank -> MODEL_MAP[arch].from_checkpoint
-    -> tensorrt_llm.builder.build(model, BuildConfig.from_dict(...)) -> Engine.save
-Signatures follow TensorRT-LLM 1.2.x (see tests/fakes/tensorrt_llm/__init__.py for the commits read);
-the calls used also exist in 0.12. `tensorrt_llm` is imported only inside functions that need it.
+    -> tensorrt_llm.builder.build(model, BuildConfig) -> Engine.save
+The calls live in build_api.py, each noted there with the TensorRT-LLM source (file, commit) it was checked
+against: the pydantic BuildConfig of the 1.2 line (PR #8330) is built with its constructor, the dataclass of
+0.12-1.1 with from_dict; which one is detected, not guessed. Plugin dtypes: "auto" (TensorRT-LLM resolves it to
+the checkpoint dtype: PluginConfig docstring and __getattribute__, plugin/plugin.py @c20322ffd3dc) or an
+explicit dtype that must equal the checkpoint's, so a float32 checkpoint builds with float32 plugins.
+`tensorrt_llm` is imported only inside functions that need it.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
+import math
 import os
 import shutil
 import struct
@@ -21,13 +25,14 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from . import __version__
+from . import __version__, build_api
 from .archs import get_arch
 from .errors import ConfigError, MissingDependencyError, OutputExistsError
 from .plan import DEFAULT_GPU_MEMORY, GIB, MemoryPlan, PlanRequest, make_plan
 from .trtllm_ckpt import TrtCheckpoint, check_rank_files, read_checkpoint
 
-PLUGIN_CHOICES = ("bfloat16", "float16", "disable")
+# DefaultPluginDtype (plugin/plugin.py @c20322ffd3dc) restricted to the float dtypes a checkpoint can have.
+PLUGIN_CHOICES = ("auto", "bfloat16", "float16", "float32", "disable")
 MANIFEST = "trt_minitron_manifest.json"
 # Copied from the checkpoint so an engine folder is self-contained for generate/summarize.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
@@ -45,8 +50,8 @@ class BuildOptions:
     max_seq_len: int = 2048
     max_num_tokens: int = 8192
     max_beam_width: int = 1
-    gpt_attention_plugin: str = "bfloat16"
-    gemm_plugin: str = "bfloat16"
+    gpt_attention_plugin: str = "auto"  # = the checkpoint dtype
+    gemm_plugin: str = "auto"
     workers: int = 1
     overwrite: bool = False
     dry_run: bool = False
@@ -69,19 +74,21 @@ class BuildOptions:
         if self.gpt_attention_plugin == "disable":
             raise ConfigError("--gpt-attention-plugin disable is not possible: the paged KV cache and "
                               "remove-input-padding (always on here) need the GPT attention plugin")
-        if self.gpu_memory_gib is not None and self.gpu_memory_gib <= 0:
-            raise ConfigError(f"--gpu-memory must be a positive number of GiB, got {self.gpu_memory_gib}")
+        if self.gpu_memory_gib is not None and not (math.isfinite(self.gpu_memory_gib) and self.gpu_memory_gib > 0):
+            raise ConfigError(f"--gpu-memory must be a positive, finite number of GiB, got {self.gpu_memory_gib}")
         if not self.dry_run and self.output is None:
             raise ConfigError("--output ENGINE_DIR is required (or pass --dry-run)")
 
 
-def build_config_dict(opts: BuildOptions, dtype: str) -> dict:
-    """The dict for `BuildConfig.from_dict`: every size explicit (older from_dict pops them without
-    defaults), paged KV cache, packed input and context FMHA on."""
+def build_settings(opts: BuildOptions, dtype: str) -> dict:
+    """The BuildConfig fields trt-minitron sets: every size explicit (older from_dict pops them without
+    defaults), paged KV cache, packed input and context FMHA on; plugin dtypes "auto" or the checkpoint dtype."""
     for name in ("gpt_attention_plugin", "gemm_plugin"):
         value = getattr(opts, name)
-        if value != "disable" and value != dtype:
-            raise ConfigError(f"--{name.replace('_', '-')} {value} does not match the checkpoint dtype {dtype}")
+        # An explicit plugin dtype is used as given; "auto" is TensorRT-LLM's way to say "the model dtype".
+        if value not in ("auto", "disable") and value != dtype:
+            raise ConfigError(f"--{name.replace('_', '-')} {value} does not match the checkpoint dtype {dtype}; "
+                              f"use {dtype} or auto")
     plugin = lambda v: None if v == "disable" else v  # None = plugin off, in 0.12 and 1.x
     return {
         "max_input_len": opts.max_input_len,
@@ -90,7 +97,7 @@ def build_config_dict(opts: BuildOptions, dtype: str) -> dict:
         "max_beam_width": opts.max_beam_width,
         "max_num_tokens": opts.max_num_tokens,
         "opt_num_tokens": None,
-        "kv_cache_type": "PAGED",  # required by from_dict in 0.13-1.0 whenever plugin_config is given
+        "kv_cache_type": "PAGED",  # C++ enum name for from_dict (0.13-1.1); the 1.2 KVCacheType matches it too
         "plugin_config": {
             "gpt_attention_plugin": plugin(opts.gpt_attention_plugin),
             "gemm_plugin": plugin(opts.gemm_plugin),
@@ -156,7 +163,7 @@ def dry_run(opts: BuildOptions) -> dict:
     """Validate, resolve the BuildConfig and plan memory; touches no TensorRT-LLM. Raises if it cannot fit."""
     opts.validate()
     checked = inspect_checkpoint(opts.checkpoint, require_rank_files=False)
-    bc = build_config_dict(opts, checked.ckpt.dtype)
+    bc = build_settings(opts, checked.ckpt.dtype)
     plan = plan_for(opts, checked)
     plan.check()
     return {"checkpoint": _checkpoint_info(checked), "build_config": bc, "plan": plan.to_dict()}
@@ -179,7 +186,8 @@ def _gpu_info() -> tuple[int, str]:
 
 
 def require_trtllm() -> str:
-    """tensorrt_llm importable and a CUDA GPU visible, else one line naming what is missing; its version."""
+    """tensorrt_llm importable, a CUDA GPU visible and a single process (not one MPI rank of many), else one
+    line naming what is wrong; its version."""
     import importlib.util
 
     if importlib.util.find_spec("tensorrt_llm") is None:
@@ -189,25 +197,27 @@ def require_trtllm() -> str:
                                      f"Docker target 'build' on a GPU host: {DOCKER_HINT}")
     import tensorrt_llm
 
+    build_api.check_single_process()
     return str(getattr(tensorrt_llm, "__version__", "unknown"))
 
 
-def build_rank(ckpt_dir: str, rank: int, build_config: dict, engine_dir: str) -> float:
-    """Build and save one rank's engine; returns seconds. Module-level so worker processes can run it."""
-    import torch
-    from tensorrt_llm.builder import BuildConfig, build
-    from tensorrt_llm.models import MODEL_MAP, PretrainedConfig
-
-    if torch.cuda.device_count() > 1:
-        torch.cuda.set_device(rank % torch.cuda.device_count())
-    t0 = time.perf_counter()
-    config = PretrainedConfig.from_json_file(os.path.join(ckpt_dir, "config.json"))
-    config.set_rank(rank)
-    model = MODEL_MAP[config.architecture].from_checkpoint(ckpt_dir, config=config)
-    # from_dict pops keys from its argument in some releases: give it its own copy.
-    engine = build(model, BuildConfig.from_dict(copy.deepcopy(build_config)))
-    engine.save(engine_dir)
-    return time.perf_counter() - t0
+def check_output(out: Path, checkpoint: Path, overwrite: bool) -> None:
+    """Refuse an output that is, contains or lies in the checkpoint, and (with --overwrite) anything but an
+    empty folder or an engine folder this command wrote (it holds our manifest)."""
+    o, c = out.resolve(), checkpoint.resolve()
+    if o == c or c.is_relative_to(o) or o.is_relative_to(c):
+        raise ConfigError(f"--output {out} is, contains or lies inside the checkpoint {checkpoint}; choose a "
+                          f"folder outside it")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
+        raise OutputExistsError(f"{out} exists; delete it, choose another --output, or pass --overwrite")
+    if not out.is_dir() or out.is_symlink():
+        raise OutputExistsError(f"{out} exists and is not a folder; --overwrite replaces only an engine folder "
+                                f"written by trt-minitron build; remove it yourself or choose another --output")
+    if any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise OutputExistsError(f"{out} is not an engine folder written by trt-minitron build (no {MANIFEST}); "
+                                f"--overwrite will not replace it: remove it yourself or choose another --output")
 
 
 def build(opts: BuildOptions) -> Path:
@@ -220,10 +230,9 @@ def build(opts: BuildOptions) -> Path:
     """
     opts.validate()
     out = Path(opts.output)
-    if out.exists() and not opts.overwrite:
-        raise OutputExistsError(f"{out} exists; delete it, choose another --output, or pass --overwrite")
+    check_output(out, Path(opts.checkpoint), opts.overwrite)
     checked = inspect_checkpoint(opts.checkpoint, require_rank_files=True)
-    bc = build_config_dict(opts, checked.ckpt.dtype)
+    bc = build_settings(opts, checked.ckpt.dtype)
     trtllm_version = require_trtllm()
     plan = plan_for(opts, checked)
     plan.check()
@@ -258,10 +267,10 @@ def build(opts: BuildOptions) -> Path:
 
 def _build_all(ckpt_dir: str, world_size: int, bc: dict, engine_dir: str, workers: int) -> list[float]:
     if workers == 1 or world_size == 1:
-        return [build_rank(ckpt_dir, r, bc, engine_dir) for r in range(world_size)]
+        return [build_api.build_rank(ckpt_dir, r, bc, engine_dir) for r in range(world_size)]
     # Separate processes, as trtllm-build does: TensorRT builders do not share a process well.
     with ProcessPoolExecutor(max_workers=min(workers, world_size), mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(build_rank, ckpt_dir, r, bc, engine_dir) for r in range(world_size)]
+        futures = [pool.submit(build_api.build_rank, ckpt_dir, r, bc, engine_dir) for r in range(world_size)]
         return [f.result() for f in futures]
 
 

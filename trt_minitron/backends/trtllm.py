@@ -6,11 +6,16 @@ of TensorRT-LLM's examples/summarize.py. Output layout (both runners): output_id
 [batch, beams, max_seq_len] = prompt + generated, right-padded with end_id; sequence_lengths
 [batch, beams] count the prompt. Multi-GPU engines run under `mpirun -n <tp*pp>`; only rank 0
 gets outputs (ModelRunnerCpp.generate returns [] elsewhere).
+
+Rank and world size come from tensorrt_llm.mpi_rank() / mpi_world_size() (exported by tensorrt_llm/__init__.py
+@c40f1157; tensorrt_llm/_utils.py, code-index file id 52995752: the MPI communicator's rank and size, or
+torch.distributed's rank with TLLM_DISABLE_MPI=1), the numbers the runners themselves use, rather than
+launcher-specific environment variables (which differ between mpirun, srun --mpi=pmix and others).
+Runner signatures: see tests/fakes/tensorrt_llm/runtime.py for the sources read.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -22,17 +27,6 @@ from .base import Clock, Generation, Sampling, TokenCallback, decode, load_token
 DOCKER_HINT = ("tensorrt_llm is not importable here; run inside a TensorRT-LLM container, e.g. "
                "`docker run --gpus all --ipc=host -v $PWD:/work nvcr.io/nvidia/tensorrt-llm/release:<version>` "
                "(see docker/), or `pip install tensorrt-llm` on a CUDA machine")
-MPI_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
-MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS")
-
-
-def _env_int(names: tuple[str, ...], default: int) -> int:
-    for n in names:
-        if os.environ.get(n, "").isdigit():
-            return int(os.environ[n])
-    return default
-
-
 def read_engine_config(engine_dir: Path) -> dict:
     """The engine folder's config.json (written by trtllm-build)."""
     cfg = engine_dir / "config.json"
@@ -65,17 +59,18 @@ class TrtllmBackend:
                  max_input_len: int | None = None, max_output_len: int = 100, max_beam_width: int = 1,
                  use_py_session: bool = False):
         try:
+            import tensorrt_llm
             import tensorrt_llm.runtime as rt
         except ImportError as e:
             raise MissingDependencyError(f"{DOCKER_HINT} ({e})") from None
         engine_dir = Path(model)
         cfg = read_engine_config(engine_dir)
         world = engine_world_size(cfg)
-        mpi_size = _env_int(MPI_SIZE_VARS, 1)
+        mpi_size = tensorrt_llm.mpi_world_size()
         if world != mpi_size:
             raise ConfigError(f"engine {engine_dir} was built for {world} GPU(s) but this process runs with "
                               f"{mpi_size} MPI rank(s); launch it as `mpirun -n {world} trt-minitron ...`")
-        self.rank = _env_int(MPI_RANK_VARS, 0)
+        self.rank = tensorrt_llm.mpi_rank()
         self.is_main = self.rank == 0
         self.model = str(engine_dir)
         self.device = torch.device("cuda", self.rank % max(torch.cuda.device_count(), 1)) \

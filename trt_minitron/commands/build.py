@@ -22,8 +22,11 @@ def register(app: typer.Typer) -> None:
         max_seq_len: int = typer.Option(_D.max_seq_len, help="Longest prompt + output, in tokens."),
         max_num_tokens: int = typer.Option(_D.max_num_tokens, help="Most tokens in one packed forward pass."),
         max_beam_width: int = typer.Option(_D.max_beam_width, help="Beams for beam search (1 = greedy/sampling)."),
-        gpt_attention_plugin: str = typer.Option(_D.gpt_attention_plugin, help="bfloat16 | float16 | disable."),
-        gemm_plugin: str = typer.Option(_D.gemm_plugin, help="bfloat16 | float16 | disable."),
+        gpt_attention_plugin: str = typer.Option(_D.gpt_attention_plugin, help="auto (= checkpoint dtype) | "
+                                                 "bfloat16 | float16 | float32; an explicit dtype must match "
+                                                 "the checkpoint."),
+        gemm_plugin: str = typer.Option(_D.gemm_plugin, help="auto (= checkpoint dtype) | bfloat16 | float16 | "
+                                        "float32 | disable."),
         workers: int = typer.Option(_D.workers, help="Ranks built in parallel (separate processes)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output folder."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the BuildConfig and memory plan "
@@ -31,7 +34,7 @@ def register(app: typer.Typer) -> None:
         gpu_memory: float | None = typer.Option(None, "--gpu-memory", help="GPU memory per rank in GiB for the "
                                                    "plan (default: the local GPU's, else 80)."),
     ) -> None:
-        """Build bf16 TensorRT-LLM engines from a checkpoint, with paged KV cache, packed input and context FMHA."""
+        """Build TensorRT-LLM engines (in the checkpoint dtype) with paged KV cache, packed input and context FMHA."""
         from .. import build as impl
 
         opts = BuildOptions(

@@ -1,4 +1,5 @@
-"""Mapping with the constructor of tensorrt_llm/mapping.py @05ebebb2 (parallel groups left out)."""
+"""Mapping with the constructor of tensorrt_llm/mapping.py @05ebebb2 (parallel groups left out) and the
+rank/stage helpers the models use (pp_layers splits layers as torch.tensor_split does in 1.x)."""
 
 
 class Mapping:
@@ -19,6 +20,17 @@ class Mapping:
     @property
     def pp_rank(self):
         return self.rank // (self.tp_size * self.cp_size)
+
+    def is_first_pp_rank(self):
+        return self.pp_rank == 0
+
+    def is_last_pp_rank(self):
+        return self.pp_rank == self.pp_size - 1
+
+    def pp_layers(self, num_layers: int) -> list[int]:
+        base, extra = divmod(num_layers, self.pp_size)
+        start = self.pp_rank * base + min(self.pp_rank, extra)
+        return list(range(start, start + base + (1 if self.pp_rank < extra else 0)))
 
     @classmethod
     def from_dict(cls, mapping: dict):

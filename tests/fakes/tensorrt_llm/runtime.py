@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
@@ -85,9 +84,10 @@ class SamplingConfig:
 
 
 def _world() -> tuple[int, int]:
-    rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK", "0")))
-    size = int(os.environ.get("OMPI_COMM_WORLD_SIZE", os.environ.get("PMI_SIZE", "1")))
-    return rank, size
+    """The MPI rank and size the real C++ WorldConfig.mpi() sees: the fake's mpi_rank()/mpi_world_size()."""
+    from ._utils import mpi_rank, mpi_world_size
+
+    return mpi_rank(), mpi_world_size()
 
 
 def _engine(engine_dir: str) -> dict:

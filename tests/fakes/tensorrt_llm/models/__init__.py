@@ -1,15 +1,9 @@
-"""MODEL_MAP entries trt-minitron's checkpoints use (tensorrt_llm/models/__init__.py)."""
+"""MODEL_MAP entries trt-minitron's checkpoints use (tensorrt_llm/models/__init__.py, index file id 820782731):
+LlamaForCausalLM -> LLaMAForCausalLM; GPTForCausalLM and NemotronForCausalLM -> GPTForCausalLM."""
 
+from .gpt import GPTConfig, GPTForCausalLM
+from .llama import LLaMAConfig, LLaMAForCausalLM
 from .modeling_utils import PretrainedConfig, PretrainedModel
-
-
-class GPTForCausalLM(PretrainedModel):
-    pass
-
-
-class LLaMAForCausalLM(PretrainedModel):
-    pass
-
 
 MODEL_MAP = {
     "GPTForCausalLM": GPTForCausalLM,
@@ -17,4 +11,5 @@ MODEL_MAP = {
     "LlamaForCausalLM": LLaMAForCausalLM,
 }
 
-__all__ = ["MODEL_MAP", "PretrainedConfig", "PretrainedModel", "GPTForCausalLM", "LLaMAForCausalLM"]
+__all__ = ["MODEL_MAP", "PretrainedConfig", "PretrainedModel", "GPTConfig", "GPTForCausalLM", "LLaMAConfig",
+           "LLaMAForCausalLM"]

@@ -1,4 +1,21 @@
-"""PretrainedConfig / PretrainedModel with the signatures of tensorrt_llm/models/modeling_utils.py @01ea6d79."""
+"""PretrainedConfig, DecoderLayerList and PretrainedModel as in tensorrt_llm/models/modeling_utils.py.
+
+Source: NVIDIA/TensorRT-LLM tensorrt_llm/models/modeling_utils.py, index file id 1189552800 (a 1.x version with
+cp-rank remapping and preprocess_weights; the index gives no commit for it), and @01ea6d79 for the
+PretrainedConfig signature. What the real code does and the fake copies:
+  - from_checkpoint(ckpt_dir, rank=None, config=None, *, preprocess_weights_hook=None) reads
+    rank{mapping.rank}.safetensors (asserting it exists), builds cls(config) and calls load(weights);
+  - load(): every not-yet-initialised parameter of the module tree must be in the file, else
+    RuntimeError("Required but not provided tensors:{...}"); lm_head.weight may be absent when a
+    vocab_embedding.weight is present (embedding sharing); then `param.value = weights[name]` per
+    parameter, where a wrong shape raises, re-raised as RuntimeError("Encounter error '...' for parameter '...'");
+  - DecoderLayerList builds one layer per global index in mapping.pp_layers(num_hidden_layers), held in a
+    ModuleList, so a pipeline rank's tensors are named transformer.layers.{local index}.
+Deliberately stricter than the real code: names in the file that the model does not have are an error
+(the real load() only logs "Provided but not required tensors"), and every tensor must already be in the
+checkpoint dtype (the real Parameter setter's dtype handling was not read).
+Only safetensors headers are read (shapes and dtypes), never tensor data.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +27,7 @@ from typing import Optional, Union
 
 from .._calls import record
 from ..mapping import Mapping
+from ._layers import Module, ModuleList
 
 
 @dataclass
@@ -34,6 +52,7 @@ class QuantConfig:
 
 POSITION_EMBEDDING_TYPES = ("learned_absolute", "rope_gptj", "rope_gpt_neox", "long_rope", "alibi",
                             "alibi_with_scale", "relative", "chatglm", "yarn", "mrope", "deferred")
+SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 
 
 class PretrainedConfig:
@@ -91,10 +110,27 @@ class PretrainedConfig:
         return out
 
 
-class PretrainedModel:
+class DecoderLayerList(ModuleList):
+    def __init__(self, cls, config: PretrainedConfig):
+        self.layer_list = config.mapping.pp_layers(config.num_hidden_layers)
+        super().__init__([cls(config, idx) for idx in self.layer_list])
+
+
+def check_no_moe(config: PretrainedConfig) -> None:
+    moe = getattr(config, "moe", None)
+    experts = moe.get("num_experts", 0) if isinstance(moe, dict) else getattr(moe, "num_experts", 0)
+    if experts:
+        raise NotImplementedError("fake models: MoE layers are not modelled")
+
+
+class PretrainedModel(Module):
     def __init__(self, config: PretrainedConfig):
+        super().__init__()
         self.config = config
-        self.weight_names: list[str] = []
+
+    def expected_tensors(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every parameter a checkpoint must provide for this rank."""
+        return dict(self.named_parameters())
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir: str, rank: Optional[int] = None, config: Optional[PretrainedConfig] = None,
@@ -105,10 +141,38 @@ class PretrainedModel:
             config = PretrainedConfig.from_json_file(os.path.join(ckpt_dir, "config.json"))
         if rank is not None:
             config.set_rank(rank)
-        weights_path = os.path.join(ckpt_dir, f"rank{config.mapping.rank}.safetensors")
+        rank = config.mapping.rank
+        weights_path = os.path.join(ckpt_dir, f"rank{rank}.safetensors")
         assert os.path.isfile(weights_path)
-        record(f"{cls.__name__}.from_checkpoint", ckpt_dir=ckpt_dir, rank=config.mapping.rank)
-        model = cls(config)
+        record(f"{cls.__name__}.from_checkpoint", ckpt_dir=ckpt_dir, rank=rank)
         with safe_open(weights_path, "pt") as f:
-            model.weight_names = sorted(f.keys())
+            headers = {}
+            for name in f.keys():
+                sl = f.get_slice(name)
+                headers[name] = (tuple(sl.get_shape()), SAFETENSORS_DTYPES.get(sl.get_dtype(), sl.get_dtype()))
+        model = cls(config)
+        model.load(headers)
         return model
+
+    def load(self, weights: dict[str, tuple[tuple[int, ...], str]]) -> None:
+        """Check `weights` (name -> (shape, dtype)) against the module tree, as the real load() does."""
+        expected = self.expected_tensors()
+        sharing = any(k.endswith("vocab_embedding.weight") for k in weights)
+        required = {n for n in expected if not (n.endswith("lm_head.weight") and n not in weights and sharing)}
+        missing = required - set(weights)
+        if missing:
+            raise RuntimeError(f"Required but not provided tensors:{missing}")
+        extra = set(weights) - required
+        if extra:
+            raise RuntimeError(f"fake load (stricter than the real warning): Provided but not required tensors: "
+                               f"{extra}")
+        for name, shape in expected.items():
+            if name not in weights:
+                continue
+            got_shape, got_dtype = weights[name]
+            if got_shape != shape:
+                raise RuntimeError(f"Encounter error 'The value updated is not the same shape as the original. "
+                                   f"Updated: {got_shape}, original: {shape}' for parameter '{name}'")
+            if got_dtype != self.config.dtype:
+                raise RuntimeError(f"fake load (stricter): parameter '{name}' is {got_dtype}, the checkpoint dtype "
+                                   f"is {self.config.dtype}")
