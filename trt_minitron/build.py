@@ -224,9 +224,10 @@ def build(opts: BuildOptions) -> Path:
     """Validate, plan, build every rank into a temporary folder, write the manifest, then rename it into place.
 
     Raises:
-        OutputExistsError: the output exists and overwrite is off.
-        ConfigError / CheckpointError: invalid options or checkpoint, or a plan that does not fit.
-        MissingDependencyError: no tensorrt_llm or no CUDA GPU.
+        OutputExistsError: the output exists and overwrite is off, or is not ours to overwrite.
+        ConfigError / CheckpointError: invalid options or checkpoint, an output inside the checkpoint (or
+            around it), a plan that does not fit, or a start under MPI with several ranks.
+        MissingDependencyError: no tensorrt_llm, no CUDA GPU, or a tensorrt_llm whose BuildConfig lacks a field.
     """
     opts.validate()
     out = Path(opts.output)
