@@ -290,6 +290,14 @@ def test_overwrite_refuses_what_build_did_not_write(tmp_path, capsys, fake_trtll
     assert _tree_digest(tmp_path) == before and fake_trtllm.CALLS == []
 
 
+def test_output_below_a_file_is_one_line(tmp_path, capsys, fake_trtllm):
+    ckpt = write_checkpoint(tmp_path / "ckpt")
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(capsys, ckpt, "--output", tmp_path / "afile" / "eng")
+    assert code == 2 and err.count("\n") == 1 and "afile is not a folder" in err
+    assert fake_trtllm.CALLS == []
+
+
 def test_overwrite_accepts_an_empty_folder(tmp_path, capsys, fake_trtllm):
     ckpt = write_checkpoint(tmp_path / "ckpt")
     (tmp_path / "eng").mkdir()

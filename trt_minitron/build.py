@@ -209,6 +209,7 @@ def check_output(out: Path, checkpoint: Path, overwrite: bool) -> None:
         raise ConfigError(f"--output {out} is, contains or lies inside the checkpoint {checkpoint}; choose a "
                           f"folder outside it")
     if not out.exists() and not out.is_symlink():
+        _check_creatable(out)
         return
     if not overwrite:
         raise OutputExistsError(f"{out} exists; delete it, choose another --output, or pass --overwrite")
@@ -218,6 +219,17 @@ def check_output(out: Path, checkpoint: Path, overwrite: bool) -> None:
     if any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise OutputExistsError(f"{out} is not an engine folder written by trt-minitron build (no {MANIFEST}); "
                                 f"--overwrite will not replace it: remove it yourself or choose another --output")
+
+
+def _check_creatable(out: Path) -> None:
+    """The nearest existing ancestor of `out` must be a writable folder (checked before minutes of building)."""
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--output {out}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {out}: {parent} is not writable")
 
 
 def build(opts: BuildOptions) -> Path:
