@@ -258,11 +258,16 @@ class _Fields:
         key, value = self._value(keys, default, within)
         if value is _MISSING or value is None:
             return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= upper \
-                or math.isinf(value):
-            limit = f" at most {upper:g}" if upper < math.inf else ""
-            self.bad.append(f"{key}={value!r} must be a positive number{limit}")
-            return value
+        # A value may be stated twice (4.x top level and 5.x rope_parameters): check both, and that they agree.
+        stated = {(w, k): src[k] for w, src in (("rope_parameters.", within or {}), ("", self.raw))
+                  for k in keys if src.get(k) is not None}
+        for (w, k), v in stated.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= upper or math.isinf(v):
+                limit = f" at most {upper:g}" if upper < math.inf else ""
+                self.bad.append(f"{w}{k}={v!r} must be a positive number{limit}")
+                return value
+        if len(set(stated.values())) > 1:
+            self.bad.append(" and ".join(f"{w}{k}={v!r}" for (w, k), v in stated.items()) + " disagree")
         return float(value)
 
     def text(self, *keys: str) -> Any:

@@ -191,7 +191,7 @@ def _inside(folder: Path, root: Path, name: str, where: Path) -> Path:
     parts = PurePosixPath(name.replace("\\", "/")).parts
     if not name or PurePosixPath(name).is_absolute() or name.startswith("\\") or ".." in parts \
             or (len(name) > 1 and name[1] == ":"):
-        raise CheckpointError(f"{where}: shard name {name!r} is not a plain file name inside {folder}")
+        raise CheckpointError(f"{where}: shard {name!r} is not a plain file name inside {folder}")
     path = folder / name
     if not path.resolve().is_relative_to(root.resolve()):
         raise CheckpointError(f"{where}: shard {name!r} is a link to {path.resolve()}, outside {root}")
