@@ -15,7 +15,7 @@ from tiny import make_tiny_llama
 from trt_minitron.sources.nemo import archive
 from trt_minitron.sources.nemo.archive import ExtractedContainer, open_container
 
-JUNK = 256 << 20  # compresses to ~250 KB
+JUNK = 64 << 20  # compresses to ~64 KB
 
 
 class _Zeros:
@@ -120,7 +120,7 @@ needs_mount = pytest.mark.skipif(not can_unshare_mount(), reason="needs `unshare
 @needs_mount
 @pytest.mark.parametrize("size, ok", [("64k", False), ("16m", True)])
 def test_real_small_tmpdir(nemos, tmp_path, size, ok):
-    """A 16 MB $TMPDIR is enough for the bomb (it holds ~0.2 MB of needed members, not 256 MB of junk);
+    """A 16 MB $TMPDIR is enough for the bomb (it holds ~0.2 MB of needed members, not 64 MB of junk);
     64 KB is not, and says so."""
     tmp, out = tmp_path / "tmp", tmp_path / "out"
     tmp.mkdir()
