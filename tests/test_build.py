@@ -325,8 +325,8 @@ def test_failed_build_leaves_nothing(tmp_path, capsys, fake_trtllm, monkeypatch)
         raise RuntimeError("engine build failed")
 
     monkeypatch.setattr(fake_trtllm.builder, "build", broken)
-    with pytest.raises(RuntimeError, match="engine build failed"):
-        main(["build", str(ckpt), "--output", str(tmp_path / "out" / "eng")])
+    code, _, err = run_cli(capsys, ckpt, "--output", tmp_path / "out" / "eng")
+    assert code == 70 and "internal error, please report it: RuntimeError: engine build failed" in err
     assert list((tmp_path / "out").iterdir()) == []
 
 

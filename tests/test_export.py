@@ -167,12 +167,12 @@ def test_tp_not_dividing_heads_is_one_clear_line(models, tmp_path, capsys):
 
 def test_existing_output_is_refused_unless_overwrite(models, tmp_path, capsys):
     out = tmp_path / "c"
-    out.mkdir()
-    (out / "keep").write_text("x")
+    export(models["llama"], out)  # an earlier export: recognisably ours (test_hardening_output.py: everything else)
     assert main(["export", str(models["llama"]), "--output", str(out)]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
-    assert main(["export", str(models["llama"]), "--output", str(out), "--overwrite"]) == 0
-    assert not (out / "keep").exists() and (out / "rank0.safetensors").is_file()
+    assert main(["export", str(models["nemotron"]), "--output", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["architecture"] == "GPTForCausalLM"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
 
 
 def test_bad_source_leaves_nothing_behind(models, tmp_path, capsys):

@@ -7,6 +7,7 @@ Field names follow transformers. Values the checkpoint states are never re-deriv
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,35 +75,50 @@ class ModelConfig:
 
     @classmethod
     def from_hf(cls, hf: dict, where: str = "config.json") -> ModelConfig:
-        archs = hf.get("architectures") or []
+        """Read a transformers config dict; every value is type-checked, and all bad fields are named in one line."""
+        if not isinstance(hf, dict):
+            raise ConfigError(f"{where} must hold a JSON object, found a {type(hf).__name__}")
+        f = _Fields(hf, where)
+        archs = f.get("architectures", list) or []
         arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
         if arch is None:
+            f.raise_if_bad()
             raise ConfigError(
                 f"unsupported architecture {archs or hf.get('model_type')!r} in {where}; "
                 f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
             )
 
-        def need(key: str, *aliases: str) -> Any:
-            for k in (key, *aliases):
-                if hf.get(k) is not None:
-                    return hf[k]
-            raise ConfigError(f"{where} lacks {key!r}")
+        hidden = f.integer("hidden_size")
+        heads = f.integer("num_attention_heads")
+        kv_heads = f.integer("num_key_value_heads", default=heads)
+        derived = hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 else None
+        head_dim = f.integer("head_dim", "kv_channels", default=derived)
 
-        hidden = int(need("hidden_size"))
-        heads = int(need("num_attention_heads"))
-        kv_heads = int(hf.get("num_key_value_heads") or heads)
-        head_dim = hf.get("head_dim") or hf.get("kv_channels") or hidden // heads
+        rope = f.get("rope_parameters", dict) or {}  # transformers 5.x form
+        rope_theta = f.number("rope_theta", default=10000.0, within=rope)
+        partial = f.number("partial_rotary_factor", default=None, within=rope, upper=1.0)
+        if partial is None:
+            partial = f.number("rope_percent", default=0.5, upper=1.0) if arch == "NemotronForCausalLM" else 1.0
+        scaling = f.get("rope_scaling", dict)
+        if scaling is None and rope.get("rope_type", rope.get("type", "default")) != "default":
+            scaling = rope
+        rope_scaling = _rope_scaling(scaling, f) if scaling else None
 
-        rope = dict(hf.get("rope_parameters") or {})  # transformers 5.x form
-        rope_theta = float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
-        partial = float(rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0)))
-        if arch == "NemotronForCausalLM" and "partial_rotary_factor" not in rope and hf.get(
-            "partial_rotary_factor"
-        ) is None:
-            partial = float(hf.get("rope_percent", 0.5))  # NemotronConfig default
-        scaling = hf.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+        act = f.text("hidden_act", "hidden_activation")
+        norm_eps = f.number("rms_norm_eps", "norm_eps", "layer_norm_eps")
+        cfg_fields = dict(
+            vocab_size=f.integer("vocab_size"),
+            intermediate_size=f.integer("intermediate_size"),
+            num_hidden_layers=f.integer("num_hidden_layers"),
+            max_position_embeddings=f.integer("max_position_embeddings", default=4096),
+            tie_word_embeddings=f.boolean("tie_word_embeddings", default=False),
+            torch_dtype=f.get("torch_dtype", str) or f.get("dtype", str),
+            bos_token_id=f.token_ids("bos_token_id"),
+            eos_token_id=f.token_ids("eos_token_id"),
+        )
+        biases = {flag: f.boolean(flag, default=False) for flag in ("attention_bias", "mlp_bias")}
+        f.raise_if_bad()
 
-        act = str(need("hidden_act", "hidden_activation"))
         if arch == "LlamaForCausalLM" and act != "silu":
             raise ConfigError(f"unsupported hidden_act {act!r} for LlamaForCausalLM in {where}; supported: silu")
         if arch == "NemotronForCausalLM":
@@ -110,34 +126,36 @@ class ModelConfig:
                 raise ConfigError(f"unsupported hidden_act {act!r} for NemotronForCausalLM in {where}; "
                                   "supported: relu2 (squared ReLU)")
             act = "relu2"
-        for flag in ("attention_bias", "mlp_bias"):
-            if hf.get(flag):
+        for flag, on in biases.items():
+            if on:
                 raise ConfigError(f"{flag}=true in {where} is not supported (Minitron models have no linear biases)")
 
         cfg = cls(
             architecture=arch,
-            vocab_size=int(need("vocab_size")),
             hidden_size=hidden,
-            intermediate_size=int(need("intermediate_size")),
-            num_hidden_layers=int(need("num_hidden_layers")),
             num_attention_heads=heads,
             num_key_value_heads=kv_heads,
-            head_dim=int(head_dim),
+            head_dim=head_dim,
             hidden_act=act,
-            norm_eps=float(need("rms_norm_eps", "norm_eps", "layer_norm_eps")),
-            max_position_embeddings=int(hf.get("max_position_embeddings") or 4096),
+            norm_eps=norm_eps,
             rope_theta=rope_theta,
             partial_rotary_factor=partial,
-            rope_scaling=_rope_scaling(scaling, where),
-            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            torch_dtype=hf.get("torch_dtype") or hf.get("dtype"),
-            bos_token_id=hf.get("bos_token_id"),
-            eos_token_id=hf.get("eos_token_id"),
+            rope_scaling=rope_scaling,
+            **cfg_fields,
         )
         cfg.validate(where)
         return cfg
 
     def validate(self, where: str = "config") -> None:
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "head_dim", "max_position_embeddings"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name}={value!r} in {where} must be a positive integer")
+        for name in ("norm_eps", "rope_theta", "partial_rotary_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ConfigError(f"{name}={value!r} in {where} must be a positive number")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(f"num_attention_heads={self.num_attention_heads} is not a multiple of "
                               f"num_key_value_heads={self.num_key_value_heads} in {where}")
@@ -182,29 +200,128 @@ class ModelConfig:
 
 
 def load_json(path: Path) -> dict:
-    """A JSON config file, or a one-line ConfigError saying why it cannot be read."""
+    """A JSON config file holding an object, or a one-line ConfigError saying why it cannot be read."""
     try:
-        return json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"no {Path(path).name} at {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a JSON file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object, found a {type(data).__name__}")
+    return data
 
 
-def _rope_scaling(raw: dict | None, where: str) -> RopeScaling | None:
-    if not raw:
-        return None
+_MISSING = object()
+
+
+class _Fields:
+    """Typed reads of a config dict; every bad field is recorded, then reported together on one line."""
+
+    def __init__(self, raw: dict, where: str):
+        self.raw, self.where, self.bad = raw, where, []
+
+    def _find(self, keys: tuple[str, ...], within: dict | None = None) -> tuple[str, Any]:
+        for source in (within or {}, self.raw):
+            for k in keys:
+                if source.get(k) is not None:
+                    return k, source[k]
+        return keys[0], _MISSING
+
+    def _value(self, keys: tuple[str, ...], default: Any, within: dict | None = None) -> tuple[str, Any]:
+        key, value = self._find(keys, within)
+        if value is _MISSING:
+            if default is _MISSING:
+                self.bad.append(f"lacks {keys[0]!r}")
+            return key, default
+        return key, value
+
+    def get(self, key: str, kind: type) -> Any:
+        """An optional value of one JSON type (None when absent or null)."""
+        value = self.raw.get(key)
+        if value is not None and not isinstance(value, kind):
+            self.bad.append(f"{key}={value!r} must be a JSON {_JSON_NAMES[kind]}")
+            return None
+        return value
+
+    def integer(self, *keys: str, default: Any = _MISSING) -> Any:
+        key, value = self._value(keys, default)
+        if value is _MISSING or value is None:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            self.bad.append(f"{key}={value!r} must be a positive integer")
+        return value
+
+    def number(self, *keys: str, default: Any = _MISSING, within: dict | None = None, upper: float = math.inf) -> Any:
+        key, value = self._value(keys, default, within)
+        if value is _MISSING or value is None:
+            return value
+        # A value may be stated twice (4.x top level and 5.x rope_parameters): check both, and that they agree.
+        stated = {(w, k): src[k] for w, src in (("rope_parameters.", within or {}), ("", self.raw))
+                  for k in keys if src.get(k) is not None}
+        for (w, k), v in stated.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= upper or math.isinf(v):
+                limit = f" at most {upper:g}" if upper < math.inf else ""
+                self.bad.append(f"{w}{k}={v!r} must be a positive number{limit}")
+                return value
+        if len(set(stated.values())) > 1:
+            self.bad.append(" and ".join(f"{w}{k}={v!r}" for (w, k), v in stated.items()) + " disagree")
+        return float(value)
+
+    def text(self, *keys: str) -> Any:
+        key, value = self._value(keys, _MISSING)
+        if value is not _MISSING and not isinstance(value, str):
+            self.bad.append(f"{key}={value!r} must be a string")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.bad.append(f"{key}={value!r} must be true or false (a JSON boolean, not a string or number)")
+            return default
+        return value
+
+    def token_ids(self, key: str) -> Any:
+        value = self.raw.get(key)
+        ids = value if isinstance(value, list) else [value]
+        if value is not None and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            self.bad.append(f"{key}={value!r} must be a token id or a list of token ids")
+            return None
+        return value
+
+    def raise_if_bad(self) -> None:
+        if self.bad:
+            raise ConfigError(f"{self.where}: {'; '.join(self.bad)}")
+
+
+_JSON_NAMES = {dict: "object", list: "list", str: "string"}
+
+
+def _rope_scaling(raw: dict, f: _Fields) -> RopeScaling | None:
+    where = f.where
     kind = raw.get("rope_type", raw.get("type", "default"))
     if kind == "default":
         return None
+    sub = _Fields(raw, f"{where}: {kind} rope scaling")
     if kind == "llama3":
-        return RopeScaling(
+        scaling = RopeScaling(
             rope_type="llama3",
-            factor=float(raw.get("factor", 8.0)),
-            low_freq_factor=float(raw.get("low_freq_factor", 1.0)),
-            high_freq_factor=float(raw.get("high_freq_factor", 4.0)),
-            original_max_position_embeddings=int(raw.get("original_max_position_embeddings", 8192)),
+            factor=sub.number("factor"),
+            low_freq_factor=sub.number("low_freq_factor"),
+            high_freq_factor=sub.number("high_freq_factor"),
+            original_max_position_embeddings=sub.integer("original_max_position_embeddings"),
         )
+        sub.raise_if_bad()
+        if scaling.high_freq_factor <= scaling.low_freq_factor:
+            raise ConfigError(f"llama3 rope scaling in {where} needs high_freq_factor > low_freq_factor, got "
+                              f"{scaling.high_freq_factor} and {scaling.low_freq_factor}")
+        return scaling
     if kind == "linear":
-        return RopeScaling(rope_type="linear", factor=float(raw["factor"]))
+        factor = sub.number("factor")
+        sub.raise_if_bad()
+        return RopeScaling(rope_type="linear", factor=factor)
     raise ConfigError(f"unsupported rope scaling type {kind!r} in {where}; supported: default, llama3, linear")

@@ -7,9 +7,7 @@ streaming write of each rank file into a temporary folder -> rename into place.
 from __future__ import annotations
 
 import json
-import os
 import resource
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -20,8 +18,9 @@ import torch
 from .archs import get_arch
 from .archs.base import Arch, Out, RankContext
 from .config import ModelConfig
-from .errors import CheckpointError, ConfigError, OutputExistsError
+from .errors import CheckpointError, ConfigError
 from .mapping import Mapping
+from .outputs import atomic_output_dir, check_output, write_marker
 from .sources import MetaReader, Source, TensorInfo, open_source
 from .stwriter import write_safetensors
 
@@ -82,6 +81,9 @@ def check_source(arch: Arch, source: Source) -> None:
         if have[name].shape != shape:
             raise CheckpointError(f"{source.description}: tensor {name} has shape {list(have[name].shape)}, "
                                   f"but the config implies {list(shape)}")
+        if not have[name].dtype.is_floating_point:
+            raise CheckpointError(f"{source.description}: tensor {name} is stored as {str(have[name].dtype)[6:]}, "
+                                  "but a weight must be floating point; refusing to cast integers to weights")
     extra = sorted(n for n in have if n not in expected and not n.endswith(arch.ignore_suffixes)
                    and not (n == "lm_head.weight" and source.config.tie_word_embeddings))
     if extra:
@@ -108,35 +110,49 @@ def run_export(opts: ExportOptions) -> ExportResult | None:
     """Entry point of `trt-minitron export`. Returns None for --dry-run.
 
     Raises:
-        TrtMinitronError: bad input (unsupported config, missing tensors, output exists, ...).
+        TrtMinitronError: bad input (unsupported config, missing tensors, unsafe or existing output, ...).
     """
     if opts.dtype not in DTYPES:
         raise ConfigError(f"unsupported --dtype {opts.dtype!r}; choose one of {', '.join(DTYPES)}")
     if opts.format not in FORMATS:
         raise ConfigError(f"unsupported --format {opts.format!r}; choose one of {', '.join(FORMATS)}")
-    output = Path(opts.output)
-    if output.exists() and not opts.overwrite and not opts.dry_run:
-        raise OutputExistsError(f"{output} exists; pass --overwrite to replace it, or choose another --output")
+    local = Path(opts.src)
+    protect = [local] if local.exists() else []
+    if not opts.dry_run:  # fail before the (possibly long) source opening
+        check_output(opts.output, overwrite=opts.overwrite, protect=protect)
     start = time.perf_counter()
     source = open_source(opts.src)
     try:
+        protect += source_paths(source)
         mapping = Mapping(opts.tp, opts.pp)
         if opts.format == "hf":
             if mapping.world_size != 1:
                 raise ConfigError("--format hf writes one unsharded checkpoint; drop --tp/--pp")
+            check_source(get_arch(source.config.architecture), source)
             if opts.dry_run:
                 _print_hf_plan(source)
                 return None
-            return _write_atomically(output, opts.overwrite, start,
-                                     lambda tmp: _write_hf(source, tmp, DTYPES[opts.dtype]))
-        _, trt_config, planned = plan_export(source, mapping, opts.dtype)
-        if opts.dry_run:
-            _print_plan(source, trt_config, planned)
-            return None
-        return _write_atomically(output, opts.overwrite, start,
-                                 lambda tmp: _write_trtllm(source, trt_config, planned, mapping, tmp))
+            need = sum(TensorInfo(i.shape, DTYPES[opts.dtype]).nbytes for i in source.tensors().values())
+            with atomic_output_dir(opts.output, overwrite=opts.overwrite, protect=protect, need_bytes=need) as tmp:
+                counts = _write_hf(source, tmp, DTYPES[opts.dtype])
+                write_marker(tmp, format="hf", source=str(opts.src), dtype=opts.dtype)
+        else:
+            _, trt_config, planned = plan_export(source, mapping, opts.dtype)
+            if opts.dry_run:
+                _print_plan(source, trt_config, planned)
+                return None
+            need = sum(p.info.nbytes for p in planned)
+            with atomic_output_dir(opts.output, overwrite=opts.overwrite, protect=protect, need_bytes=need) as tmp:
+                counts = _write_trtllm(source, trt_config, planned, mapping, tmp)
+                write_marker(tmp, format="trtllm", source=str(opts.src), dtype=opts.dtype, tp=opts.tp, pp=opts.pp)
     finally:
         source.close()
+    return _report(Path(opts.output), counts, start)
+
+
+def source_paths(source: Source) -> list[Path]:
+    """Where a source's files live (a hub download's cache folder, a .nemo file), to keep outputs off them."""
+    return [Path(p) for p in (getattr(source, "folder", None), getattr(source, "path", None)) if p is not None]
 
 
 def _write_trtllm(source: Source, trt_config: dict, planned: list[PlannedTensor], mapping: Mapping,
@@ -161,25 +177,8 @@ def _write_hf(source: Source, tmp: Path, dtype: torch.dtype) -> tuple[int, int]:
     return len(source.tensors()), sum(p.stat().st_size for p in files)
 
 
-def _write_atomically(output: Path, overwrite: bool, start: float, write) -> ExportResult:
-    """Write into a hidden sibling folder, then rename: a failed export leaves nothing at `output`."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        n_tensors, n_bytes = write(tmp)
-        if output.exists():
-            if not overwrite:
-                raise OutputExistsError(f"{output} appeared during export; not replacing it")
-            old = output.parent / f".{output.name}.old-{os.getpid()}"
-            output.rename(old)
-            tmp.rename(output)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def _report(output: Path, counts: tuple[int, int], start: float) -> ExportResult:
+    n_tensors, n_bytes = counts
     seconds = time.perf_counter() - start
     result = ExportResult(output, n_tensors, n_bytes, seconds, peak_rss_bytes())
     print(f"exported {result.tensors} tensors, {n_bytes / 1e9:.3f} GB in {seconds:.1f} s "

@@ -8,13 +8,14 @@ synchronisations. Predictions go back to input order before scoring and reportin
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .backends import BackendSpec, Generation, Sampling, open_backend
 from .data import DEFAULT_TEMPLATE, PromptBuilder, Record, load_records
-from .errors import ConfigError, TrtMinitronError
+from .errors import ConfigError, OutputError, TrtMinitronError
 from .metrics import ROUGE_KEYS, bootstrap_mean, latency_stats, paired_bootstrap, rouge_scores
 
 WARMUP_TOKENS = 8
@@ -65,6 +66,40 @@ class SummarizeOptions:
         self.sampling.validate()
         for b in self.backends:
             b.validate()
+        if self.report is not None:
+            check_report_path(Path(self.report))
+
+
+def check_report_path(report: Path) -> None:
+    """Refuse, before any sample runs, a --report that could not be written at the end."""
+    if report.is_dir():
+        raise OutputError(f"--report {report} is a folder; give a file path such as {report / 'summarize.json'}")
+    if report.exists():
+        try:
+            with open(report, "a"):
+                pass
+        except OSError as e:
+            raise OutputError(f"--report {report} cannot be written: {e.strerror}") from None
+        return
+    ancestor = report.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"--report {report} cannot be written: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"--report {report} cannot be written: no permission to create files in {ancestor}")
+
+
+def write_report(report: Path, data: dict) -> None:
+    """Write the JSON report atomically (a temporary sibling renamed into place), or one line why not."""
+    tmp = report.with_name(f".{report.name}.tmp-{os.getpid()}")
+    try:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+        os.replace(tmp, report)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write --report {report}: {e.strerror}") from None
 
 
 @dataclass
@@ -248,6 +283,5 @@ def run_summarize(opts: SummarizeOptions, progress_factory=None, opener=None) ->
         return None
     report = build_report(opts, records, runs)
     if opts.report:
-        opts.report.parent.mkdir(parents=True, exist_ok=True)
-        opts.report.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+        write_report(Path(opts.report), report)
     return report

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, MissingDependencyError
+from ..config import load_json
+from ..errors import ConfigError, MissingDependencyError, one_line
 from .base import (
     Clock,
     Generation,
@@ -53,6 +54,12 @@ def _split_gguf(model: str | Path) -> tuple[Path, str | None]:
         return p.parent, p.name
     if not (p / "config.json").is_file():
         raise ConfigError(f"{p} is neither a Hugging Face model folder (no config.json) nor a .gguf file")
+    cfg = load_json(p / "config.json")
+    if "pretrained_config" in cfg and "build_config" in cfg:
+        raise ConfigError(f"{p} is a TensorRT-LLM engine folder, not a Hugging Face model; use --backend trtllm {p}")
+    if isinstance(cfg.get("architecture"), str) and "architectures" not in cfg and "model_type" not in cfg:
+        raise ConfigError(f"{p} is a TensorRT-LLM checkpoint, not a Hugging Face model; use --backend torch {p} "
+                          "(or the Hugging Face folder it was exported from)")
     return p, None
 
 
@@ -78,7 +85,10 @@ class HFBackend:
         self.dtype = resolve_dtype(dtype, self.device)
         self.tokenizer = load_tokenizer(tokenizer or folder, None if tokenizer else gguf)
         kwargs = {"gguf_file": gguf} if gguf else {}
-        self.net = AutoModelForCausalLM.from_pretrained(str(folder), dtype=self.dtype, **kwargs)
+        try:
+            self.net = AutoModelForCausalLM.from_pretrained(str(folder), dtype=self.dtype, **kwargs)
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"transformers cannot load {model}: {one_line(e, 300)}") from None
         self.net.to(self.device).eval()
         self.end_id = int(self.tokenizer.eos_token_id)
         self.pad_id = int(self.tokenizer.pad_token_id)

@@ -6,6 +6,7 @@ that run past the end of the file are refused, so a bad archive fails before any
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import posixpath
@@ -16,9 +17,11 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO
 
-from ...errors import CheckpointError
+from ...errors import CheckpointError, DiskFullError
+from ...outputs import human_bytes
 
 _COPY_BLOCK = 16 << 20
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class Container:
@@ -126,15 +129,28 @@ class TarContainer(Container):
         if not dst.is_relative_to(self._tmp.resolve()):  # names were checked already; belt and braces
             raise CheckpointError(f"refusing to extract {name!r} outside {self._tmp}")
         if not dst.exists():
+            check_temp_space(m.size, f"copying {name} out of {self.path} (for mmap)")
             dst.parent.mkdir(parents=True, exist_ok=True)
-            with open(dst, "wb") as out:
-                pos, end = m.offset_data, m.offset_data + m.size
-                while pos < end:
-                    block = os.pread(self._fd, min(_COPY_BLOCK, end - pos), pos)
-                    if not block:
-                        raise CheckpointError(f"{self.path} is truncated inside member {name}")
-                    out.write(block)
-                    pos += len(block)
+            part = dst.with_name(dst.name + ".part")
+            try:
+                with open(part, "wb") as out:
+                    pos, end = m.offset_data, m.offset_data + m.size
+                    while pos < end:
+                        block = os.pread(self._fd, min(_COPY_BLOCK, end - pos), pos)
+                        if not block:
+                            raise CheckpointError(f"{self.path} is truncated inside member {name}")
+                        out.write(block)
+                        pos += len(block)
+            except OSError as e:
+                part.unlink(missing_ok=True)
+                if e.errno in _FULL:
+                    raise DiskFullError(f"no space left in {self._tmp} while copying {name} out of {self.path}; "
+                                        "point TMPDIR at a larger disk") from None
+                raise
+            except BaseException:
+                part.unlink(missing_ok=True)
+                raise
+            part.rename(dst)
         return dst
 
     def close(self) -> None:
@@ -147,15 +163,44 @@ class TarContainer(Container):
 
 
 class ExtractedContainer(FolderContainer):
-    """A gzipped `.nemo` (NeMo < 1.7): extracted once with the tarfile `data` filter into a private temp folder."""
+    """A gzipped `.nemo` (NeMo < 1.7): the members a reader needs, extracted with the tarfile `data` filter
+    into a private temp folder; `names()` still lists every member, so layout detection sees the whole archive."""
 
-    def __init__(self, path: Path, tmp: Path):
+    def __init__(self, path: Path, tmp: Path, names: list[str]):
         super().__init__(tmp, kind="tar.gz")
         self.path = Path(path)
         self._tmpdir = tmp
+        self._all = sorted(names)
+
+    def names(self) -> list[str]:
+        return self._all
+
+    def _file(self, name: str) -> Path:
+        p = self._root / name
+        if not p.is_file() and name in self._name_set():
+            raise CheckpointError(f"{name} in {self.path} was not unpacked: it is not a file a .nemo reader needs")
+        return super()._file(name)
 
     def close(self) -> None:
         shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+
+def needed_member(name: str) -> bool:
+    """Whether a reader may need this member: the config, the weights, or a tokenizer model."""
+    parts = name.split("/")
+    base = parts[-1]
+    return (base == "model_config.yaml" or "model_weights" in parts[:-1] or base.endswith("model_weights.ckpt")
+            or base.endswith(".model"))
+
+
+def check_temp_space(need: int, what: str) -> Path:
+    """The temp folder root, after checking it has room for `need` bytes (DiskFullError otherwise)."""
+    root = Path(tempfile.gettempdir())
+    free = shutil.disk_usage(root).free
+    if need > free:
+        raise DiskFullError(f"{what} needs {human_bytes(need)} in the temporary folder {root}, which has "
+                            f"{human_bytes(free)} free; point TMPDIR at a larger disk")
+    return root
 
 
 def _safe_name(m: tarfile.TarInfo, where: Path) -> str:
@@ -206,19 +251,34 @@ def open_container(path: Path) -> Container:
                     raise CheckpointError(f"{path} is truncated: member {name} needs {m.offset_data + m.size} bytes, "
                                           f"the file has {end}")
             return TarContainer(path, members)
+        return _extract_gz(path)
+    except (CheckpointError, DiskFullError):
+        raise
+    except OSError as e:
+        if e.errno in _FULL:
+            raise DiskFullError(f"no space left in the temporary folder {tempfile.gettempdir()} while unpacking "
+                                f"{path}; point TMPDIR at a larger disk") from None
+        raise CheckpointError(f"{path} is not a readable .nemo archive ({e.strerror or e})") from None
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise CheckpointError(f"{path} is not a readable .nemo archive (truncated or corrupt tar: {e})") from None
+
+
+def _extract_gz(path: Path) -> ExtractedContainer:
+    """Read every header (a pass through the stream), then unpack only the needed members, if they fit."""
+    with tarfile.open(path, "r:gz") as tf:
+        infos = list(tf)  # reads every header, so a broken one fails here
+        names = [_safe_name(m, path) for m in infos]
+        files = {n: m for n, m in zip(names, infos) if m.isfile()}
+        wanted = [m for n, m in files.items() if needed_member(n)]
+        check_temp_space(sum(m.size for m in wanted),
+                         f"unpacking the gzipped {path} (or gunzip it to a plain tar, which is read in place)")
         tmp = Path(tempfile.mkdtemp(prefix="trt-minitron-nemo-"))
         try:
-            with tarfile.open(path, "r:gz") as tf:
-                _scan(tf, path)
-                tf.extractall(tmp, filter="data")  # the filter re-checks every member against tmp
+            tf.extractall(tmp, members=wanted, filter="data")  # the filter re-checks every member against tmp
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return ExtractedContainer(path, tmp)
-    except CheckpointError:
-        raise
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise CheckpointError(f"{path} is not a readable .nemo archive (truncated or corrupt tar: {e})") from None
+    return ExtractedContainer(path, tmp, list(files))
 
 
 class MemberFile(io.RawIOBase):

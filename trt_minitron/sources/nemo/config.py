@@ -7,6 +7,7 @@ HF Nemotron/Llama math cannot express raises ConfigError instead of converting t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,18 +51,28 @@ def parse_model_config(raw: Any, where: str) -> NemoModel:
         return cfg[key]
 
     def as_int(key: str, v: Any) -> int:
-        try:
-            return int(v)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}={v!r} in {where} is not an integer") from None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{key}={v!r} in {where} is not an integer")
+        return v
 
     def as_float(key: str, v: Any) -> float:
         try:  # a hand-written `1e-5` is a string under YAML 1.1
-            return float(v)
+            f = float(v) if not isinstance(v, bool) else math.nan
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}={v!r} in {where} is not a number") from None
+            f = math.nan
+        if not math.isfinite(f):
+            raise ConfigError(f"{key}={v!r} in {where} is not a number")
+        return f
 
-    if cfg.get("mcore_gpt") is False:
+    def flag(key: str, default: bool) -> bool:
+        v = cfg.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            raise ConfigError(f"{key}={v!r} in {where} must be true or false")
+        return v
+
+    if not flag("mcore_gpt", True):
         raise ConfigError(f"mcore_gpt: false in {where}: legacy (non-Megatron-core) NeMo GPT checkpoints are not "
                           "supported; Minitron/Nemotron-4 .nemo files are mcore")
     hidden = as_int("hidden_size", need("hidden_size"))
@@ -74,7 +85,7 @@ def parse_model_config(raw: Any, where: str) -> NemoModel:
 
     act = str(_get(cfg, "activation", "gelu"))
     norm = str(_get(cfg, "normalization", "layernorm"))
-    zero_centered = bool(cfg.get("layernorm_zero_centered_gamma", False))
+    zero_centered = flag("layernorm_zero_centered_gamma", False)
     if act in SQUARED_RELU:
         if not (norm == "layernorm1p" or (norm == "layernorm" and zero_centered)):
             raise ConfigError(f"activation={act!r} with normalization={norm!r} in {where} is not supported; "
@@ -89,22 +100,22 @@ def parse_model_config(raw: Any, where: str) -> NemoModel:
         raise ConfigError(f"unsupported activation {act!r} in {where}; supported: squared-relu (Nemotron), "
                           "swiglu / fast-swiglu (Llama)")
 
-    for flag, default in (("bias", True), ("qkv_bias", False)):
-        if bool(_get(cfg, flag, default)):
-            raise ConfigError(f"{flag}: true in {where} (NeMo default for 'bias' when absent is true) is not "
+    for name, default in (("bias", True), ("qkv_bias", False)):
+        if flag(name, default):
+            raise ConfigError(f"{name}: true in {where} (NeMo default for 'bias' when absent is true) is not "
                               "supported: Minitron/Llama models have no linear biases")
     pos = str(_get(cfg, "position_embedding_type", "learned_absolute"))
     if pos != "rope":
         raise ConfigError(f"position_embedding_type={pos!r} in {where} is not supported (NeMo default when absent "
                           "is learned_absolute); supported: rope")
-    if bool(cfg.get("rotary_interleaved", False)):
+    if flag("rotary_interleaved", False):
         raise ConfigError(f"rotary_interleaved: true in {where} is not supported (HF and TensorRT-LLM rotate halves)")
 
     scaling = None
     if cfg.get("seq_len_interpolation_factor") is not None:
         scaling = RopeScaling(rope_type="linear",
                               factor=as_float("seq_len_interpolation_factor", cfg["seq_len_interpolation_factor"]))
-    if cfg.get("scale_positional_embedding"):
+    if flag("scale_positional_embedding", False):
         if scaling is not None:
             raise ConfigError(f"{where} sets both seq_len_interpolation_factor and scale_positional_embedding")
         # NeMo's apply_rope_scaling defaults (Llama-3.1); read overrides when the yaml has them.
@@ -131,7 +142,7 @@ def parse_model_config(raw: Any, where: str) -> NemoModel:
         rope_theta=as_float("rotary_base", _get(cfg, "rotary_base", 10000.0)),
         partial_rotary_factor=as_float("rotary_percentage", _get(cfg, "rotary_percentage", 1.0)),
         rope_scaling=scaling,
-        tie_word_embeddings=bool(_get(cfg, "share_embeddings_and_output_weights", True)),
+        tie_word_embeddings=flag("share_embeddings_and_output_weights", True),
     )
     if heads % groups:
         raise ConfigError(f"num_attention_heads={heads} is not a multiple of num_query_groups={groups} in {where}")

@@ -15,7 +15,7 @@ import re
 
 import torch
 
-from ...errors import CheckpointError
+from ...errors import CheckpointError, torch_load_reason
 from ..base import TensorInfo
 from .archive import Container
 
@@ -78,7 +78,8 @@ class LegacyStore:
             with torch.serialization.safe_globals([io.BytesIO]):  # TE _extra_state is a pickled BytesIO
                 sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as e:
-            raise CheckpointError(f"cannot load {member} from {self.c.path} with weights_only=True: {e}") from None
+            raise CheckpointError(f"cannot load {member} from {self.c.path} with weights_only=True: "
+                                  f"{torch_load_reason(e)}") from None
         if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
             sd = sd["state_dict"]
         if not isinstance(sd, dict):

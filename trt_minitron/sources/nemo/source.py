@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from ...archs import get_arch
-from ...errors import CheckpointError, ConfigError
+from ...errors import CheckpointError, ConfigError, one_line
 from ..base import TensorInfo
 from .archive import open_container
 from .config import NemoModel, build_config, parse_model_config
@@ -85,7 +85,7 @@ class NemoSource:
         try:
             raw = yaml.safe_load(c.read_bytes(yamls[0]))
         except yaml.YAMLError as e:
-            raise ConfigError(f"{where} is not valid YAML: {e}") from None
+            raise ConfigError(f"{where} is not valid YAML: {one_line(e)}") from None
         self.model: NemoModel = parse_model_config(raw, where)
         self._store, self.layout = self._open_store()
         self._sp_member, sp = self._find_sentencepiece()

@@ -17,7 +17,7 @@ import pickle
 
 import torch
 
-from ...errors import CheckpointError
+from ...errors import CheckpointError, torch_load_reason
 from ..base import TensorInfo
 from .archive import Container
 
@@ -118,7 +118,8 @@ class TorchDistStore:
         try:
             t = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
         except Exception as e:
-            raise CheckpointError(f"torch_dist tensor {key}: cannot load chunk from {member}: {e}") from None
+            raise CheckpointError(f"torch_dist tensor {key}: cannot load chunk from {member}: "
+                                  f"{torch_load_reason(e)}") from None
         if not isinstance(t, torch.Tensor) or tuple(t.shape) != size or t.dtype != dtype:
             found = f"{t.dtype}{list(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
             raise CheckpointError(f"torch_dist tensor {key}: chunk at {list(off)} in {member} holds {found}, "
