@@ -25,15 +25,15 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from . import __version__, build_api
+from . import __version__, build_api, outputs
 from .archs import get_arch
-from .errors import ConfigError, MissingDependencyError, OutputExistsError
+from .errors import ConfigError, MissingDependencyError
 from .plan import DEFAULT_GPU_MEMORY, GIB, MemoryPlan, PlanRequest, make_plan
 from .trtllm_ckpt import TrtCheckpoint, check_rank_files, read_checkpoint
 
 # DefaultPluginDtype (plugin/plugin.py @c20322ffd3dc) restricted to the float dtypes a checkpoint can have.
 PLUGIN_CHOICES = ("auto", "bfloat16", "float16", "float32", "disable")
-MANIFEST = "trt_minitron_manifest.json"
+MANIFEST = outputs.ENGINE_MANIFEST
 # Copied from the checkpoint so an engine folder is self-contained for generate/summarize.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                    "chat_template.jinja", "generation_config.json")
@@ -201,28 +201,10 @@ def require_trtllm() -> str:
     return str(getattr(tensorrt_llm, "__version__", "unknown"))
 
 
-def check_output(out: Path, checkpoint: Path, overwrite: bool) -> None:
-    """Refuse an output that is, contains or lies in the checkpoint, and (with --overwrite) anything but an
-    empty folder or an engine folder this command wrote (it holds our manifest)."""
-    o, c = out.resolve(), checkpoint.resolve()
-    if o == c or c.is_relative_to(o) or o.is_relative_to(c):
-        raise ConfigError(f"--output {out} is, contains or lies inside the checkpoint {checkpoint}; choose a "
-                          f"folder outside it")
-    if not out.exists() and not out.is_symlink():
-        _check_creatable(out)
-        return
-    if not overwrite:
-        raise OutputExistsError(f"{out} exists; delete it, choose another --output, or pass --overwrite")
-    if not out.is_dir() or out.is_symlink():
-        raise OutputExistsError(f"{out} exists and is not a folder; --overwrite replaces only an engine folder "
-                                f"written by trt-minitron build; remove it yourself or choose another --output")
-    if any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise OutputExistsError(f"{out} is not an engine folder written by trt-minitron build (no {MANIFEST}); "
-                                f"--overwrite will not replace it: remove it yourself or choose another --output")
-
-
-def _check_creatable(out: Path) -> None:
-    """The nearest existing ancestor of `out` must be a writable folder (checked before minutes of building)."""
+def check_output(out: Path, checkpoint: Path, overwrite: bool) -> Path:
+    """The shared output rules (outputs.check_output, the checkpoint protected), plus a writable parent,
+    checked before minutes of building."""
+    out = outputs.check_output(out, overwrite=overwrite, protect=[checkpoint])
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -230,6 +212,7 @@ def _check_creatable(out: Path) -> None:
         raise ConfigError(f"--output {out}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"--output {out}: {parent} is not writable")
+    return out
 
 
 def build(opts: BuildOptions) -> Path:
@@ -243,18 +226,14 @@ def build(opts: BuildOptions) -> Path:
     """
     opts.validate()
     out = Path(opts.output)
-    check_output(out, Path(opts.checkpoint), opts.overwrite)
+    out = check_output(out, Path(opts.checkpoint), opts.overwrite)
     checked = inspect_checkpoint(opts.checkpoint, require_rank_files=True)
     bc = build_settings(opts, checked.ckpt.dtype)
     trtllm_version = require_trtllm()
     plan = plan_for(opts, checked)
     plan.check()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with outputs.atomic_output_dir(out, overwrite=opts.overwrite, protect=[opts.checkpoint]) as tmp:
         seconds = _build_all(str(checked.ckpt.path), checked.ckpt.mapping.world_size, bc, str(tmp), opts.workers)
         for name in TOKENIZER_FILES:
             if (checked.ckpt.path / name).is_file():
@@ -270,11 +249,7 @@ def build(opts: BuildOptions) -> Path:
             "rank_seconds": {str(r): round(s, 3) for r, s in enumerate(seconds)},
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")  # last: it makes the folder ours
     return out
 
 
@@ -282,19 +257,12 @@ def _build_all(ckpt_dir: str, world_size: int, bc: dict, engine_dir: str, worker
     if workers == 1 or world_size == 1:
         return [build_api.build_rank(ckpt_dir, r, bc, engine_dir) for r in range(world_size)]
     # Separate processes, as trtllm-build does: TensorRT builders do not share a process well.
-    with ProcessPoolExecutor(max_workers=min(workers, world_size), mp_context=get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(max_workers=min(workers, world_size), mp_context=get_context("spawn"))
+    try:
         futures = [pool.submit(build_api.build_rank, ckpt_dir, r, bc, engine_dir) for r in range(world_size)]
         return [f.result() for f in futures]
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    finally:  # on an error or a signal, ranks not yet started are not started
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _checkpoint_info(checked: CheckedCheckpoint) -> dict:
