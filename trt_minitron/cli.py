@@ -9,7 +9,7 @@ import typer
 
 from .errors import TrtMinitronError
 
-COMMANDS = ("export", "verify", "build", "generate", "summarize")
+COMMANDS = ("export", "verify", "build", "generate", "summarize", "serve", "bench")
 
 app = typer.Typer(
     name="trt-minitron",
