@@ -33,9 +33,12 @@ def live_progress():
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), console=Console(stderr=True))
-    bar.start()
+    started = []
 
     def factory(label: str, total: int):
+        if not started:  # only once the sweep runs: an early error stays one line
+            bar.start()
+            started.append(True)
         task = bar.add_task(label, total=total, failed=0)
         failed = [0]
 
@@ -45,7 +48,7 @@ def live_progress():
 
         return on_end
 
-    return factory, bar.stop
+    return factory, lambda: started and bar.stop()
 
 
 def register(app: typer.Typer) -> None:

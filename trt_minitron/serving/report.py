@@ -19,7 +19,7 @@ def _dist(d: dict, keys: tuple[str, ...]) -> str:
 
 def markdown(report: dict) -> str:
     """One row per sweep point: counts, throughput, goodput, TTFT / TPOT / ITL / E2E (ms), ROUGE."""
-    rouge = any(p["aggregate"]["rouge"] for p in report["points"])
+    rouge = any(p["aggregate"].get("rouge") for p in report["points"])
     head = ["point", "ok / failed", "req/s", "out tok/s", "goodput req/s", "TTFT mean / p50 / p99 ms",
             "TPOT mean / p50 / p99 ms", "ITL p50 / p99 ms", "E2E mean / p50 / p90 / p99 ms"]
     if rouge:
@@ -32,7 +32,7 @@ def markdown(report: dict) -> str:
                _dist(a["ttft_ms"], ("mean", "p50", "p99")), _dist(a["tpot_ms"], ("mean", "p50", "p99")),
                _dist(a["itl_ms"], ("p50", "p99")), _dist(a["e2el_ms"], ("mean", "p50", "p90", "p99"))]
         if rouge:
-            r = a["rouge"]
+            r = a.get("rouge")
             row += ([f"{r['rouge1']['mean']:.2f} [{r['rouge1']['ci95_low']:.2f}, {r['rouge1']['ci95_high']:.2f}]",
                      f"{r['rouge2']['mean']:.2f}", f"{r['rougeL']['mean']:.2f}"] if r else ["n/a"] * 3)
         lines.append("| " + " | ".join(row) + " |")
