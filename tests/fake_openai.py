@@ -76,7 +76,7 @@ class FakeOpenAIServer:
                 if path.endswith("/models"):
                     await self._json(writer, 200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
                 elif path.endswith("/completions"):
-                    await self._completion(writer, json.loads(body))
+                    await self._completion(writer, json.loads(body), chat=path.endswith("/chat/completions"))
                 else:
                     await self._json(writer, 404, {"detail": "Not Found"})
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -96,13 +96,16 @@ class FakeOpenAIServer:
         writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         await writer.drain()
 
-    async def _completion(self, writer, req: dict) -> None:
+    async def _completion(self, writer, req: dict, chat: bool = False) -> None:
         self.requests.append(req)
         self.arrivals.append(time.perf_counter())
         if self._kill_after is not None and len(self.requests) > self._kill_after:
             await self._kill()
             return
-        prompt = req.get("prompt", "")
+        prompt = req["messages"][-1]["content"] if chat else req.get("prompt", "")
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        piece = (lambda text: {"index": 0, "delta": {"content": text}, "finish_reason": None}) if chat else \
+            (lambda text: {"index": 0, "text": text, "finish_reason": None})
         if "FAIL" in prompt:
             await self._json(writer, 500, {"error": {"message": "fake failure: the model exploded",
                                                      "type": "InternalServerError", "code": 500}})
@@ -115,16 +118,15 @@ class FakeOpenAIServer:
         n = min(req.get("max_tokens") or self.tokens, self.tokens)
         for i in range(n):
             await asyncio.sleep(self.delay_s)
-            await self._chunk(writer, {"id": "x", "object": "text_completion", "model": MODEL,
-                                       "choices": [{"index": 0, "text": " " + WORDS[i], "finish_reason": None}]})
+            await self._chunk(writer, {"id": "x", "object": kind, "model": MODEL, "choices": [piece(" " + WORDS[i])]})
             if "SLOW" in prompt:
                 await asyncio.sleep(3600)
             if "CUT" in prompt and i == 1:
                 writer.transport.abort()
                 return
-        await self._chunk(writer, {"id": "x", "object": "text_completion", "model": MODEL,
-                                   "choices": [{"index": 0, "text": "", "finish_reason": "length"}]})
-        await self._chunk(writer, {"id": "x", "object": "text_completion", "model": MODEL, "choices": [],
+        await self._chunk(writer, {"id": "x", "object": kind, "model": MODEL,
+                                   "choices": [{**piece(""), "finish_reason": "length"}]})
+        await self._chunk(writer, {"id": "x", "object": kind, "model": MODEL, "choices": [],
                                    "usage": {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}})
         await self._chunk(writer, "[DONE]")
         writer.write(b"0\r\n\r\n")

@@ -147,3 +147,20 @@ def test_openai_backend_raises_with_the_servers_message(assets):
         assert all(r["temperature"] == 0.0 and r["max_tokens"] == 3 and r["stream"] for r in srv.requests)
         with pytest.raises(TrtMinitronError, match="1 of 2 request.*HTTP 500: fake failure"):
             b.generate([ids[0], b.tokenizer("will FAIL")["input_ids"]], Sampling(max_new_tokens=3))
+
+
+def test_chat_api_and_random_dataset(assets, tmp_path):
+    with FakeOpenAIServer(tokens=3) as srv:
+        report = tmp_path / "r.json"
+        code = main(["bench", srv.url, "--tokenizer", str(assets["tok"]), "--dataset", "random", "--input-len", "5",
+                     "--num-requests", "3", "--output-len", "3", "--api", "chat", "--concurrency", "3",
+                     "--warmup", "1", "--report", str(report)])
+        assert code == 0
+        assert all("messages" in r and r["messages"][0]["role"] == "user" for r in srv.requests)
+        assert len(srv.requests) == 4  # the warm-up, then one per prompt
+    rep = json.loads(report.read_text())
+    assert rep["dataset"]["name"] == "random" and rep["dataset"]["prompts"] == 3
+    assert rep["points"][0]["aggregate"]["rouge"] is None  # no references: no ROUGE
+    reqs = rep["points"][0]["requests"]
+    assert [r["text"] for r in reqs] == [" w0 w1 w2"] * 3 and all(r["prompt_tokens"] == 5 for r in reqs)
+    assert rep["warmup"][0]["error"] is None
