@@ -80,7 +80,7 @@ def main() -> int:
                 url=url, dataset_file=args.dataset_file, num_requests=args.num_requests, input_len=args.input_len,
                 output_len=args.output_len, concurrency=conc, report=args.out.with_name(f"{args.out.name}_{mode}.json")))
         finally:
-            os.kill(proc.pid, signal.SIGINT)
+            os.kill(proc.pid, signal.SIGTERM)  # as docker stop; a background job ignores SIGINT
             proc.wait(timeout=120)
     plot_sweeps({f"transformers serve ({m})": r for m, r in reports.items()}, args.out.with_suffix(".png"),
                 title=f"SmolLM2-135M float32, CPU ({os.cpu_count()} cores), {args.num_requests} CNN/DailyMail "

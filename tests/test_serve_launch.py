@@ -184,9 +184,14 @@ def test_hf_route_choice(tmp_path, fake_bin, monkeypatch):
         plan_launch(ServeOptions(model=hf, server="trtllm"))
 
 
+def as_in_a_terminal() -> None:
+    """Child set-up: SIGINT at its default, as in a terminal (a background job inherits it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "trt_minitron", "serve", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_in_a_terminal)
 
 
 def _read_until(proc: subprocess.Popen, word: str, timeout_s: float = 60) -> list[str]:
@@ -202,7 +207,7 @@ def _read_until(proc: subprocess.Popen, word: str, timeout_s: float = 60) -> lis
     raise AssertionError(f"no {word!r} line; got {lines}; stderr {proc.stderr.read()[-2000:]}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_lifecycle_ready_then_stop(tmp_path, fake_bin, sig):
     eng = make_engine(tmp_path / "eng")
     port = free_port()

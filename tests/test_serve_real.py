@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from rouge_score import rouge_scorer
-from test_serve_launch import free_port
+from test_serve_launch import as_in_a_terminal, free_port
 from test_smollm2 import smollm2_gguf
 
 from trt_minitron.backends import BackendSpec, Sampling
@@ -49,7 +49,7 @@ def server(tmp_path_factory):
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "trt_minitron", "serve", str(hf), "--port", str(port),
                                  "--device", "cpu", "--dtype", "float32"], cwd=ROOT, stdout=out,
-                                stderr=subprocess.STDOUT, text=True)
+                                stderr=subprocess.STDOUT, text=True, preexec_fn=as_in_a_terminal)
     deadline = time.monotonic() + 600
     while "ready:" not in log.read_text():
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]

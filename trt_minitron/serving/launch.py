@@ -316,7 +316,7 @@ def served_model_name(base_url: str) -> str | None:
 
 
 class _Stop(Exception):
-    """SIGTERM to trt-minitron (docker stop): stop the server as Ctrl-C does."""
+    """SIGTERM (docker stop) or SIGHUP to trt-minitron: stop the server as Ctrl-C does."""
 
 
 def _raise_stop(signum, frame):
@@ -368,7 +368,8 @@ def run_server(opts: ServeOptions, say: Callable[[str], None] = print) -> int:
         return 0
     check_port_free(opts.host, opts.port)
     say(f"endpoint: {launch.base_url} (waiting for {launch.health_url})")
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    # SIGHUP too: the server runs in its own session, so a closed terminal would otherwise orphan it.
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     proc = None
     try:
         proc = subprocess.Popen(list(launch.argv), start_new_session=True)
@@ -392,4 +393,5 @@ def run_server(opts: ServeOptions, say: Callable[[str], None] = print) -> int:
             stop_process(proc, opts.stop_timeout_s)
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
