@@ -31,14 +31,14 @@ def stages() -> dict[str, dict]:
 
 def test_stages_and_pinned_base():
     s = stages()
-    assert list(s) == ["base", "export", "build", "pipeline"]
+    assert list(s) == ["base", "export", "build", "pipeline", "serve"]
     assert re.fullmatch(r"nvcr\.io/nvidia/tensorrt-llm/release:1\.2\.\d+", s["base"]["from"])
-    assert all(s[name]["from"] == "base" for name in ("export", "build", "pipeline"))
+    assert all(s[name]["from"] == "base" for name in ("export", "build", "pipeline", "serve"))
 
 
 def test_entrypoints():
     s = stages()
-    for name in ("base", "export", "build"):
+    for name in ("base", "export", "build", "serve"):
         assert s[name]["entrypoint"] == '["trt-minitron"]'
     assert s["pipeline"]["entrypoint"] == '["/opt/trt-minitron/scripts/pipeline.sh"]'
 

@@ -50,6 +50,7 @@ class SummarizeOptions:
     max_rouge_drop: float | None = None
     bootstrap_samples: int = 1000
     report: Path | None = None
+    concurrency: int = 1  # openai backends: requests in flight (all prompts go out as one stream of requests)
 
     @property
     def sampling(self) -> Sampling:
@@ -140,11 +141,14 @@ def run_backend(backend, records: list[Record], opts: SummarizeOptions,
     """Generate summaries for all records with one backend; None on MPI ranks other than 0."""
     builder = PromptBuilder(backend.tokenizer, opts.prompt_template, opts.max_input_len, opts.add_special_tokens)
     prompts = [builder.build(r.article) for r in records]
-    batches = batches_by_length([len(p) for p in prompts], opts.batch_size, opts.sort_by_length)
+    # A server backend keeps its own `concurrency` requests in flight: it gets every prompt in one call.
+    per_request = backend.name == "openai"
+    size = len(prompts) if per_request else opts.batch_size
+    batches = batches_by_length([len(p) for p in prompts], size, opts.sort_by_length)
     sampling = opts.sampling
     if opts.warmup:
         warm = Sampling(**{**asdict(sampling), "max_new_tokens": min(WARMUP_TOKENS, sampling.max_new_tokens)})
-        backend.generate([prompts[i] for i in batches[0]], warm)
+        backend.generate([prompts[i] for i in batches[0][:opts.batch_size]], warm)
     gens: list[Generation | None] = [None] * len(records)
     lat, ttft = [], []
     for idx in batches:
@@ -154,8 +158,7 @@ def run_backend(backend, records: list[Record], opts: SummarizeOptions,
         for i, g in zip(idx, out, strict=True):
             gens[i] = g
         lat.append(out[0].batch_latency_s)
-        if out[0].ttft_s is not None:
-            ttft.append(out[0].ttft_s)
+        ttft += [g.ttft_s for g in (out if per_request else out[:1]) if g.ttft_s is not None]
         if progress:
             progress(len(idx))
     if not backend.is_main:

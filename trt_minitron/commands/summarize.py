@@ -41,10 +41,10 @@ def register(app: typer.Typer) -> None:
     @app.command("summarize")
     def summarize(
         backend: List[str] = typer.Option(..., "--backend", metavar="KIND",
-                                          help="trtllm | hf | torch, each followed by its MODEL; repeat "
+                                          help="trtllm | hf | torch | openai, each followed by its MODEL; repeat "
                                           "`--backend KIND MODEL` to compare (the first is the baseline)"),
         model: List[str] = typer.Argument(..., metavar="MODEL...", help="one per --backend, in order: "
-                                          "trtllm ENGINE_DIR | hf HF_DIR_OR_GGUF | torch TRT_CKPT"),
+                                          "trtllm ENGINE_DIR | hf HF_DIR_OR_GGUF | torch TRT_CKPT | openai URL"),
         dataset_file: Optional[Path] = typer.Option(None, "--dataset-file", help="jsonl/json/parquet with "
                                                     "'article' and 'highlights' (default: hub CNN/DailyMail 3.0.0 test)"),
         dataset_cache_dir: Optional[str] = typer.Option(None, "--dataset-cache-dir"),
@@ -70,17 +70,21 @@ def register(app: typer.Typer) -> None:
         max_rouge_drop: Optional[float] = typer.Option(None, "--max-rouge-drop", help="fail when the 2nd backend's "
                                                        "rouge1 is significantly (95%) more than D below the 1st"),
         report: Optional[Path] = typer.Option(None, "--report", help="write the JSON report here"),
+        concurrency: int = typer.Option(1, "--concurrency", help="openai: requests in flight"),
+        served_model: Optional[str] = typer.Option(None, "--served-model", help="openai: model name to request "
+                                                   "(default: the only one the server's /v1/models lists)"),
     ) -> None:
         """Summarize CNN/DailyMail articles, score ROUGE, time batches, compare backends."""
         opts = SummarizeOptions(
             backends=parse_backends(backend, model, device=device, dtype=dtype, tokenizer=tokenizer,
                                     max_batch_size=batch_size, max_input_len=max_input_len,
-                                    max_output_len=output_len, max_beam_width=num_beams),
+                                    max_output_len=output_len, max_beam_width=num_beams,
+                                    concurrency=concurrency, served_model=served_model),
             dataset_file=dataset_file, dataset_cache_dir=dataset_cache_dir, num_samples=num_samples,
             batch_size=batch_size, max_input_len=max_input_len, output_len=output_len, num_beams=num_beams,
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, prompt_template=prompt_template,
             add_special_tokens=not no_add_special_tokens, warmup=not no_warmup, check_accuracy=check_accuracy,
-            rouge1_threshold=rouge1_threshold, max_rouge_drop=max_rouge_drop, report=report)
+            rouge1_threshold=rouge1_threshold, max_rouge_drop=max_rouge_drop, report=report, concurrency=concurrency)
         opts.validate()
         factory, stop = rich_progress()
         try:

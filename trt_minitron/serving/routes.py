@@ -1,0 +1,272 @@
+"""Which server runs a model folder, and its exact command line (nothing is started here).
+
+- TensorRT-LLM engine folder (from `build`): `trtllm-serve ENGINE --backend tensorrt` with the engine's own
+  limits (max batch size, max num tokens, max seq len, beam width, tp/pp from config.json) and its
+  tokenizer (the engine folder's copy, else the checkpoint the manifest names). trtllm-serve starts the
+  tp*pp workers itself on one node; `--mpirun` wraps it as `mpirun -n WORLD trtllm-llmapi-launch
+  trtllm-serve ...`, the documented form for an MPI world you launch (several nodes, Slurm).
+- Hugging Face folder (also `export --format hf` output): `trtllm-serve` with its default PyTorch backend
+  when trtllm-serve is installed, else `transformers serve` (`--server` chooses explicitly).
+Options follow tensorrt_llm/commands/serve.py (NVIDIA/TensorRT-LLM, read at commit 00209af1) and
+`transformers serve --help` (transformers 5.24).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import load_json
+from ..errors import ConfigError, MissingDependencyError
+
+SERVERS = ("auto", "trtllm", "transformers")
+MANIFEST = "trt_minitron_manifest.json"  # written by build.py
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TRTLLM_HINT = ("trtllm-serve (TensorRT-LLM) is not installed here; use the image: docker build -f docker/Dockerfile "
+               "--target serve -t trt-minitron:serve . && docker run --gpus all -p 8000:8000 -v $PWD/engines:/engines "
+               "trt-minitron:serve serve /engines/NAME (or pip install tensorrt-llm on a CUDA machine)")
+TRANSFORMERS_HINT = "transformers serve needs its serving extra: pip install 'trt-minitron[serve]' " \
+                    "(or pip install 'transformers[serving]')"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeOptions:
+    model: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    server: str = "auto"  # auto | trtllm | transformers (HF folders only; engines always use trtllm-serve)
+    tokenizer: Path | None = None
+    max_batch_size: int | None = None  # None: the engine's value (engines) or the server's default
+    max_num_tokens: int | None = None
+    max_seq_len: int | None = None
+    tp_size: int | None = None  # HF folders under trtllm-serve; engines carry their own
+    pp_size: int | None = None
+    kv_cache_free_gpu_memory_fraction: float | None = None
+    mpirun: bool = False
+    continuous_batching: bool = False  # transformers serve
+    device: str | None = None  # transformers serve
+    dtype: str | None = None  # transformers serve
+    ready_timeout_s: float = 1800.0
+    stop_timeout_s: float = 30.0
+    dry_run: bool = False
+    extra_args: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        if self.server not in SERVERS:
+            raise ConfigError(f"unknown --server {self.server!r}; choose one of {', '.join(SERVERS)}")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"--port must be in 1..65535, got {self.port}")
+        for name in ("max_batch_size", "max_num_tokens", "max_seq_len", "tp_size", "pp_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        frac = self.kv_cache_free_gpu_memory_fraction
+        if frac is not None and not 0 < frac <= 1:
+            raise ConfigError(f"--kv-cache-free-gpu-memory-fraction must be in (0, 1], got {frac}")
+        if self.ready_timeout_s <= 0 or self.stop_timeout_s <= 0:
+            raise ConfigError("--ready-timeout and --stop-timeout must be > 0 seconds")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What will run: the one-line route, the exact argv, where it answers."""
+
+    route: str
+    argv: tuple[str, ...]
+    base_url: str  # http://HOST:PORT/v1 as clients reach it
+    health_url: str
+
+    @property
+    def command(self) -> str:
+        return shlex.join(self.argv)
+
+
+def model_kind(path: Path) -> str:
+    """'engine' (config.json + rank*.engine) or 'hf' (config.json + weights); anything else is one clear error."""
+    if path.is_file() and path.suffix == ".gguf":
+        raise ConfigError(f"{path} is a GGUF file; transformers serve cannot load a .gguf path and trtllm-serve "
+                          f"needs a folder: export it first, trt-minitron export {path} --format hf -o DIR")
+    if not path.is_dir():
+        raise ConfigError(f"{path} is not a folder; serve takes an engine folder (from `trt-minitron build`) or a "
+                          "Hugging Face folder")
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise ConfigError(f"{path} has no config.json: neither an engine folder nor a Hugging Face folder")
+    if list(path.glob("rank*.engine")):
+        return "engine"
+    cfg = load_json(cfg_path)
+    if list(path.glob("rank*.safetensors")) or "architecture" in cfg:
+        raise ConfigError(f"{path} is a TensorRT-LLM checkpoint, not an engine: build it (trt-minitron build "
+                          f"{path} -o engines/NAME), or export the source with --format hf to serve it with PyTorch")
+    if not any((path / w).is_file() for w in HF_WEIGHTS):
+        raise ConfigError(f"{path} has a config.json but no weights ({', '.join(HF_WEIGHTS)}) and no rank*.engine")
+    return "hf"
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    max_batch_size: int
+    max_num_tokens: int
+    max_seq_len: int
+    max_beam_width: int
+    tp_size: int
+    pp_size: int
+    tokenizer: Path | None
+
+    @property
+    def world_size(self) -> int:
+        return self.tp_size * self.pp_size
+
+
+def read_engine(path: Path) -> EngineInfo:
+    """The limits an engine was built with (config.json build_config), its mapping, and where its tokenizer is."""
+    cfg = load_json(path / "config.json")
+    build, mapping = cfg.get("build_config") or {}, (cfg.get("pretrained_config") or {}).get("mapping") or {}
+    missing = [k for k in ("max_batch_size", "max_num_tokens", "max_seq_len") if not isinstance(build.get(k), int)]
+    if missing:
+        raise ConfigError(f"{path / 'config.json'} lacks build_config {missing}; is it a TensorRT-LLM engine folder?")
+    tp, pp = int(mapping.get("tp_size", 1)), int(mapping.get("pp_size", 1))
+    world = len(list(path.glob("rank*.engine")))
+    if world != tp * pp:
+        raise ConfigError(f"{path} holds {world} rank*.engine file(s) but its mapping says tp {tp} x pp {pp}")
+    return EngineInfo(build["max_batch_size"], build["max_num_tokens"], build["max_seq_len"],
+                      int(build.get("max_beam_width", 1)), tp, pp, _engine_tokenizer(path))
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / f).is_file() for f in TOKENIZER_FILES)
+
+
+def _engine_tokenizer(path: Path) -> Path | None:
+    if _has_tokenizer(path):
+        return path
+    manifest = path / MANIFEST
+    if manifest.is_file():
+        try:
+            ckpt = Path(json.loads(manifest.read_text())["checkpoint"]["path"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        if _has_tokenizer(ckpt):
+            return ckpt
+    return None
+
+
+def _client_host(host: str) -> str:
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def _url(host: str, port: int, path: str) -> str:
+    h = _client_host(host)
+    return f"http://{'[' + h + ']' if ':' in h else h}:{port}{path}"
+
+
+def _limit(flag: str, asked: int | None, built: int) -> int:
+    if asked is not None and asked > built:
+        raise ConfigError(f"--{flag} {asked} exceeds the engine's {built} (fixed at build time); ask for <= {built} "
+                          "or rebuild")
+    return built if asked is None else asked
+
+
+def _trtllm_exe(dry_run: bool) -> str:
+    exe = shutil.which("trtllm-serve")
+    if exe is None and not dry_run:
+        raise MissingDependencyError(TRTLLM_HINT)
+    return exe or "trtllm-serve"
+
+
+def _mpi_prefix(world: int, dry_run: bool) -> list[str]:
+    if shutil.which("mpirun") is None and not dry_run:
+        raise MissingDependencyError("--mpirun needs an MPI launcher (mpirun) on PATH; the TensorRT-LLM image has one")
+    root = ["--allow-run-as-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    return ["mpirun", "-n", str(world), *root, "trtllm-llmapi-launch"]
+
+
+def engine_argv(opts: ServeOptions, info: EngineInfo) -> tuple[str, list[str]]:
+    """The route line and trtllm-serve command for an engine folder."""
+    if opts.server == "transformers":
+        raise ConfigError("transformers serve cannot run a TensorRT engine; drop --server or use --server trtllm")
+    for name, own in (("tp_size", info.tp_size), ("pp_size", info.pp_size)):
+        if getattr(opts, name) not in (None, own):
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(opts, name)}: this engine was built for {own}")
+    tokenizer = opts.tokenizer or info.tokenizer
+    if tokenizer is None:
+        raise ConfigError(f"no tokenizer in {opts.model} nor in the checkpoint its manifest names; pass --tokenizer DIR")
+    argv = [_trtllm_exe(opts.dry_run), str(opts.model), "--backend", "tensorrt", "--tokenizer", str(tokenizer),
+            "--host", opts.host, "--port", str(opts.port),
+            "--max_batch_size", str(_limit("max-batch-size", opts.max_batch_size, info.max_batch_size)),
+            "--max_num_tokens", str(_limit("max-num-tokens", opts.max_num_tokens, info.max_num_tokens)),
+            "--max_seq_len", str(_limit("max-seq-len", opts.max_seq_len, info.max_seq_len)),
+            "--max_beam_width", str(info.max_beam_width),
+            "--tp_size", str(info.tp_size), "--pp_size", str(info.pp_size)]
+    if opts.kv_cache_free_gpu_memory_fraction is not None:
+        argv += ["--kv_cache_free_gpu_memory_fraction", str(opts.kv_cache_free_gpu_memory_fraction)]
+    if opts.mpirun:
+        argv = _mpi_prefix(info.world_size, opts.dry_run) + ["trtllm-serve"] + argv[1:]
+    how = "under mpirun + trtllm-llmapi-launch" if opts.mpirun else "workers started by trtllm-serve"
+    route = (f"TensorRT engine (tp {info.tp_size}, pp {info.pp_size}, {info.world_size} GPU(s), {how}) "
+             "with trtllm-serve --backend tensorrt")
+    return route, argv
+
+
+def hf_argv(opts: ServeOptions) -> tuple[str, list[str]]:
+    """The route line and command for a Hugging Face folder: trtllm-serve (PyTorch) if installed, else transformers."""
+    have_trtllm = shutil.which("trtllm-serve") is not None
+    use_trtllm = opts.server == "trtllm" or (opts.server == "auto" and have_trtllm)
+    if use_trtllm:
+        argv = [_trtllm_exe(opts.dry_run), str(opts.model), "--backend", "pytorch", "--host", opts.host,
+                "--port", str(opts.port)]
+        for flag in ("max_batch_size", "max_num_tokens", "max_seq_len", "tp_size", "pp_size",
+                     "kv_cache_free_gpu_memory_fraction"):
+            if getattr(opts, flag) is not None:
+                argv += [f"--{flag}", str(getattr(opts, flag))]
+        if opts.tokenizer is not None:
+            argv += ["--tokenizer", str(opts.tokenizer)]
+        if opts.mpirun:
+            argv = _mpi_prefix((opts.tp_size or 1) * (opts.pp_size or 1), opts.dry_run) + ["trtllm-serve"] + argv[1:]
+        return "Hugging Face folder with trtllm-serve (PyTorch backend)", argv
+    unsupported = [f"--{n.replace('_', '-')}" for n in ("max_batch_size", "max_seq_len", "tp_size", "pp_size",
+                                                         "kv_cache_free_gpu_memory_fraction", "tokenizer")
+                   if getattr(opts, n) is not None]
+    if opts.max_num_tokens is not None and not opts.continuous_batching:
+        unsupported.append("--max-num-tokens (only with --continuous-batching)")
+    if opts.mpirun:
+        unsupported.append("--mpirun")
+    if unsupported:
+        raise ConfigError(f"transformers serve has no equivalent of {', '.join(unsupported)}; drop them, or serve "
+                          "with trtllm-serve (TensorRT-LLM)")
+    exe = Path(sys.executable).parent / "transformers"
+    exe_s = str(exe) if exe.is_file() else shutil.which("transformers")
+    if not opts.dry_run and (exe_s is None or any(importlib.util.find_spec(m) is None for m in ("fastapi", "uvicorn"))):
+        raise MissingDependencyError(TRANSFORMERS_HINT)
+    argv = [exe_s or "transformers", "serve", str(opts.model), "--host", opts.host, "--port", str(opts.port)]
+    if opts.continuous_batching:
+        argv.append("--continuous-batching")
+        if opts.max_num_tokens is not None:
+            argv += ["--cb-max-batch-tokens", str(opts.max_num_tokens)]
+    for flag in ("device", "dtype"):
+        if getattr(opts, flag) is not None:
+            argv += [f"--{flag}", getattr(opts, flag)]
+    why = "" if opts.server == "transformers" else " (trtllm-serve not installed)"
+    return f"Hugging Face folder with transformers serve{why}", argv
+
+
+def plan_launch(opts: ServeOptions) -> Launch:
+    """Pick the server and build its exact command line (nothing is started)."""
+    opts.validate()
+    kind = model_kind(Path(opts.model))
+    if kind == "engine":
+        route, argv = engine_argv(opts, read_engine(Path(opts.model)))
+    else:
+        if opts.continuous_batching and opts.server == "trtllm":
+            raise ConfigError("--continuous-batching is a transformers serve flag (trtllm-serve always batches "
+                              "in flight)")
+        route, argv = hf_argv(opts)
+    argv += list(opts.extra_args)
+    return Launch(route, tuple(argv), _url(opts.host, opts.port, "/v1"), _url(opts.host, opts.port, "/health"))
