@@ -1,0 +1,310 @@
+"""GGUF files as a Source, one tensor at a time.
+
+gguf's GGUFReader parses the metadata and the tensor table; each tensor's bytes are then read with a
+plain read of just that tensor (or of its row block) and dequantized on its own with gguf.quants, so
+memory stays near the largest tensor in float32, not the model. The reader's memory map is dropped
+after parsing: touched pages of a map count towards RSS.
+
+Layout rules are llama.cpp's converter (convert_hf_to_gguf.py) undone, as transformers' GGUF loader
+does: names through gguf's own TensorNameMap; `llama` Q/K rows permuted per head for interleaved
+rope, permuted back; `nemotron` layernorm1p gammas stored as gamma + 1, stored minus 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import ModelConfig
+from ..errors import CheckpointError, ConfigError, MissingDependencyError
+from .base import TensorInfo
+
+# GGUF architecture -> (HF architecture, hidden_act)
+ARCHITECTURES = {"llama": ("LlamaForCausalLM", "silu"), "nemotron": ("NemotronForCausalLM", "relu2")}
+_HF_GLOBAL = ("model.embed_tokens", "model.norm", "lm_head")
+_HF_LAYER = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+             "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm",
+             "self_attn.rotary_emb.inv_freq")
+ROPE_FREQS = "rope_freqs.weight"  # llama.cpp stores llama3 rope scaling as per-frequency factors
+LLAMA3_DEFAULTS = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    gguf_name: str
+    qtype: int  # gguf.GGMLQuantizationType
+    shape: tuple[int, ...]  # torch order: GGUF dims reversed
+    offset: int  # absolute byte offset in the file
+    nbytes: int
+    permute_heads: int = 0  # llama q/k: heads whose rows llama.cpp interleaved for rope
+    minus_one: bool = False  # nemotron norm weights: stored as gamma + 1
+
+    @property
+    def row_bytes(self) -> int:
+        return self.nbytes // self.shape[0]
+
+
+def _import_gguf():
+    try:
+        import gguf
+    except ImportError:
+        raise MissingDependencyError("reading .gguf needs the `gguf` package: pip install gguf") from None
+    return gguf
+
+
+class GGUFSource:
+    """A .gguf file (llama or nemotron architecture) presented with HF names, dequantized per tensor."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._gguf = gguf = _import_gguf()
+        meta, table = _parse(gguf, path)
+        arch = meta.get("general.architecture")
+        if arch not in ARCHITECTURES:
+            raise ConfigError(f"{path}: GGUF architecture {arch!r} is not supported; supported: "
+                              + ", ".join(f"{g} ({hf})" for g, (hf, _) in ARCHITECTURES.items()))
+        self.meta = meta
+        rope_freqs = table.pop(ROPE_FREQS, None)
+        hf = hf_config(meta, arch, has_output="output.weight" in table, where=str(path))
+        if hf["vocab_size"] is None and "token_embd.weight" in table:
+            hf["vocab_size"] = table["token_embd.weight"].shape[0]
+        if rope_freqs is not None:
+            hf["rope_scaling"] = _llama3_from_rope_freqs(self._raw(rope_freqs, 0, rope_freqs.shape[0]).float(),
+                                                         hf, str(path))
+        self.config = ModelConfig.from_hf(hf, where=str(path))
+        self._tensors = _hf_tensors(gguf, arch, self.config, table, str(path))
+        self._check_types()
+        self.description = f"GGUF file {path} ({arch}, dequantized per tensor)"
+
+    def tensors(self) -> dict[str, TensorInfo]:
+        return {name: TensorInfo(t.shape, _out_dtype(self._gguf, t)) for name, t in self._tensors.items()}
+
+    def read(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        t = self._tensors[name]
+        rows = t.shape[0]
+        if dim == 0:
+            stop = rows if stop is None else stop
+            if t.permute_heads:  # whole heads, un-permuted, then the requested rows of them
+                per_head = rows // t.permute_heads
+                first, last = start // per_head * per_head, -(-stop // per_head) * per_head
+                block = self._unpermute(self._decode(t, first, last), (last - first) // per_head)
+                return block[start - first: stop - first]
+            return self._decode(t, start, stop)
+        full = self._decode(t, 0, rows)
+        if t.permute_heads:
+            full = self._unpermute(full, t.permute_heads)
+        if dim is None:
+            return full
+        stop = t.shape[dim] if stop is None else stop
+        return full.narrow(dim, start, stop - start).clone()  # column blocks are strided on disk
+
+    def write_tokenizer(self, dst: Path) -> list[str]:
+        if "tokenizer.ggml.model" not in self.meta:
+            return []
+        from transformers import AutoTokenizer
+
+        try:  # transformers builds the tokenizer from the GGUF metadata; no weights are read
+            tokenizer = AutoTokenizer.from_pretrained(self.path.parent, gguf_file=self.path.name)
+        except (ValueError, OSError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{self.path}: transformers cannot build the tokenizer from this GGUF ({e})") from None
+        before = {p.name for p in dst.iterdir()}
+        tokenizer.save_pretrained(dst)
+        return sorted({p.name for p in dst.iterdir()} - before)
+
+    def close(self) -> None:
+        self._tensors = {}
+
+    def _decode(self, t: GGUFTensor, start: int, stop: int) -> torch.Tensor:
+        """Rows [start:stop] of `t`, dequantized (float32), or as stored for F32/F16/BF16."""
+        raw = self._raw(t, start, stop)
+        q = self._gguf.GGMLQuantizationType
+        if t.qtype not in (q.F32, q.F16, q.BF16):
+            blocks = raw.numpy().reshape(stop - start, t.row_bytes)
+            raw = torch.from_numpy(self._gguf.quants.dequantize(blocks, q(t.qtype)))
+        out = raw.reshape((stop - start, *t.shape[1:]))
+        if t.minus_one:  # in float32, as transformers' Nemotron processor does
+            out = out.float() - 1
+        return out
+
+    def _raw(self, t: GGUFTensor, start: int, stop: int) -> torch.Tensor:
+        """The stored bytes of rows [start:stop], read into a fresh buffer (viewed as F32/F16/BF16 when so stored)."""
+        q = self._gguf.GGMLQuantizationType
+        buf = torch.empty((stop - start) * t.row_bytes, dtype=torch.uint8)
+        view = memoryview(buf.numpy())
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(t.offset + start * t.row_bytes)
+            got = 0
+            while got < len(view):
+                n = f.readinto(view[got:])
+                if not n:
+                    raise CheckpointError(f"{self.path}: unexpected end of file reading {t.gguf_name} (truncated?)")
+                got += n
+        stored = {q.F32: torch.float32, q.F16: torch.float16, q.BF16: torch.bfloat16}.get(t.qtype)
+        return buf.view(stored) if stored is not None else buf
+
+    @staticmethod
+    def _unpermute(w: torch.Tensor, heads: int) -> torch.Tensor:
+        # llama.cpp wrote each head's rows as (half, 2) pairs; HF keeps (2, half)
+        half = w.shape[0] // heads // 2
+        return w.reshape(heads, half, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape).contiguous()
+
+    def _check_types(self) -> None:
+        """Refuse, before anything is written, a quantization type gguf.quants cannot dequantize."""
+        q, seen = self._gguf.GGMLQuantizationType, {}
+        for name, t in self._tensors.items():
+            if t.qtype in seen or t.qtype in (q.F32, q.F16, q.BF16):
+                continue
+            block, type_size = self._gguf.GGML_QUANT_SIZES[q(t.qtype)]
+            try:
+                self._gguf.quants.dequantize(np.zeros((1, type_size), dtype=np.uint8), q(t.qtype))
+                seen[t.qtype] = True
+            except (NotImplementedError, ValueError):
+                raise CheckpointError(f"{self.path}: tensor {t.gguf_name} ({name}) has type {q(t.qtype).name}, "
+                                      "which gguf.quants cannot dequantize") from None
+
+
+def _out_dtype(gguf, t: GGUFTensor) -> torch.dtype:
+    q = gguf.GGMLQuantizationType
+    if t.minus_one:
+        return torch.float32
+    return {q.F16: torch.float16, q.BF16: torch.bfloat16}.get(t.qtype, torch.float32)
+
+
+def _parse(gguf, path: Path) -> tuple[dict, dict[str, GGUFTensor]]:
+    """Metadata (scalars and strings; arrays as their length) and the tensor table, checked against the file size."""
+    size = path.stat().st_size
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, IndexError, KeyError, OverflowError, TypeError) as e:
+        reason = "bad magic: not a GGUF file" if "magic" in str(e) else f"{type(e).__name__}: {e}"
+        raise CheckpointError(f"{path}: cannot read GGUF ({reason}; truncated or corrupt?)") from None
+    meta = {}
+    for key, field in reader.fields.items():
+        if field.types and field.types[0] == gguf.GGUFValueType.ARRAY:
+            meta[key] = len(field.data)
+        elif field.types:
+            meta[key] = field.contents()
+    table, allowed = {}, set(int(v) for v in gguf.GGMLQuantizationType)
+    for t in reader.tensors:
+        end = int(t.data_offset) + int(t.n_bytes)
+        if end > size:
+            raise CheckpointError(f"{path}: tensor {t.name} ends at byte {end}, past the end of the "
+                                  f"{size}-byte file (truncated?)")
+        if int(t.tensor_type) not in allowed or not len(t.shape):
+            raise CheckpointError(f"{path}: tensor {t.name} has an unknown type or no dimensions")
+        shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+        table[t.name] = GGUFTensor(t.name, int(t.tensor_type), shape, int(t.data_offset), int(t.n_bytes))
+    del reader  # closes the memory map once nothing refers to it
+    return meta, table
+
+
+def hf_config(meta: dict, arch: str, has_output: bool, where: str) -> dict:
+    """A transformers config.json dict from GGUF metadata (the keys transformers' GGUF loader maps)."""
+    hf_arch, act = ARCHITECTURES[arch]
+
+    def get(key: str, default=None):
+        return meta.get(key.format(arch=arch), default)
+
+    def need(key: str):
+        value = get(key)
+        if value is None:
+            raise CheckpointError(f"{where}: GGUF metadata lacks {key.format(arch=arch)!r}")
+        return value
+
+    hidden, heads = int(need("{arch}.embedding_length")), int(need("{arch}.attention.head_count"))
+    if get("{arch}.expert_count"):
+        raise ConfigError(f"{where}: a mixture-of-experts GGUF ({arch}.expert_count) is not supported")
+    rope_dim = get("{arch}.rope.dimension_count")
+    head_dim = int(get("{arch}.attention.key_length") or (rope_dim if arch == "llama" else 0) or hidden // heads)
+    hf = {
+        "architectures": [hf_arch],
+        "model_type": arch,
+        "vocab_size": int(get("{arch}.vocab_size") or meta.get("tokenizer.ggml.tokens") or 0) or None,
+        "hidden_size": hidden,
+        "intermediate_size": need("{arch}.feed_forward_length"),
+        "num_hidden_layers": need("{arch}.block_count"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": get("{arch}.attention.head_count_kv", heads),
+        "head_dim": head_dim,
+        "hidden_act": act,
+        "max_position_embeddings": get("{arch}.context_length"),
+        "rope_theta": float(get("{arch}.rope.freq_base", 10000.0)),
+        "tie_word_embeddings": not has_output,
+        "torch_dtype": "float32",
+        "bos_token_id": meta.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
+    }
+    if arch == "llama":
+        if rope_dim is not None and int(rope_dim) != head_dim:
+            raise ConfigError(f"{where}: llama.rope.dimension_count={rope_dim} != head dim {head_dim}; "
+                              "partial rotary is not supported for llama")
+        hf["rms_norm_eps"] = need("{arch}.attention.layer_norm_rms_epsilon")
+    else:
+        # llama.cpp writes rope.dimension_count = int(partial_rotary_factor * hidden) // heads: the model's
+        # rotary size only when head_dim == hidden / heads (not so for Minitron-8B).
+        if head_dim * heads != hidden:
+            raise ConfigError(f"{where}: nemotron GGUF with head_dim {head_dim} != hidden/heads "
+                              f"({hidden}/{heads}): its rope.dimension_count cannot be trusted; export the HF "
+                              "or .nemo checkpoint instead")
+        hf["partial_rotary_factor"] = int(need("{arch}.rope.dimension_count")) / head_dim
+        hf["norm_eps"] = get("{arch}.attention.layer_norm_epsilon") or need("{arch}.attention.layer_norm_rms_epsilon")
+    scaling = get("{arch}.rope.scaling.type")
+    if scaling == "linear":
+        hf["rope_scaling"] = {"rope_type": "linear", "factor": float(need("{arch}.rope.scaling.factor"))}
+    elif scaling not in (None, "none"):
+        raise ConfigError(f"{where}: rope scaling {scaling!r} is not supported; supported: none, linear, llama3")
+    return hf
+
+
+def _llama3_from_rope_freqs(factors: torch.Tensor, hf: dict, where: str) -> dict:
+    """llama3 rope scaling recovered from llama.cpp's rope_freqs tensor; refused unless the factors are
+    exactly what llama.cpp computes for llama3 with the Llama-3.1 constants (only `factor` varies)."""
+    dim, base = hf["head_dim"], hf["rope_theta"]
+    factor = float(factors.max())
+    scaling = {"rope_type": "llama3", "factor": factor, **LLAMA3_DEFAULTS}
+    low = scaling["original_max_position_embeddings"] / scaling["low_freq_factor"]
+    high = scaling["original_max_position_embeddings"] / scaling["high_freq_factor"]
+    want = []
+    for freq in 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)):
+        wavelen = 2 * math.pi / float(freq)
+        if wavelen < high:
+            want.append(1.0)
+        elif wavelen > low:
+            want.append(factor)
+        else:
+            smooth = (scaling["original_max_position_embeddings"] / wavelen - scaling["low_freq_factor"]) / (
+                scaling["high_freq_factor"] - scaling["low_freq_factor"])
+            want.append(1 / ((1 - smooth) / factor + smooth))
+    if factors.shape != (dim // 2,) or not torch.allclose(factors, torch.tensor(want), rtol=1e-5, atol=0):
+        raise ConfigError(f"{where}: {ROPE_FREQS} holds rope factors that are not llama3 scaling with factor "
+                          f"{factor:g} and {LLAMA3_DEFAULTS}; not supported")
+    return scaling
+
+
+def _hf_tensors(gguf, arch: str, cfg: ModelConfig, table: dict[str, GGUFTensor], where: str) -> dict[str, GGUFTensor]:
+    """HF name -> tensor, names through gguf's TensorNameMap (the table llama.cpp's converter writes with)."""
+    arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
+    names = gguf.get_tensor_name_map(arch_enum, cfg.num_hidden_layers)
+    hf_bases = [*_HF_GLOBAL, *(f"model.layers.{i}.{s}" for i in range(cfg.num_hidden_layers) for s in _HF_LAYER)]
+    to_hf = {}
+    for base in hf_bases:
+        gguf_base = names.get_name(base)
+        if gguf_base is not None:
+            for suffix in (".weight", ".bias"):
+                to_hf[gguf_base + suffix] = base + suffix
+    unknown = sorted(n for n in table if n not in to_hf)
+    if unknown:
+        raise CheckpointError(f"{where}: GGUF tensors with no Hugging Face name for {arch}: {unknown[:5]}")
+    out = {}
+    for gguf_name, t in table.items():
+        hf = to_hf[gguf_name]
+        heads = 0
+        if arch == "llama" and hf.endswith(("q_proj.weight", "k_proj.weight")):
+            heads = cfg.num_attention_heads if "q_proj" in hf else cfg.num_key_value_heads
+        minus_one = arch == "nemotron" and hf.endswith("norm.weight")
+        out[hf] = GGUFTensor(t.gguf_name, t.qtype, t.shape, t.offset, t.nbytes, heads, minus_one)
+    return out
