@@ -30,6 +30,7 @@ _HF_LAYER = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_a
              "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm",
              "self_attn.rotary_emb.inv_freq")
 ROPE_FREQS = "rope_freqs.weight"  # llama.cpp stores llama3 rope scaling as per-frequency factors
+CHUNK_BYTES = 16 * 2**20  # float32 output per dequantization step
 LLAMA3_DEFAULTS = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
 
@@ -44,8 +45,17 @@ class GGUFTensor:
     minus_one: bool = False  # nemotron norm weights: stored as gamma + 1
 
     @property
+    def rows(self) -> int:
+        """Rows as read: dim 0 of a matrix; a vector is one row (quantization blocks run along the last dim)."""
+        return self.shape[0] if len(self.shape) > 1 else 1
+
+    @property
     def row_bytes(self) -> int:
-        return self.nbytes // self.shape[0]
+        return self.nbytes // self.rows
+
+    @property
+    def row_numel(self) -> int:
+        return math.prod(self.shape) // self.rows
 
 
 def _import_gguf():
@@ -73,7 +83,7 @@ class GGUFSource:
         if hf["vocab_size"] is None and "token_embd.weight" in table:
             hf["vocab_size"] = table["token_embd.weight"].shape[0]
         if rope_freqs is not None:
-            hf["rope_scaling"] = _llama3_from_rope_freqs(self._raw(rope_freqs, 0, rope_freqs.shape[0]).float(),
+            hf["rope_scaling"] = _llama3_from_rope_freqs(self._decode(rope_freqs, 0, 1).float(),
                                                          hf, str(path))
         self.config = ModelConfig.from_hf(hf, where=str(path))
         self._tensors = _hf_tensors(gguf, arch, self.config, table, str(path))
@@ -85,18 +95,16 @@ class GGUFSource:
 
     def read(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:
         t = self._tensors[name]
-        rows = t.shape[0]
-        if dim == 0:
-            stop = rows if stop is None else stop
-            if t.permute_heads:  # whole heads, un-permuted, then the requested rows of them
-                per_head = rows // t.permute_heads
-                first, last = start // per_head * per_head, -(-stop // per_head) * per_head
-                block = self._unpermute(self._decode(t, first, last), (last - first) // per_head)
-                return block[start - first: stop - first]
-            return self._decode(t, start, stop)
-        full = self._decode(t, 0, rows)
+        if dim == 0 and len(t.shape) > 1:  # only the rows asked for are read and dequantized
+            stop = t.rows if stop is None else stop
+            if not t.permute_heads:
+                return self._decode(t, start, stop)
+            per_head = t.rows // t.permute_heads  # whole heads, un-permuted, then the rows asked for
+            first, last = start // per_head * per_head, -(-stop // per_head) * per_head
+            return _unpermute(self._decode(t, first, last), (last - first) // per_head)[start - first: stop - first]
+        full = self._decode(t, 0, t.rows).reshape(t.shape)
         if t.permute_heads:
-            full = self._unpermute(full, t.permute_heads)
+            full = _unpermute(full, t.permute_heads)
         if dim is None:
             return full
         stop = t.shape[dim] if stop is None else stop
@@ -119,38 +127,37 @@ class GGUFSource:
         self._tensors = {}
 
     def _decode(self, t: GGUFTensor, start: int, stop: int) -> torch.Tensor:
-        """Rows [start:stop] of `t`, dequantized (float32), or as stored for F32/F16/BF16."""
-        raw = self._raw(t, start, stop)
+        """Rows [start:stop] of `t`: dequantized to float32 in row chunks, or as stored for F32/F16/BF16."""
         q = self._gguf.GGMLQuantizationType
-        if t.qtype not in (q.F32, q.F16, q.BF16):
-            blocks = raw.numpy().reshape(stop - start, t.row_bytes)
-            raw = torch.from_numpy(self._gguf.quants.dequantize(blocks, q(t.qtype)))
-        out = raw.reshape((stop - start, *t.shape[1:]))
+        stored = {q.F32: torch.float32, q.F16: torch.float16, q.BF16: torch.bfloat16}.get(t.qtype)
+        with open(self.path, "rb", buffering=0) as f:
+            if stored is not None:
+                out = self._raw(f, t, start, stop).view(stored)
+            else:  # chunks bound the temporaries; blocks never span rows, so each chunk dequantizes alone
+                out = torch.empty((stop - start, t.row_numel), dtype=torch.float32)
+                step = max(1, CHUNK_BYTES // (t.row_numel * 4))
+                for first in range(start, stop, step):
+                    last = min(stop, first + step)
+                    blocks = self._raw(f, t, first, last).numpy().reshape(last - first, t.row_bytes)
+                    out[first - start: last - start] = torch.from_numpy(
+                        self._gguf.quants.dequantize(blocks, q(t.qtype)))
+        out = out.reshape((stop - start, *t.shape[1:])) if len(t.shape) > 1 else out.reshape(-1)
         if t.minus_one:  # in float32, as transformers' Nemotron processor does
             out = out.float() - 1
         return out
 
-    def _raw(self, t: GGUFTensor, start: int, stop: int) -> torch.Tensor:
-        """The stored bytes of rows [start:stop], read into a fresh buffer (viewed as F32/F16/BF16 when so stored)."""
-        q = self._gguf.GGMLQuantizationType
+    def _raw(self, f, t: GGUFTensor, start: int, stop: int) -> torch.Tensor:
+        """The stored bytes of rows [start:stop], read into a fresh buffer (no mmap: touched pages count as RSS)."""
         buf = torch.empty((stop - start) * t.row_bytes, dtype=torch.uint8)
         view = memoryview(buf.numpy())
-        with open(self.path, "rb", buffering=0) as f:
-            f.seek(t.offset + start * t.row_bytes)
-            got = 0
-            while got < len(view):
-                n = f.readinto(view[got:])
-                if not n:
-                    raise CheckpointError(f"{self.path}: unexpected end of file reading {t.gguf_name} (truncated?)")
-                got += n
-        stored = {q.F32: torch.float32, q.F16: torch.float16, q.BF16: torch.bfloat16}.get(t.qtype)
-        return buf.view(stored) if stored is not None else buf
-
-    @staticmethod
-    def _unpermute(w: torch.Tensor, heads: int) -> torch.Tensor:
-        # llama.cpp wrote each head's rows as (half, 2) pairs; HF keeps (2, half)
-        half = w.shape[0] // heads // 2
-        return w.reshape(heads, half, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape).contiguous()
+        f.seek(t.offset + start * t.row_bytes)
+        got = 0
+        while got < len(view):
+            n = f.readinto(view[got:])
+            if not n:
+                raise CheckpointError(f"{self.path}: unexpected end of file reading {t.gguf_name} (truncated?)")
+            got += n
+        return buf
 
     def _check_types(self) -> None:
         """Refuse, before anything is written, a quantization type gguf.quants cannot dequantize."""
@@ -158,13 +165,19 @@ class GGUFSource:
         for name, t in self._tensors.items():
             if t.qtype in seen or t.qtype in (q.F32, q.F16, q.BF16):
                 continue
-            block, type_size = self._gguf.GGML_QUANT_SIZES[q(t.qtype)]
+            _, type_size = self._gguf.GGML_QUANT_SIZES[q(t.qtype)]
             try:
                 self._gguf.quants.dequantize(np.zeros((1, type_size), dtype=np.uint8), q(t.qtype))
                 seen[t.qtype] = True
             except (NotImplementedError, ValueError):
                 raise CheckpointError(f"{self.path}: tensor {t.gguf_name} ({name}) has type {q(t.qtype).name}, "
                                       "which gguf.quants cannot dequantize") from None
+
+
+def _unpermute(w: torch.Tensor, heads: int) -> torch.Tensor:
+    """Undo llama.cpp's rope permutation: it wrote each head's rows as (half, 2) pairs; HF keeps (2, half)."""
+    half = w.shape[0] // heads // 2
+    return w.reshape(heads, half, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape).contiguous()
 
 
 def _out_dtype(gguf, t: GGUFTensor) -> torch.dtype:
