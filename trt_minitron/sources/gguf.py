@@ -31,7 +31,6 @@ _HF_LAYER = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_a
              "self_attn.rotary_emb.inv_freq")
 ROPE_FREQS = "rope_freqs.weight"  # llama.cpp stores llama3 rope scaling as per-frequency factors
 CHUNK_BYTES = 16 * 2**20  # float32 output per dequantization step
-LLAMA3_DEFAULTS = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
 
 @dataclass(frozen=True)
@@ -83,8 +82,7 @@ class GGUFSource:
         if hf["vocab_size"] is None and "token_embd.weight" in table:
             hf["vocab_size"] = table["token_embd.weight"].shape[0]
         if rope_freqs is not None:
-            hf["rope_scaling"] = _llama3_from_rope_freqs(self._decode(rope_freqs, 0, 1).float(),
-                                                         hf, str(path))
+            hf["rope_scaling"] = _llama3_from_rope_freqs(self._decode(rope_freqs, 0, 1).float(), hf, str(path))
         self.config = ModelConfig.from_hf(hf, where=str(path))
         self._tensors = _hf_tensors(gguf, arch, self.config, table, str(path))
         self._check_types()
@@ -273,29 +271,36 @@ def hf_config(meta: dict, arch: str, has_output: bool, where: str) -> dict:
     return hf
 
 
-def _llama3_from_rope_freqs(factors: torch.Tensor, hf: dict, where: str) -> dict:
-    """llama3 rope scaling recovered from llama.cpp's rope_freqs tensor; refused unless the factors are
-    exactly what llama.cpp computes for llama3 with the Llama-3.1 constants (only `factor` varies)."""
+def _llama3_from_rope_freqs(factors: torch.Tensor, hf: dict, where: str) -> dict | None:
+    """llama3 rope scaling that reproduces llama.cpp's rope_freqs tensor (its per-frequency factors).
+
+    The file keeps only the factors: low/high_freq_factor are taken as Llama-3's 1 and 4, `factor` is the
+    largest factor, and original_max_position_embeddings is solved from the blended band (or, when the
+    band is empty, the first power of two that fits); refused unless the result reproduces every factor.
+    """
     dim, base = hf["head_dim"], hf["rope_theta"]
     factor = float(factors.max())
-    scaling = {"rope_type": "llama3", "factor": factor, **LLAMA3_DEFAULTS}
-    low = scaling["original_max_position_embeddings"] / scaling["low_freq_factor"]
-    high = scaling["original_max_position_embeddings"] / scaling["high_freq_factor"]
-    want = []
-    for freq in 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)):
-        wavelen = 2 * math.pi / float(freq)
-        if wavelen < high:
-            want.append(1.0)
-        elif wavelen > low:
-            want.append(factor)
-        else:
-            smooth = (scaling["original_max_position_embeddings"] / wavelen - scaling["low_freq_factor"]) / (
-                scaling["high_freq_factor"] - scaling["low_freq_factor"])
-            want.append(1 / ((1 - smooth) / factor + smooth))
-    if factors.shape != (dim // 2,) or not torch.allclose(factors, torch.tensor(want), rtol=1e-5, atol=0):
-        raise ConfigError(f"{where}: {ROPE_FREQS} holds rope factors that are not llama3 scaling with factor "
-                          f"{factor:g} and {LLAMA3_DEFAULTS}; not supported")
-    return scaling
+    if factor == 1.0:
+        return None
+    wavelens = [2 * math.pi / float(f) for f in 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))]
+    lo, hi = 1.0, 4.0
+    solved = [round((lo + (hi - lo) * (1 / float(f) - 1 / factor) / (1 - 1 / factor)) * w)
+              for f, w in zip(factors, wavelens) if 1.0 < float(f) < factor]
+    for old in [*sorted(set(solved))[len(set(solved)) // 2:][:1], 8192, *(2**k for k in range(4, 24))]:
+        want = []
+        for w in wavelens:
+            if w < old / hi:
+                want.append(1.0)
+            elif w > old / lo:
+                want.append(factor)
+            else:
+                smooth = (old / w - lo) / (hi - lo)
+                want.append(1 / ((1 - smooth) / factor + smooth))
+        if factors.shape == (dim // 2,) and torch.allclose(factors, torch.tensor(want), rtol=1e-5, atol=0):
+            return {"rope_type": "llama3", "factor": factor, "low_freq_factor": lo, "high_freq_factor": hi,
+                    "original_max_position_embeddings": old}
+    raise ConfigError(f"{where}: {ROPE_FREQS} holds rope factors that no llama3 scaling with low/high_freq_factor "
+                      f"1/4 and factor {factor:g} reproduces; not supported")
 
 
 def _hf_tensors(gguf, arch: str, cfg: ModelConfig, table: dict[str, GGUFTensor], where: str) -> dict[str, GGUFTensor]:
