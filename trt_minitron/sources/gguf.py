@@ -188,11 +188,20 @@ def _out_dtype(gguf, t: GGUFTensor) -> torch.dtype:
 def _parse(gguf, path: Path) -> tuple[dict, dict[str, GGUFTensor]]:
     """Metadata (scalars and strings; arrays as their length) and the tensor table, checked against the file size."""
     size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path}: empty file, not a GGUF")
     try:
         reader = gguf.GGUFReader(path)
     except (ValueError, IndexError, KeyError, OverflowError, TypeError) as e:
-        reason = "bad magic: not a GGUF file" if "magic" in str(e) else f"{type(e).__name__}: {e}"
-        raise CheckpointError(f"{path}: cannot read GGUF ({reason}; truncated or corrupt?)") from None
+        if "magic" in str(e):
+            reason = "not a GGUF file (bad magic)"
+        elif isinstance(e, IndexError):  # the parser ran out of bytes
+            reason = f"truncated: the {size}-byte file ends inside its metadata"
+        elif "cannot reshape" in str(e):  # a tensor's data view came out short
+            reason = f"truncated: the {size}-byte file ends before the tensor data does"
+        else:
+            reason = f"corrupt GGUF ({type(e).__name__}: {e})"
+        raise CheckpointError(f"{path}: {reason}") from None
     meta = {}
     for key, field in reader.fields.items():
         if field.types and field.types[0] == gguf.GGUFValueType.ARRAY:
