@@ -123,6 +123,8 @@ def hwm():
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
+# a dry run first: planning's own imports (torch._dynamo via meta-tensor ops) are not the reader's memory
+assert main(["export", sys.argv[1], "--output", sys.argv[2], "--dtype", "float32", "--dry-run"]) == 0
 base = hwm()
 rc = main(["export", sys.argv[1], "--output", sys.argv[2], "--dtype", "float32"])
 print(json.dumps({"rc": rc, "base": base, "peak": peak_rss_bytes()}))

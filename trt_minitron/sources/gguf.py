@@ -30,7 +30,7 @@ _HF_LAYER = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_a
              "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm",
              "self_attn.rotary_emb.inv_freq")
 ROPE_FREQS = "rope_freqs.weight"  # llama.cpp stores llama3 rope scaling as per-frequency factors
-CHUNK_BYTES = 16 * 2**20  # float32 output per dequantization step
+CHUNK_BYTES = 8 * 2**20  # float32 output per dequantization step: small enough to stay out of the heap
 
 
 @dataclass(frozen=True)
