@@ -194,6 +194,18 @@ def test_export_from_gguf_verifies_against_the_hf_original(hf, tmp_path, name, t
     assert result.ok and result.max_abs_diff < 1e-3 and result.top1_agreement == 1.0, result.summary()
 
 
+def test_format_hf_from_gguf_reproduces_the_hf_original(hf, tmp_path):
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "hf_out"
+    run_export(ExportOptions(src=str(_llama_gguf(hf, tmp_path / "m.gguf")), output=out, dtype="float32", format="hf"))
+    got, want = load_file(out / "model.safetensors"), load_file(hf["llama"] / "model.safetensors")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    cfg = ModelConfig.from_hf_file(out / "config.json")
+    assert cfg.rope_scaling == ModelConfig.from_hf_file(hf["llama"] / "config.json").rope_scaling
+    assert AutoTokenizer.from_pretrained(out)("the heat")["input_ids"]
+
+
 def test_quantized_export_equals_the_transformers_route_at_tp2(hf, tmp_path, monkeypatch):
     from transformers import AutoTokenizer
 

@@ -86,10 +86,11 @@ class GGUFSource:
         self.config = ModelConfig.from_hf(hf, where=str(path))
         self._tensors = _hf_tensors(gguf, arch, self.config, table, str(path))
         self._check_types()
+        self._infos = {name: TensorInfo(t.shape, _out_dtype(gguf, t)) for name, t in self._tensors.items()}
         self.description = f"GGUF file {path} ({arch}, dequantized per tensor)"
 
     def tensors(self) -> dict[str, TensorInfo]:
-        return {name: TensorInfo(t.shape, _out_dtype(self._gguf, t)) for name, t in self._tensors.items()}
+        return self._infos
 
     def read(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:
         t = self._tensors[name]
