@@ -80,6 +80,9 @@ def write_gguf(hf_dir, path, arch="llama", qtype=Q.F32, rope_freqs=None, extra=T
     else:
         w.add_layer_norm_rms_eps(cfg.norm_eps)
         w.add_rope_dimension_count(cfg.head_dim)
+    if cfg.rope_scaling and cfg.rope_scaling.rope_type == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(cfg.rope_scaling.factor)
     for key, value in (extra or {}).items():
         getattr(w, key)(value)
     names = gguf.get_tensor_name_map(next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch),
@@ -113,6 +116,8 @@ def hf(tmp_path_factory):
         # GQA, head_dim 24 != 64/4, untied, llama3 rope scaling
         "llama": make_tiny_llama(root / "llama"),
         "llama_tied": make_tiny_llama(root / "llama_tied", seed=1, tie_word_embeddings=True, rope_scaling=None),
+        "llama_linear": make_tiny_llama(root / "llama_linear", seed=2, rope_scaling={"rope_type": "linear",
+                                                                                    "factor": 2.0}),
         # llama.cpp's nemotron rope size is only the model's when head_dim == hidden/heads
         "nemotron": make_tiny_nemotron(root / "nemotron", head_dim=16),
     }
@@ -123,6 +128,13 @@ def _llama_gguf(hf, path, qtype=Q.F32):
     return write_gguf(hf["llama"], path, qtype=qtype, rope_freqs=factors)
 
 
+def _gguf_of(hf, name, path):
+    """The F32 GGUF llama.cpp would write for tiny model `name` (llama3 scaling as rope_freqs)."""
+    if name == "llama":
+        return _llama_gguf(hf, path)
+    return write_gguf(hf[name], path, arch="nemotron" if name == "nemotron" else "llama")
+
+
 def _transformers_state(path):
     from transformers import AutoModelForCausalLM
 
@@ -130,11 +142,9 @@ def _transformers_state(path):
     return model.state_dict()
 
 
-@pytest.mark.parametrize("name", ["llama", "llama_tied", "nemotron"])
+@pytest.mark.parametrize("name", ["llama", "llama_tied", "llama_linear", "nemotron"])
 def test_f32_gguf_reads_back_the_hf_tensors_and_config(hf, tmp_path, name):
-    path = _llama_gguf(hf, tmp_path / "m.gguf") if name == "llama" else write_gguf(
-        hf[name], tmp_path / "m.gguf", arch="nemotron" if name == "nemotron" else "llama")
-    src = open_source(path)
+    src = open_source(_gguf_of(hf, name, tmp_path / "m.gguf"))
     assert isinstance(src, GGUFSource)
     want = ModelConfig.from_hf_file(hf[name] / "config.json")
     # GGUF stores floats as float32: eps 1e-5 reads back as 9.99999975e-06 (transformers' loader too)
@@ -184,10 +194,10 @@ def test_nemotron_quantized_equals_transformers_gguf_loader_bit_for_bit(hf, tmp_
         assert torch.equal(src.read(n), theirs[n]), n
 
 
-@pytest.mark.parametrize("name, tp, pp", [("llama", 2, 1), ("llama_tied", 4, 1), ("nemotron", 2, 2)])
+@pytest.mark.parametrize("name, tp, pp", [("llama", 2, 1), ("llama_tied", 4, 1), ("llama_linear", 1, 2),
+                                         ("nemotron", 2, 2)])
 def test_export_from_gguf_verifies_against_the_hf_original(hf, tmp_path, name, tp, pp):
-    path = _llama_gguf(hf, tmp_path / "m.gguf") if name == "llama" else write_gguf(
-        hf[name], tmp_path / "m.gguf", arch="nemotron" if name == "nemotron" else "llama")
+    path = _gguf_of(hf, name, tmp_path / "m.gguf")
     out = tmp_path / "ckpt"
     run_export(ExportOptions(src=str(path), output=out, dtype="float32", tp=tp, pp=pp))
     result = run_verify(out, hf[name])
