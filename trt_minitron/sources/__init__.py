@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .base import MetaReader, Source, TensorInfo
-from .hf import HUB_ID, HFSource, download_hub, open_gguf
+from .hf import HUB_ID, HFSource, download_hub
 
 __all__ = ["MetaReader", "Source", "TensorInfo", "open_source"]
 
@@ -16,7 +16,9 @@ def open_source(src: str | Path) -> Source:
     path = Path(src)
     if path.exists():
         if path.is_file() and path.suffix == ".gguf":
-            return open_gguf(path)
+            from .gguf import GGUFSource
+
+            return GGUFSource(path)
         from .nemo import is_nemo, open_nemo
 
         if is_nemo(path):  # .nemo file, any tar holding one, or an extracted .nemo folder
