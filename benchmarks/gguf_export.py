@@ -3,7 +3,7 @@
     python benchmarks/gguf_export.py [--gguf FILE] [--dtypes float32,bfloat16] [--repeat 2]
 
 Each export runs in a fresh subprocess, so peak RSS (VmHWM) is its own, interpreter and imports included:
-  transformers - sources.hf.open_gguf: AutoModelForCausalLM.from_pretrained(gguf_file=...) dequantizes the
+  transformers - sources.gguf_transformers.open_gguf: AutoModelForCausalLM.from_pretrained(gguf_file=...) dequantizes the
                  whole file to float32, then export streams from that in-memory state dict
   streamed     - sources.gguf.GGUFSource, what `trt-minitron export FILE.gguf` uses: one tensor at a time
 GB/s = checkpoint bytes written / seconds inside export (open to rename, as export's closing line says);
@@ -29,7 +29,7 @@ import json, sys
 from pathlib import Path
 from trt_minitron import export as E
 if sys.argv[3] == "transformers":
-    from trt_minitron.sources.hf import open_gguf
+    from trt_minitron.sources.gguf_transformers import open_gguf
     E.open_source = lambda src: open_gguf(Path(src))
 r = E.run_export(E.ExportOptions(src=sys.argv[1], output=Path(sys.argv[2]), dtype=sys.argv[4]))
 print("RESULT", json.dumps({"bytes": r.bytes_written, "seconds": r.seconds, "peak": r.peak_rss_bytes}))

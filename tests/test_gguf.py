@@ -1,6 +1,6 @@
 """The streaming GGUF reader on the real SmolLM2-135M-Instruct (Q4_1/Q8_0/F32), on broken files, and its memory.
 
-The reference is the route it replaces: transformers dequantizing the whole file (sources.hf.open_gguf).
+The reference is the route it replaces: transformers dequantizing the whole file (sources.gguf_transformers.open_gguf).
 """
 
 import json
@@ -19,7 +19,7 @@ from trt_minitron.cli import main
 from trt_minitron.export import ExportOptions, run_export
 from trt_minitron.sources import open_source
 from trt_minitron.sources.gguf import GGUFSource
-from trt_minitron.sources.hf import open_gguf
+from trt_minitron.sources.gguf_transformers import open_gguf
 
 
 @pytest.fixture(scope="module")

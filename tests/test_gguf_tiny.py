@@ -220,7 +220,7 @@ def test_quantized_export_equals_the_transformers_route_at_tp2(hf, tmp_path, mon
     from transformers import AutoTokenizer
 
     from trt_minitron import export as export_module
-    from trt_minitron.sources.hf import open_gguf
+    from trt_minitron.sources.gguf_transformers import open_gguf
 
     path = _llama_gguf(hf, tmp_path / "m.gguf", Q.Q4_1)
     run_export(ExportOptions(src=str(path), output=tmp_path / "new", dtype="bfloat16", tp=2))
