@@ -1,0 +1,83 @@
+"""Reading a quantized TensorRT-LLM checkpoint: config.json's `quantization` block, then per rank the
+dequantized linear layers (`QuantLinear`) and FP8 KV-cache scales (`KVQuant`).
+
+This is the interface the reference model uses: `QuantSpec.from_config(config)` is None for an
+unquantized checkpoint; otherwise `spec.linear(rank_tensors, "transformer.layers.0.attention.qkv")`
+gives one rank's layer, `cat_rows` / `cat_cols` (formats.py) merge ranks the way tensor-parallel
+execution combines them, and `spec.kv_quant(rank_tensors, "transformer.layers.0.attention")`
+the KV-cache rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from ..errors import CheckpointError
+from .formats import KV_SCALE, KVQuant, QuantFormat, QuantLinear, format_for_algo
+
+# TensorRT-LLM linear layers under transformer.layers.{i}.; column-parallel ones split output rows.
+COLUMN_LINEARS = ("attention.qkv", "mlp.fc", "mlp.gate")
+ROW_LINEARS = ("attention.dense", "mlp.proj")
+LINEARS = COLUMN_LINEARS + ROW_LINEARS
+KV_CACHE_ALGOS = ("FP8",)
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """config.json `quantization` of a checkpoint ModelOpt quantized."""
+
+    format: QuantFormat
+    kv_cache_quant_algo: str | None
+    exclude_modules: tuple[str, ...] = ()
+
+    @classmethod
+    def from_config(cls, config: dict, where: str = "config.json") -> QuantSpec | None:
+        """None when the checkpoint's weights are not quantized (quant_algo null or absent)."""
+        q = config.get("quantization") or {}
+        algo, kv = q.get("quant_algo"), q.get("kv_cache_quant_algo")
+        if kv is not None and kv not in KV_CACHE_ALGOS:
+            raise CheckpointError(f"unsupported kv_cache_quant_algo {kv!r} in {where}; supported: "
+                                  f"{', '.join(KV_CACHE_ALGOS)}")
+        if algo is None:
+            if kv is not None:
+                raise CheckpointError(f"{where}: an FP8 KV cache without quantized weights is not supported here")
+            return None
+        fmt = format_for_algo(algo, where)
+        group = q.get("group_size")
+        if fmt.group_size and group is not None and int(group) != fmt.group_size:
+            raise CheckpointError(f"{where}: {algo} with group_size {group} is not supported "
+                                  f"(ModelOpt writes {fmt.group_size})")
+        if q.get("has_zero_point"):
+            raise CheckpointError(f"{where}: {algo} with has_zero_point=true is not supported")
+        return cls(fmt, kv, tuple(q.get("exclude_modules") or ()))
+
+    @property
+    def quant_algo(self) -> str:
+        return self.format.quant_algo
+
+    def linear_tensors(self, tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors under `prefix.` (weight, scales), keyed by suffix."""
+        start = prefix + "."
+        return {n[len(start):]: t for n, t in tensors.items() if n.startswith(start) and "." not in n[len(start):]}
+
+    def linear(self, tensors: Mapping[str, torch.Tensor], prefix: str) -> QuantLinear:
+        """One rank's linear layer `prefix` (e.g. transformer.layers.0.mlp.fc), checked and dequantized."""
+        t = self.linear_tensors(tensors, prefix)
+        self.format.check(t, prefix)
+        return self.format.dequantize(t)
+
+    def kv_quant(self, tensors: Mapping[str, torch.Tensor], attention_prefix: str) -> KVQuant | None:
+        """The FP8 KV-cache rounding of one layer (None without an FP8 KV cache)."""
+        if self.kv_cache_quant_algo is None:
+            return None
+        name = f"{attention_prefix}.{KV_SCALE}"
+        if name not in tensors:
+            raise CheckpointError(f"missing {name} (kv_cache_quant_algo {self.kv_cache_quant_algo})")
+        scale = tensors[name]
+        if scale.numel() != 1 or scale.dtype != torch.float32:
+            raise CheckpointError(f"{name} is {scale.dtype}{list(scale.shape)}, expected float32 [1]")
+        return KVQuant(scale.float().reshape(()))
+
