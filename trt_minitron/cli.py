@@ -9,7 +9,7 @@ import typer
 
 from .errors import TrtMinitronError
 
-COMMANDS = ("export", "verify", "build", "generate", "summarize")
+COMMANDS = ("export", "verify", "build", "generate", "summarize", "quantize")
 
 app = typer.Typer(
     name="trt-minitron",

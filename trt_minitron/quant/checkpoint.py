@@ -11,11 +11,13 @@ the KV-cache rounding.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from pathlib import Path
+from typing import Iterator, Mapping
 
 import torch
 
 from ..errors import CheckpointError
+from ..sources.base import TensorInfo
 from .formats import KV_SCALE, KVQuant, QuantFormat, QuantLinear, format_for_algo
 
 # TensorRT-LLM linear layers under transformer.layers.{i}.; column-parallel ones split output rows.
@@ -23,6 +25,8 @@ COLUMN_LINEARS = ("attention.qkv", "mlp.fc", "mlp.gate")
 ROW_LINEARS = ("attention.dense", "mlp.proj")
 LINEARS = COLUMN_LINEARS + ROW_LINEARS
 KV_CACHE_ALGOS = ("FP8",)
+SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I8": torch.int8,
+                      "U8": torch.uint8, "I32": torch.int32, "I64": torch.int64, "F8_E4M3": torch.float8_e4m3fn}
 
 
 @dataclass(frozen=True)
@@ -81,3 +85,36 @@ class QuantSpec:
             raise CheckpointError(f"{name} is {scale.dtype}{list(scale.shape)}, expected float32 [1]")
         return KVQuant(scale.float().reshape(()))
 
+
+
+class RankTensors(Mapping[str, torch.Tensor]):
+    """One rank file's tensors, each read when asked for (a layer at a time, never the whole file)."""
+
+    def __init__(self, path: Path):
+        from safetensors import safe_open
+
+        try:
+            self._file = safe_open(str(path), "pt")
+        except Exception as e:  # safetensors raises its own error types for missing or corrupt files
+            raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
+        self.path = path
+        self._names = list(self._file.keys())
+
+    def info(self, name: str) -> TensorInfo:
+        """Shape and dtype from the header, without reading data."""
+        sl = self._file.get_slice(name)
+        dtype = SAFETENSORS_DTYPES.get(sl.get_dtype())
+        if dtype is None:
+            raise CheckpointError(f"{self.path}: tensor {name} has unsupported dtype {sl.get_dtype()}")
+        return TensorInfo(tuple(sl.get_shape()), dtype)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._file.get_tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)

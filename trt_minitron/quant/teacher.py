@@ -16,7 +16,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator
 
 import torch
 
@@ -25,7 +25,7 @@ from ..archs.base import RankContext
 from ..config import ModelConfig
 from ..mapping import Mapping as TPMapping
 from ..sources.base import MetaReader, TensorInfo
-from .checkpoint import COLUMN_LINEARS, LINEARS, QuantSpec
+from .checkpoint import COLUMN_LINEARS, LINEARS, QuantSpec, RankTensors
 from .formats import cat_cols
 
 
@@ -43,27 +43,6 @@ class LayerCheck:
     def rel(self) -> float:
         """Difference relative to the largest output magnitude of the layer."""
         return self.max_abs_diff / max(self.max_abs_ref, 1e-30)
-
-
-class RankTensors(Mapping[str, torch.Tensor]):
-    """One rank file's tensors, read on access (a conversion check touches one layer at a time)."""
-
-    def __init__(self, path: Path):
-        from safetensors import safe_open
-
-        self._file = safe_open(str(path), "pt")
-        self._names = list(self._file.keys())
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        if name not in self._names:
-            raise KeyError(name)
-        return self._file.get_tensor(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
 
 
 class _Recorder(MetaReader):

@@ -1,0 +1,301 @@
+"""`quantize`: a checkpoint -> calibrated with ModelOpt on CNN/DailyMail -> a quantized TensorRT-LLM
+(or unified Hugging Face) checkpoint, checked layer by layer against ModelOpt's fake-quant model.
+
+Steps: validate everything cheap first (format, device, tp, group sizes, calibration articles);
+present the source as a Hugging Face folder (`.nemo` and GGUF through `export --format hf`); load it
+with transformers and calibrate (memory: the whole model, float32 on CPU); export with ModelOpt;
+check the dequantized layers against the fake-quant model (teacher.py); write config.json from our
+ModelConfig plus ModelOpt's quantization block (assemble.py) into a temporary folder; rename.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..archs import get_arch
+from ..config import ModelConfig, load_json
+from ..errors import ConfigError, MissingDependencyError, OutputExistsError, VerificationFailed
+from ..export import peak_rss_bytes, plan_export
+from ..hf_writer import write_hf_checkpoint
+from ..mapping import Mapping
+from ..sources import Source, TensorInfo, open_source
+from ..sources.hf import HFSource
+from .calib import CalibSettings, calibration_batches, load_articles
+from .checkpoint import QuantSpec, RankTensors
+from .formats import KV_CACHE_DTYPES, QuantFormat, get_format
+from .teacher import LayerCheck, check_conversion, worst
+
+OUTPUT_FORMATS = ("trtllm", "hf")
+EXPORT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}  # ModelOpt exports only these
+DEVICES = ("auto", "cpu", "cuda")
+REPORT = "trt_minitron_quantize.json"
+CHECK_TOKENS = 128
+# Largest |ours - ModelOpt| / max|ModelOpt| of any layer output. Exact dequantization measured <= 5e-7;
+# a flipped activation rounding (float-order noise at a tie) reached 7e-4; planted errors give >= 0.1.
+CONVERSION_RTOL = 1e-2
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeOptions:
+    src: str
+    output: Path
+    qformat: str
+    kv_cache_dtype: str | None = None
+    calib: CalibSettings = field(default_factory=CalibSettings)
+    tp: int = 1
+    pp: int = 1
+    format: str = "trtllm"
+    dtype: str = "bfloat16"
+    device: str = "auto"
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    output: Path
+    qformat: str
+    kv_cache_dtype: str | None
+    seconds: float
+    calibration_seconds: float
+    export_seconds: float
+    peak_rss_bytes: int
+    weight_bytes_unquantized: int  # what `export --dtype <dtype>` writes for the same tp/pp
+    weight_bytes: int  # tensor data in the quantized checkpoint
+    conversion: list[LayerCheck]
+
+
+def resolve_device(device: str, fmt: QuantFormat) -> str:
+    """cpu or cuda; NVFP4 refused without CUDA (ModelOpt's NVFP4 fake-quant forward asserts CUDA tensors)."""
+    if device not in DEVICES:
+        raise ConfigError(f"unsupported --device {device!r}; choose one of {', '.join(DEVICES)}")
+    has_cuda = torch.cuda.is_available()
+    if device == "cuda" and not has_cuda:
+        raise MissingDependencyError("--device cuda: torch sees no CUDA GPU")
+    resolved = "cuda" if device == "auto" and has_cuda else ("cpu" if device == "auto" else device)
+    if fmt.needs_cuda_forward and resolved != "cuda":
+        raise MissingDependencyError(f"--qformat {fmt.qformat} needs a CUDA GPU: ModelOpt's {fmt.qformat} fake-quant "
+                                     "forward (calibration and the conversion check) runs only on CUDA tensors")
+    return resolved
+
+
+def check_group_size(fmt: QuantFormat, cfg: ModelConfig, tp: int) -> None:
+    """Grouped formats need every linear's per-rank input width to be a multiple of the group (ModelOpt's rule)."""
+    g = fmt.group_size
+    if not g:
+        return
+    widths = {"hidden_size": cfg.hidden_size, "num_attention_heads*head_dim": cfg.num_attention_heads * cfg.head_dim,
+              "intermediate_size": cfg.intermediate_size}
+    for name, width in widths.items():
+        if width % (tp * g):
+            raise ConfigError(f"--qformat {fmt.qformat} quantizes weights in groups of {g} input channels: "
+                              f"{name}={width} split over tp={tp} is not a multiple of {g}")
+
+
+def validate(opts: QuantizeOptions) -> tuple[QuantFormat, str]:
+    """Every check that needs no model: the format, device, dtype, output, calibration settings."""
+    fmt = get_format(opts.qformat)
+    if opts.kv_cache_dtype not in (None, *KV_CACHE_DTYPES):
+        raise ConfigError(f"unsupported --kv-cache-dtype {opts.kv_cache_dtype!r}; choose {', '.join(KV_CACHE_DTYPES)}")
+    if opts.format not in OUTPUT_FORMATS:
+        raise ConfigError(f"unsupported --format {opts.format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    if opts.dtype not in EXPORT_DTYPES:
+        raise ConfigError(f"unsupported --dtype {opts.dtype!r} for a quantized checkpoint; choose "
+                          f"{' or '.join(EXPORT_DTYPES)} (ModelOpt's exporter writes only these)")
+    if opts.tp < 1 or opts.pp < 1:
+        raise ConfigError(f"--tp {opts.tp} and --pp {opts.pp} must be >= 1")
+    if opts.format == "hf" and opts.tp * opts.pp != 1:
+        raise ConfigError("--format hf writes one unsharded checkpoint; drop --tp/--pp")
+    opts.calib.validate()
+    if Path(opts.output).exists() and not opts.overwrite:
+        raise OutputExistsError(f"{opts.output} exists; pass --overwrite to replace it, or choose another --output")
+    return fmt, resolve_device(opts.device, fmt)
+
+
+def run_quantize(opts: QuantizeOptions) -> QuantizeResult:
+    """Entry point of `trt-minitron quantize`.
+
+    Raises:
+        TrtMinitronError: bad input (exit 2) or a failed conversion check (VerificationFailed, exit 1);
+        nothing is left at --output or beside it.
+    """
+    from .modelopt_run import require_modelopt
+
+    fmt, device = validate(opts)
+    require_modelopt()
+    start = time.perf_counter()
+    output = Path(opts.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    work = output.parent / f".{output.name}.work-{os.getpid()}"
+    tmp = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    source = open_source(opts.src)
+    try:
+        mapping = Mapping(opts.tp, opts.pp)
+        get_arch(source.config.architecture).validate(source.config, mapping)
+        check_group_size(fmt, source.config, opts.tp)
+        articles = load_articles(opts.calib)
+        for d in (work, tmp):
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir()
+        source = as_hf_folder(source, work / "hf")
+        result = _quantize(opts, fmt, device, source, articles, work, tmp, start)
+        _replace(tmp, output, opts.overwrite)
+        return result
+    finally:
+        source.close()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def as_hf_folder(source: Source, folder: Path) -> HFSource:
+    """The source as a Hugging Face folder transformers can load: itself, or written there in its stored dtype."""
+    if isinstance(source, HFSource):
+        return source
+    folder.mkdir()
+    stored = source.tensors()["model.embed_tokens.weight"].dtype
+    write_hf_checkpoint(source, folder, stored)
+    source.close()  # a GGUF source holds the whole dequantized model
+    return HFSource(folder)
+
+
+def _quantize(opts: QuantizeOptions, fmt: QuantFormat, device: str, source: HFSource, articles: list[str],
+              work: Path, tmp: Path, start: float) -> QuantizeResult:
+    from transformers import AutoTokenizer
+
+    from .modelopt_run import calibrate, export_hf, export_trtllm, load_model, quant_config, round_prequant_scales
+
+    cfg, dtype = source.config, EXPORT_DTYPES[opts.dtype]
+    tokenizer = AutoTokenizer.from_pretrained(source.folder)
+    batches = calibration_batches(tokenizer, articles, opts.calib.max_len, opts.calib.batch_size)
+    model = load_model(source.folder, device)
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        bar = progress.add_task("calibrate", total=len(batches))
+        done = [0]
+
+        def advance() -> None:
+            done[0] += 1
+            passes, n = divmod(done[0] - 1, len(batches))  # AWQ runs the loop more than once
+            progress.update(bar, completed=n + 1, description=f"calibrate (pass {passes + 1})")
+
+        calibrate(model, quant_config(fmt, opts.kv_cache_dtype), batches, on_batch=advance)
+        t1 = time.perf_counter()
+        progress.update(bar, description="export (ModelOpt)", completed=0, total=None)
+        if opts.format == "hf":
+            export_hf(model, dtype, tmp)
+            t2 = time.perf_counter()
+            del model
+            before = sum(TensorInfo(s, dtype).nbytes for s in get_arch(cfg.architecture).hf_tensors(cfg).values())
+            after = _write_hf_config(tmp, cfg, opts.dtype)
+            checks: list[LayerCheck] = []
+        else:
+            export_trtllm(model, cfg.architecture, dtype, opts.tp, opts.pp, work / "modelopt")
+            t2 = time.perf_counter()
+            progress.update(bar, description="conversion check")
+            round_prequant_scales(model, dtype)
+            checks = check_conversion(model, work / "modelopt", cfg, batches[0][:1, :CHECK_TOKENS])
+            del model
+            gc.collect()
+            _judge(checks)
+            before, after = _write_trtllm(opts, source, work / "modelopt", tmp, progress)
+        source.write_tokenizer(tmp)
+    seconds = time.perf_counter() - start
+    result = QuantizeResult(Path(opts.output), fmt.qformat, opts.kv_cache_dtype, seconds, t1 - t0, t2 - t1,
+                            peak_rss_bytes(), before, after, checks)
+    _write_report(tmp / REPORT, opts, fmt, device, len(articles), result)
+    _print_closing(result, opts)
+    return result
+
+
+def _judge(checks: list[LayerCheck]) -> None:
+    bad = worst(checks)
+    if bad.rel > CONVERSION_RTOL:
+        raise VerificationFailed(f"conversion check failed: layer {bad.layer} {bad.name}"
+                                 f"{'' if bad.rank is None else f' rank {bad.rank}'} differs from ModelOpt's fake-quant "
+                                 f"output by {bad.max_abs_diff:.3g} ({bad.rel:.2e} of its max {bad.max_abs_ref:.3g}; "
+                                 f"tolerance {CONVERSION_RTOL:g})")
+
+
+def _write_trtllm(opts: QuantizeOptions, source: HFSource, modelopt_dir: Path, tmp: Path, progress) -> tuple[int, int]:
+    from .assemble import quantized_config, rank_entries, write_config, write_rank
+
+    mapping = Mapping(opts.tp, opts.pp)
+    _, our_config, planned = plan_export(source, mapping, opts.dtype)
+    config = quantized_config(our_config, modelopt_dir)
+    spec = QuantSpec.from_config(config)
+    write_config(tmp / "config.json", config)
+    ranks = [(r, rank_entries([p for p in planned if p.rank == r], source,
+                              RankTensors(modelopt_dir / f"rank{r}.safetensors"), spec, EXPORT_DTYPES[opts.dtype],
+                              f"rank{r}")) for r in range(mapping.world_size)]
+    total = sum(info.nbytes for _, entries in ranks for _, info, _ in entries)
+    bar = progress.add_task("write", total=total)
+    for r, entries in ranks:
+        write_rank(tmp / f"rank{r}.safetensors", entries, on_tensor=lambda _n, n: progress.advance(bar, n))
+    return sum(p.info.nbytes for p in planned), total
+
+
+def _write_hf_config(tmp: Path, cfg: ModelConfig, dtype: str) -> int:
+    """ModelOpt's config.json replaced by ours (rope fields from our ModelConfig) plus its quantization_config."""
+    theirs = load_json(tmp / "config.json")
+    ours = {**cfg.to_hf(), "torch_dtype": dtype, "quantization_config": theirs.get("quantization_config")}
+    (tmp / "config.json").write_text(json.dumps(ours, indent=2) + "\n")
+    return sum(RankTensors(f).info(n).nbytes for f in tmp.glob("*.safetensors") for n in RankTensors(f))
+
+
+def _replace(tmp: Path, output: Path, overwrite: bool) -> None:
+    if output.exists():
+        if not overwrite:
+            raise OutputExistsError(f"{output} appeared while quantizing; not replacing it")
+        old = output.parent / f".{output.name}.old-{os.getpid()}"
+        output.rename(old)
+        tmp.rename(output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(output)
+
+
+def _write_report(path: Path, opts: QuantizeOptions, fmt: QuantFormat, device: str, articles: int,
+                  result: QuantizeResult) -> None:
+    from importlib.metadata import version
+
+    report = {
+        "qformat": fmt.qformat, "quant_algo": fmt.quant_algo, "kv_cache_dtype": opts.kv_cache_dtype,
+        "source": opts.src, "format": opts.format, "dtype": opts.dtype, "tp": opts.tp, "pp": opts.pp,
+        "device": device, "calibration": {**asdict(opts.calib), "articles_used": articles},
+        "versions": {p: version(p) for p in ("nvidia-modelopt", "transformers", "torch")},
+        "seconds": {"total": result.seconds, "calibration": result.calibration_seconds,
+                    "export": result.export_seconds},
+        "peak_rss_bytes": result.peak_rss_bytes,
+        "weight_bytes_unquantized": result.weight_bytes_unquantized, "weight_bytes": result.weight_bytes,
+        "conversion_check": None if not result.conversion else {
+            "what": "per layer, teacher-forced: |dequantized checkpoint layer - ModelOpt fake-quant layer| on the "
+                    "same input, relative to the layer's max |output|",
+            "tolerance_rel": CONVERSION_RTOL, "max_rel": worst(result.conversion).rel,
+            "layers": [asdict(c) for c in result.conversion]},
+    }
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _print_closing(r: QuantizeResult, opts: QuantizeOptions) -> None:
+    kv = " + FP8 KV cache" if r.kv_cache_dtype else ""
+    check = f", conversion max rel {worst(r.conversion).rel:.1e}" if r.conversion else ""
+    print(f"quantized {r.qformat}{kv} ({opts.format}, tp {opts.tp}, pp {opts.pp}): weights "
+          f"{r.weight_bytes_unquantized / 1e9:.3f} GB {opts.dtype} -> {r.weight_bytes / 1e9:.3f} GB "
+          f"({r.weight_bytes / max(r.weight_bytes_unquantized, 1):.2f}x) in {r.seconds:.1f} s (calibration "
+          f"{r.calibration_seconds:.1f} s, export {r.export_seconds:.1f} s){check}, peak RSS "
+          f"{r.peak_rss_bytes / 2**30:.2f} GiB -> {opts.output}", file=sys.stderr)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    transient=True, disable=not sys.stderr.isatty(), console=None)
