@@ -11,7 +11,6 @@ shapes our plan expects and copied one tensor at a time.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +18,8 @@ import torch
 
 from ..config import load_json
 from ..errors import CheckpointError
-from ..export import PlannedTensor
+from ..export import DTYPES, PlannedTensor, plan_export
+from ..mapping import Mapping
 from ..sources.base import Source, TensorInfo
 from ..stwriter import ST_DTYPES, write_safetensors
 from .checkpoint import LINEARS, QuantSpec, RankTensors
@@ -30,12 +30,6 @@ ST_DTYPES.setdefault(torch.float8_e4m3fn, "F8_E4M3")
 KV_SCALE_SUFFIXES = ("kv_cache_scaling_factor", "k_cache_scaling_factor", "v_cache_scaling_factor")
 # Tensors ModelOpt writes that ours replace (a sharded or vocab-padded embedding, its lm_head).
 REPLACED = ("transformer.vocab_embedding.weight", "lm_head.weight")
-
-
-@dataclass(frozen=True)
-class AssembledRank:
-    tensors: int
-    bytes: int
 
 
 def quantized_config(our_config: dict, modelopt_dir: Path) -> dict:
@@ -108,11 +102,25 @@ def _materialise(t) -> torch.Tensor:
     return torch.frombuffer(data, dtype=t.dtype).reshape(t.shape)
 
 
-def write_rank(path: Path, entries, on_tensor=None) -> AssembledRank:
-    """Stream the entries to `path`; returns the tensor count and data bytes."""
-    written = write_safetensors(path, entries, on_tensor=on_tensor)
-    return AssembledRank(len(entries), written)
+def assemble_checkpoint(source: Source, modelopt_dir: Path, out_dir: Path, mapping: Mapping, dtype: str,
+                        on_bytes: Callable[[int, int], None] = lambda done, total: None) -> tuple[int, int]:
+    """Write the quantized checkpoint into the existing folder `out_dir` from ModelOpt's export in `modelopt_dir`.
 
+    Returns (weight bytes `export --dtype` would write, weight bytes written); tokenizer files not included."""
+    _, our_config, planned = plan_export(source, mapping, dtype)
+    config = quantized_config(our_config, modelopt_dir)
+    spec = QuantSpec.from_config(config)
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    ranks = [rank_entries([p for p in planned if p.rank == r], source,
+                          RankTensors(modelopt_dir / f"rank{r}.safetensors"), spec, DTYPES[dtype], f"rank{r}")
+             for r in range(mapping.world_size)]
+    total = sum(info.nbytes for entries in ranks for _, info, _ in entries)
+    done = 0
+    for r, entries in enumerate(ranks):
+        def advance(_name: str, n: int) -> None:
+            nonlocal done
+            done += n
+            on_bytes(done, total)
 
-def write_config(path: Path, config: dict) -> None:
-    path.write_text(json.dumps(config, indent=2) + "\n")
+        write_safetensors(out_dir / f"rank{r}.safetensors", entries, on_tensor=advance)
+    return sum(p.info.nbytes for p in planned), total

@@ -24,13 +24,14 @@ import torch
 from ..archs import get_arch
 from ..config import ModelConfig, load_json
 from ..errors import ConfigError, MissingDependencyError, OutputExistsError, VerificationFailed
-from ..export import peak_rss_bytes, plan_export
+from ..export import peak_rss_bytes
 from ..hf_writer import write_hf_checkpoint
 from ..mapping import Mapping
 from ..sources import Source, TensorInfo, open_source
 from ..sources.hf import HFSource
+from .assemble import assemble_checkpoint
 from .calib import CalibSettings, calibration_batches, load_articles
-from .checkpoint import QuantSpec, RankTensors
+from .checkpoint import RankTensors
 from .formats import KV_CACHE_DTYPES, QuantFormat, get_format
 from .teacher import FLIP_FRACTION, LayerCheck, check_conversion, failures
 
@@ -202,7 +203,10 @@ def _quantize(opts: QuantizeOptions, fmt: QuantFormat, device: str, source: HFSo
             del model
             gc.collect()
             _judge(checks)
-            before, after = _write_trtllm(opts, source, work / "modelopt", tmp, progress)
+            bar = progress.add_task("write", total=None)
+            before, after = assemble_checkpoint(source, work / "modelopt", tmp, Mapping(opts.tp, opts.pp), opts.dtype,
+                                                on_bytes=lambda done, total: progress.update(bar, completed=done,
+                                                                                           total=total))
         source.write_tokenizer(tmp)
     seconds = time.perf_counter() - start
     result = QuantizeResult(Path(opts.output), fmt.qformat, opts.kv_cache_dtype, seconds, t1 - t0, t2 - t1,
@@ -225,24 +229,6 @@ def summary(checks: list[LayerCheck]) -> dict:
     """Worst values over all layers."""
     return {"layers": len(checks), "weight_mismatch": max(c.weight_mismatch for c in checks),
             "input_mismatch": max(c.input_mismatch for c in checks), "output_rel": max(c.output_rel for c in checks)}
-
-
-def _write_trtllm(opts: QuantizeOptions, source: HFSource, modelopt_dir: Path, tmp: Path, progress) -> tuple[int, int]:
-    from .assemble import quantized_config, rank_entries, write_config, write_rank
-
-    mapping = Mapping(opts.tp, opts.pp)
-    _, our_config, planned = plan_export(source, mapping, opts.dtype)
-    config = quantized_config(our_config, modelopt_dir)
-    spec = QuantSpec.from_config(config)
-    write_config(tmp / "config.json", config)
-    ranks = [(r, rank_entries([p for p in planned if p.rank == r], source,
-                              RankTensors(modelopt_dir / f"rank{r}.safetensors"), spec, EXPORT_DTYPES[opts.dtype],
-                              f"rank{r}")) for r in range(mapping.world_size)]
-    total = sum(info.nbytes for _, entries in ranks for _, info, _ in entries)
-    bar = progress.add_task("write", total=total)
-    for r, entries in ranks:
-        write_rank(tmp / f"rank{r}.safetensors", entries, on_tensor=lambda _n, n: progress.advance(bar, n))
-    return sum(p.info.nbytes for p in planned), total
 
 
 def _write_hf_config(tmp: Path, cfg: ModelConfig, dtype: str) -> int:
