@@ -29,7 +29,8 @@ def require_modelopt():
             warnings.simplefilter("ignore")  # "transformers X is not tested with this modelopt" on import
             import modelopt.torch.quantization as mtq
     except ImportError as e:
-        raise MissingDependencyError(f"quantize needs NVIDIA ModelOpt ({e.name or e}): "
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        raise MissingDependencyError(f"quantize needs NVIDIA ModelOpt, which cannot be imported ({why}): "
                                      "pip install 'trt-minitron[quant]'") from None
     return mtq
 
