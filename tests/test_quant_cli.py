@@ -43,21 +43,24 @@ def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
 
-@pytest.mark.parametrize("kind,qformat,extra", [("llama", "fp8", ["--kv-cache-dtype", "fp8"]),
-                                                 ("nemotron", "int4_awq", [])])
-def test_quantize_writes_checkpoint_whose_config_matches_our_export(models, tmp_path, capsys, kind, qformat, extra):
+@pytest.mark.parametrize("kind,qformat,kv,tp,pp", [("llama", "fp8", True, 2, 1), ("nemotron", "int4_awq", False, 2, 1),
+                                                   ("nemotron", "w4a8_awq", True, 1, 2)])
+def test_quantize_writes_checkpoint_whose_config_matches_our_export(models, tmp_path, capsys, kind, qformat, kv, tp, pp):
     out, ref = tmp_path / "q", tmp_path / "bf16"
-    assert main(["quantize", str(models[kind]), "-o", str(out), "--qformat", qformat, "--tp", "2", *CALIB, *extra]) == 0
+    parallel = ["--tp", str(tp), "--pp", str(pp)]
+    extra = ["--kv-cache-dtype", "fp8"] if kv else []
+    assert main(["quantize", str(models[kind]), "-o", str(out), "--qformat", qformat, *parallel, *CALIB, *extra]) == 0
     captured = capsys.readouterr()
     closing = captured.err.strip().splitlines()[-1]
-    assert closing.startswith(f"quantized {qformat}") and "tp 2" in closing and "peak RSS" in closing
+    assert closing.startswith(f"quantized {qformat}") and f"tp {tp}, pp {pp}" in closing and "peak RSS" in closing
     assert " s (calibration" in closing and "GB bfloat16 ->" in closing and "layers match ModelOpt" in closing
     assert captured.out == ""  # ModelOpt's chatter goes to stderr
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "generation_config.json", "rank0.safetensors",
-                                                     "rank1.safetensors", "tokenizer.json", "tokenizer_config.json",
-                                                     "trt_minitron_quantize.json"]
+    ranks = [f"rank{r}.safetensors" for r in range(tp * pp)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["config.json", "generation_config.json", *ranks,
+                                                            "tokenizer.json", "tokenizer_config.json",
+                                                            "trt_minitron_quantize.json"])
     assert _leftovers(tmp_path) == []
-    assert main(["export", str(models[kind]), "-o", str(ref), "--tp", "2"]) == 0
+    assert main(["export", str(models[kind]), "-o", str(ref), *parallel]) == 0
     diff = _config_diff(out, ref)
     assert set(diff) == MAY_DIFFER, diff  # rotary_base / rotary_scaling / rotary_pct / head_size all as ours
     report = json.loads((out / "trt_minitron_quantize.json").read_text())
@@ -79,6 +82,9 @@ def test_format_hf_keeps_our_config_and_adds_quantization_config(models, tmp_pat
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         names = set(f.keys())
         assert f.get_tensor("model.layers.0.self_attn.q_proj.weight").dtype == torch.float8_e4m3fn
+        assert f.get_tensor("model.layers.0.self_attn.q_proj.input_scale").dtype == torch.float32
+        for name in ("model.embed_tokens.weight", "model.layers.0.input_layernorm.weight", "lm_head.weight"):
+            assert f.get_tensor(name).dtype == torch.bfloat16, name  # --dtype, not the float32 calibration copy
     assert {"model.layers.0.self_attn.q_proj.weight_scale", "model.layers.0.self_attn.q_proj.input_scale"} <= names
 
 

@@ -21,12 +21,10 @@ from ..errors import CheckpointError
 from ..export import DTYPES, PlannedTensor, plan_export
 from ..mapping import Mapping
 from ..sources.base import Source, TensorInfo
-from ..stwriter import ST_DTYPES, write_safetensors
+from ..stwriter import write_safetensors
 from .checkpoint import LINEARS, QuantSpec, RankTensors
 from .formats import WEIGHT, WSF
 
-# stwriter predates FP8 tensors (integrator: move this entry into stwriter.ST_DTYPES).
-ST_DTYPES.setdefault(torch.float8_e4m3fn, "F8_E4M3")
 KV_SCALE_SUFFIXES = ("kv_cache_scaling_factor", "k_cache_scaling_factor", "v_cache_scaling_factor")
 # Tensors ModelOpt writes that ours replace (a sharded or vocab-padded embedding, its lm_head).
 REPLACED = ("transformer.vocab_embedding.weight", "lm_head.weight")

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..sources.base import TensorInfo
+from ..stwriter import ST_DTYPES
 from .formats import KV_SCALE, KVQuant, QuantFormat, QuantLinear, format_for_algo
 
 # TensorRT-LLM linear layers under transformer.layers.{i}.; column-parallel ones split output rows.
@@ -25,6 +26,8 @@ COLUMN_LINEARS = ("attention.qkv", "mlp.fc", "mlp.gate")
 ROW_LINEARS = ("attention.dense", "mlp.proj")
 LINEARS = COLUMN_LINEARS + ROW_LINEARS
 KV_CACHE_ALGOS = ("FP8",)
+# stwriter predates FP8 tensors; quantized checkpoints hold them (integrator: move into stwriter.ST_DTYPES).
+ST_DTYPES.setdefault(torch.float8_e4m3fn, "F8_E4M3")
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I8": torch.int8,
                       "U8": torch.uint8, "I32": torch.int32, "I64": torch.int64, "F8_E4M3": torch.float8_e4m3fn}
 

@@ -146,6 +146,7 @@ def run_quantize(opts: QuantizeOptions) -> QuantizeResult:
         source = as_hf_folder(source, work / "hf")
         result = _quantize(opts, fmt, device, source, articles, work, tmp, start)
         _replace(tmp, output, opts.overwrite)
+        _print_closing(result, opts)
         return result
     finally:
         source.close()
@@ -212,7 +213,6 @@ def _quantize(opts: QuantizeOptions, fmt: QuantFormat, device: str, source: HFSo
     result = QuantizeResult(Path(opts.output), fmt.qformat, opts.kv_cache_dtype, seconds, t1 - t0, t2 - t1,
                             peak_rss_bytes(), before, after, checks)
     _write_report(tmp / REPORT, opts, fmt, device, len(articles), result)
-    _print_closing(result, opts)
     return result
 
 
@@ -232,11 +232,33 @@ def summary(checks: list[LayerCheck]) -> dict:
 
 
 def _write_hf_config(tmp: Path, cfg: ModelConfig, dtype: str) -> int:
-    """ModelOpt's config.json replaced by ours (rope fields from our ModelConfig) plus its quantization_config."""
+    """ModelOpt's config.json replaced by ours (rope fields from our ModelConfig) plus its quantization_config,
+    and its unquantized tensors cast to `dtype`; returns the tensor bytes written."""
     theirs = load_json(tmp / "config.json")
     ours = {**cfg.to_hf(), "torch_dtype": dtype, "quantization_config": theirs.get("quantization_config")}
     (tmp / "config.json").write_text(json.dumps(ours, indent=2) + "\n")
-    return sum(RankTensors(f).info(n).nbytes for f in tmp.glob("*.safetensors") for n in RankTensors(f))
+    return sum(_cast_unquantized(f, EXPORT_DTYPES[dtype]) for f in sorted(tmp.glob("*.safetensors")))
+
+
+def _cast_unquantized(path: Path, dtype: torch.dtype) -> int:
+    """Rewrite one safetensors file with float32 weights, biases and pre-quant scales in `dtype`.
+
+    ModelOpt's unified exporter leaves unquantized tensors in the calibration dtype (float32 on CPU);
+    quantization scales (weight_scale, input_scale, ...) stay float32 as it writes them."""
+    from ..stwriter import write_safetensors
+
+    src = RankTensors(path)
+    entries = []
+    for name in src:
+        info = src.info(name)
+        if info.dtype == torch.float32 and name.endswith((".weight", ".bias", "pre_quant_scale")):
+            entries.append((name, TensorInfo(info.shape, dtype), lambda n=name: src[n].to(dtype)))
+        else:
+            entries.append((name, info, lambda n=name: src[n]))
+    tmp = path.with_suffix(".cast")
+    write_safetensors(tmp, entries)
+    tmp.replace(path)
+    return sum(i.nbytes for _, i, _ in entries)
 
 
 def _replace(tmp: Path, output: Path, overwrite: bool) -> None:
