@@ -104,6 +104,20 @@ def test_nemo_source_goes_through_our_hf_route(models, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+def test_awq_vocab_padding_and_tied_embedding_stay_ours(tmp_path):
+    """ModelOpt pads vocab 250 to 256 for AWQ and shards the embedding at tp 2; the checkpoint keeps ours."""
+    src = make_quant_model("llama", tmp_path / "src", vocab_size=250, tie_word_embeddings=True)
+    out, ref = tmp_path / "q", tmp_path / "bf16"
+    assert main(["quantize", str(src), "-o", str(out), "--qformat", "int4_awq", "--tp", "2", *CALIB]) == 0
+    assert main(["export", str(src), "-o", str(ref), "--tp", "2"]) == 0
+    assert set(_config_diff(out, ref)) == MAY_DIFFER
+    for r in range(2):
+        with safe_open(str(out / f"rank{r}.safetensors"), "pt") as q, \
+                safe_open(str(ref / f"rank{r}.safetensors"), "pt") as b:
+            for name in ("transformer.vocab_embedding.weight", "lm_head.weight"):
+                assert torch.equal(q.get_tensor(name), b.get_tensor(name)), name
+
+
 @pytest.mark.slow
 def test_smollm2_gguf_fp8(tmp_path):
     """The real SmolLM2-135M (GGUF, tied embeddings, 9 heads / 3 KV heads): fp8 at tp 3, rotary fields as ours."""

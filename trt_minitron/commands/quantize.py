@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
         qformat: str = typer.Option(..., "--qformat", help="fp8 | int8_sq | int4_awq | w4a8_awq | nvfp4 (CUDA only)"),
         kv_cache_dtype: str = typer.Option(None, "--kv-cache-dtype", help="fp8: also quantize the KV cache"),
         calib_dataset: str = typer.Option(_C.dataset, "--calib-dataset", help="cnn_dailymail (the hub's train "
-                                          "split) or a .jsonl/.json/.parquet file of records with 'article'"),
+                                          "split) or a .jsonl/.json/.parquet file as summarize's --dataset-file "
+                                          "(records with article and highlights)"),
         calib_size: int = typer.Option(_C.size, "--calib-size", help="calibration articles"),
         calib_max_len: int = typer.Option(_C.max_len, "--calib-max-len", help="tokens kept per article"),
         batch_size: int = typer.Option(_C.batch_size, "--batch-size", help="articles per calibration forward"),
