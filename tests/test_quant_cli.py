@@ -151,7 +151,10 @@ def test_bad_input_is_one_line_and_leaves_nothing(models, tmp_path, capsys):
     _bad(tmp_path, capsys, [src, "--qformat", "fp8", "--tp", "3", *CALIB],
          "num_attention_heads=4 is not divisible by tp_size=3")
     _bad(tmp_path, capsys, [src, "--qformat", "int4_awq", "--tp", "4", *CALIB],
-         "groups of 128 input channels: hidden_size=256 split over tp=4 is not a multiple of 128")
+         "groups of 128 input channels: hidden_size=256 split over tp=4 is not a multiple of 128 "
+         "(--group-size 64 fits)")
+    _bad(tmp_path, capsys, [src, "--qformat", "fp8", "--group-size", "64", *CALIB],
+         "--group-size applies to int4_awq and w4a8_awq, not fp8")
     _bad(tmp_path, capsys, [src, "--qformat", "fp8", "--dtype", "float32", *CALIB], "choose bfloat16 or float16")
     _bad(tmp_path, capsys, [src, "--qformat", "fp8", "--format", "hf", "--tp", "2", *CALIB], "drop --tp/--pp")
     _bad(tmp_path, capsys, [src, "--qformat", "fp8", "--calib-size", "0", *CALIB[:2]], "--calib-size must be >= 1")

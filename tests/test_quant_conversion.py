@@ -24,13 +24,13 @@ from trt_minitron.quant import modelopt_run as mo
 from trt_minitron.quant.assemble import assemble_checkpoint
 from trt_minitron.quant.calib import calibration_batches
 from trt_minitron.quant.checkpoint import LINEARS, QuantSpec
-from trt_minitron.quant.formats import FORMATS, unpack_int4_rows
+from trt_minitron.quant.formats import get_format, unpack_int4_rows
 from trt_minitron.quant.teacher import FLIP_FRACTION, check_conversion, failures
 from trt_minitron.sources.hf import HFSource
 
 CASES = [("llama", "fp8", "fp8"), ("nemotron", "fp8", "fp8"), ("llama", "int8_sq", None), ("nemotron", "int8_sq", None),
          ("llama", "int4_awq", "fp8"), ("nemotron", "int4_awq", None), ("llama", "w4a8_awq", None),
-         ("nemotron", "w4a8_awq", "fp8")]
+         ("nemotron", "w4a8_awq", "fp8"), ("nemotron", "int4_awq@64", None), ("llama", "w4a8_awq@64", "fp8")]
 AWQ = ("int4_awq", "w4a8_awq")
 
 
@@ -54,6 +54,8 @@ def models(tmp_path_factory):
 def quantized(request, models, tmp_path_factory):
     """(case, post-export fake-quant model, ModelConfig, {tp: checkpoint dir}, source folder, check tokens)."""
     kind, qformat, kv = request.param
+    qformat, _, group = qformat.partition("@")
+    fmt = get_format(qformat, int(group) if group else None)
     from transformers import AutoTokenizer
 
     src = models[kind]
@@ -61,7 +63,7 @@ def quantized(request, models, tmp_path_factory):
     source = HFSource(src)
     batches = calibration_batches(AutoTokenizer.from_pretrained(src), articles(8), 64, 4)
     model = mo.load_model(src, "cpu")
-    mo.calibrate(model, mo.quant_config(FORMATS[qformat], kv), batches)
+    mo.calibrate(model, mo.quant_config(fmt, kv), batches)
     out = {}
     for tp in (1, 2):
         mo.export_trtllm(model, source.config.architecture, torch.bfloat16, tp, 1, root / f"modelopt_tp{tp}")
@@ -69,19 +71,18 @@ def quantized(request, models, tmp_path_factory):
         out[tp].mkdir()
         assemble_checkpoint(source, root / f"modelopt_tp{tp}", out[tp], Mapping(tp, 1), "bfloat16")
     mo.round_prequant_scales(model, torch.bfloat16)
-    return (kind, qformat, kv), model, source.config, out, src, batches[0][:1, :48]
+    return (kind, fmt, kv), model, source.config, out, src, batches[0][:1, :48]
 
 
 def test_layouts_and_dtypes(quantized):
-    (kind, qformat, kv), _, cfg, out, _, _ = quantized
-    fmt = FORMATS[qformat]
+    (kind, fmt, kv), _, cfg, out, _, _ = quantized
     for tp, ckpt in out.items():
         config = json.loads((ckpt / "config.json").read_text())
         q = config["quantization"]
         assert q["quant_algo"] == fmt.quant_algo and q["kv_cache_quant_algo"] == ("FP8" if kv else None)
         assert q["exclude_modules"] == ["lm_head"]
-        if fmt.group_size:
-            assert (q["group_size"], q["has_zero_point"], q["pre_quant_scale"]) == (128, False, True)
+        if fmt.qformat in AWQ:
+            assert (q["group_size"], q["has_zero_point"], q["pre_quant_scale"]) == (fmt.group_size, False, True)
         for r in range(tp):
             t = load_file(ckpt / f"rank{r}.safetensors")
             for i in range(cfg.num_hidden_layers):
@@ -93,7 +94,7 @@ def test_layouts_and_dtypes(quantized):
                     got = {n[len(prefix) + 1:]: (v.dtype, tuple(v.shape)) for n, v in t.items()
                            if n.rsplit(".", 1)[0] == prefix}
                     w = got["weight"]
-                    out_f = w[1][0] * (2 if qformat in AWQ else 1)
+                    out_f = w[1][0] * (2 if fmt.qformat in AWQ else 1)
                     expected = fmt.linear_tensors(out_f, w[1][1], torch.bfloat16)
                     assert got == {s: (e.dtype, e.shape) for s, e in expected.items()}, prefix
                 kv_names = {n for n in t if n.startswith(f"transformer.layers.{i}.attention.") and "cache" in n}
@@ -103,7 +104,7 @@ def test_layouts_and_dtypes(quantized):
 
 
 def test_every_layer_matches_modelopt_fake_quant(quantized):
-    (_, qformat, kv), model, cfg, out, _, ids = quantized
+    (_, fmt, kv), model, cfg, out, _, ids = quantized
     for tp, ckpt in out.items():
         checks = check_conversion(model, ckpt, cfg, ids)
         names = {c.name for c in checks}
@@ -111,7 +112,7 @@ def test_every_layer_matches_modelopt_fake_quant(quantized):
         assert ("attention.kv_cache.k" in names) == bool(kv)
         assert not failures(checks), failures(checks)
         worst = max(max(c.weight_mismatch, c.input_mismatch) for c in checks)
-        print(f"{qformat} kv={kv} tp{tp}: worst mismatching fraction {worst:.2e}, "
+        print(f"{fmt.qformat}/{fmt.group_size} kv={kv} tp{tp}: worst mismatching fraction {worst:.2e}, "
               f"output rel {max(c.output_rel for c in checks):.2e}")
 
 
@@ -137,8 +138,8 @@ def _planted(qformat: str, kv: str | None) -> list[tuple[str, int, str, str, set
 
 
 def test_planted_errors_fail_in_their_layer(quantized, tmp_path):
-    (_, qformat, kv), model, cfg, out, _, ids = quantized
-    for suffix, rank, how, what, expected in _planted(qformat, kv):
+    (_, fmt, kv), model, cfg, out, _, ids = quantized
+    for suffix, rank, how, what, expected in _planted(fmt.qformat, kv):
         ckpt = tmp_path / suffix
         shutil.copytree(out[2], ckpt)
         f = ckpt / f"rank{rank}.safetensors"
@@ -161,8 +162,8 @@ def test_planted_errors_fail_in_their_layer(quantized, tmp_path):
 def test_shared_tensors_equal_bf16_export_and_weights_dequantize_near_it(quantized, tmp_path):
     """Embedding, norms, lm_head identical to `export --dtype bfloat16`; every quantized weight, dequantized and
     with its pre-quant scale folded back, within quantization error of the bf16 export's (same rows, same ranks)."""
-    (kind, qformat, _), _, cfg, out, src, _ = quantized
-    bound = {"fp8": 0.08, "int8_sq": 0.05, "int4_awq": 0.25, "w4a8_awq": 0.3}[qformat]
+    (kind, fmt, _), _, cfg, out, src, _ = quantized
+    bound = {"fp8": 0.08, "int8_sq": 0.05, "int4_awq": 0.25, "w4a8_awq": 0.3}[fmt.qformat]
     for tp, ckpt in out.items():
         ref = tmp_path / f"bf16_tp{tp}"
         run_export(ExportOptions(src=str(src), output=ref, dtype="bfloat16", tp=tp))

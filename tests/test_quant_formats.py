@@ -112,6 +112,10 @@ def test_layouts_per_format():
                                "prequant_scaling_factor": ("bfloat16", [256])}
     assert got["w4a8_awq"] == {**got["int4_awq"], "weights_scaling_factor_2": ("float32", [1]),
                                "activation_scaling_factor": ("float32", [1])}
+    grouped64 = get_format("int4_awq", 64).linear_tensors(512, 256, torch.bfloat16)["weights_scaling_factor"]
+    assert (grouped64.dtype, grouped64.shape) == (torch.float32, (512, 4))
+    with pytest.raises(ConfigError, match="group size 32 is not supported for int4_awq; choose 128 or 64"):
+        get_format("int4_awq", 32)
     assert got["nvfp4"] == {"weight": ("uint8", [512, 128]), "weights_scaling_factor": ("float8_e4m3fn", [512, 16]),
                             "weights_scaling_factor_2": ("float32", []), "activation_scaling_factor": ("float32", [])}
 
@@ -136,8 +140,9 @@ def test_quant_spec_reads_config_json_block():
                                                    "group_size": 128, "has_zero_point": False,
                                                    "pre_quant_scale": True, "exclude_modules": ["lm_head"]}})
     assert spec.format.qformat == "int4_awq" and spec.kv_cache_quant_algo == "FP8" and spec.exclude_modules == ("lm_head",)
+    assert QuantSpec.from_config({"quantization": {"quant_algo": "W4A8_AWQ", "group_size": 64}}).format.group_size == 64
     for q, match in [({"quant_algo": "MIXED_PRECISION"}, "unsupported quant_algo 'MIXED_PRECISION'"),
-                     ({"quant_algo": "W4A16_AWQ", "group_size": 64}, "group_size 64 is not supported"),
+                     ({"quant_algo": "W4A16_AWQ", "group_size": 32}, "group_size 32 is not supported; supported: 128, 64"),
                      ({"quant_algo": "W4A16_AWQ", "has_zero_point": True}, "has_zero_point"),
                      ({"quant_algo": "FP8", "kv_cache_quant_algo": "INT8"}, "unsupported kv_cache_quant_algo 'INT8'"),
                      ({"quant_algo": None, "kv_cache_quant_algo": "FP8"}, "without quantized weights")]:

@@ -19,6 +19,8 @@ def register(app: typer.Typer) -> None:
         src: str = typer.Argument(..., help="HF folder, .gguf file, .nemo file or folder, or hub id org/name"),
         output: Path = typer.Option(..., "--output", "-o", help="folder to create"),
         qformat: str = typer.Option(..., "--qformat", help="fp8 | int8_sq | int4_awq | w4a8_awq | nvfp4 (CUDA only)"),
+        group_size: int = typer.Option(None, "--group-size", help="int4_awq / w4a8_awq: input channels per INT4 "
+                                       "scale, 128 (default) or 64 (for widths like SmolLM2's 576)"),
         kv_cache_dtype: str = typer.Option(None, "--kv-cache-dtype", help="fp8: also quantize the KV cache"),
         calib_dataset: str = typer.Option(_C.dataset, "--calib-dataset", help="cnn_dailymail (the hub's train "
                                           "split) or a .jsonl/.json/.parquet file as summarize's --dataset-file "
@@ -39,6 +41,6 @@ def register(app: typer.Typer) -> None:
         from ..quant.quantize import QuantizeOptions, run_quantize
 
         run_quantize(QuantizeOptions(
-            src=src, output=output, qformat=qformat, kv_cache_dtype=kv_cache_dtype,
+            src=src, output=output, qformat=qformat, group_size=group_size, kv_cache_dtype=kv_cache_dtype,
             calib=CalibSettings(dataset=calib_dataset, size=calib_size, max_len=calib_max_len, batch_size=batch_size),
             tp=tp, pp=pp, format=format, dtype=dtype, device=device, overwrite=overwrite))

@@ -54,9 +54,11 @@ class QuantSpec:
             return None
         fmt = format_for_algo(algo, where)
         group = q.get("group_size")
-        if fmt.group_size and group is not None and int(group) != fmt.group_size:
-            raise CheckpointError(f"{where}: {algo} with group_size {group} is not supported "
-                                  f"(ModelOpt writes {fmt.group_size})")
+        if fmt.group_sizes and group is not None:
+            if int(group) not in fmt.group_sizes:
+                raise CheckpointError(f"{where}: {algo} with group_size {group} is not supported; "
+                                      f"supported: {', '.join(map(str, fmt.group_sizes))}")
+            fmt = type(fmt)(int(group))
         if q.get("has_zero_point"):
             raise CheckpointError(f"{where}: {algo} with has_zero_point=true is not supported")
         return cls(fmt, kv, tuple(q.get("exclude_modules") or ()))

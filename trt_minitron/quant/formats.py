@@ -151,8 +151,14 @@ class QuantFormat:
     quant_algo: ClassVar[str]  # config.json quantization.quant_algo (TensorRT-LLM QuantAlgo)
     modelopt_config: ClassVar[str]  # modelopt.torch.quantization config name
     weight_bits: ClassVar[int]
-    group_size: ClassVar[int | None] = None  # block size along the input dimension
+    group_sizes: ClassVar[tuple[int, ...]] = ()  # supported blocks along the input dimension, default first
     needs_cuda_forward: ClassVar[bool] = False
+
+    def __init__(self, group_size: int | None = None):
+        if group_size is not None and group_size not in self.group_sizes:
+            allowed = f"choose {' or '.join(map(str, self.group_sizes))}" if self.group_sizes else "it has no groups"
+            raise ConfigError(f"group size {group_size} is not supported for {self.qformat}; {allowed}")
+        self.group_size: int | None = group_size or (self.group_sizes[0] if self.group_sizes else None)
 
     def linear_tensors(self, out_features: int, in_features: int, dtype: torch.dtype) -> dict[str, TensorInfo]:
         """Suffix (under the layer prefix) -> shape/dtype of each tensor a quantized linear must hold.
@@ -229,7 +235,7 @@ def unpack_int4_rows(packed: torch.Tensor) -> torch.Tensor:
 
 class Int4AWQ(QuantFormat):
     qformat, quant_algo, modelopt_config, weight_bits = "int4_awq", "W4A16_AWQ", "INT4_AWQ_CFG", 4
-    group_size = 128
+    group_sizes = (128, 64)  # TensorRT-LLM's AWQ kernels take 64 or 128; SmolLM2's 576 needs 64
 
     def _dims(self, t, where):
         if WEIGHT not in t or t[WEIGHT].dim() != 2:
@@ -271,7 +277,7 @@ def unpack_fp4_cols(packed: torch.Tensor) -> torch.Tensor:
 
 class NVFP4(QuantFormat):
     qformat, quant_algo, modelopt_config, weight_bits = "nvfp4", "NVFP4", "NVFP4_DEFAULT_CFG", 4
-    group_size = NVFP4_BLOCK
+    group_sizes = (NVFP4_BLOCK,)
     needs_cuda_forward = True  # ModelOpt's dynamic block fake-quant asserts CUDA tensors
 
     def _dims(self, t, where):
@@ -295,12 +301,11 @@ BY_QUANT_ALGO: dict[str, QuantFormat] = {f.quant_algo: f for f in FORMATS.values
 KV_CACHE_DTYPES = ("fp8",)
 
 
-def get_format(qformat: str) -> QuantFormat:
-    """The format for a `--qformat` name, or a one-line ConfigError listing the choices."""
-    try:
-        return FORMATS[qformat]
-    except KeyError:
-        raise ConfigError(f"unknown --qformat {qformat!r}; choose one of {', '.join(FORMATS)}") from None
+def get_format(qformat: str, group_size: int | None = None) -> QuantFormat:
+    """The format for a `--qformat` name (with its group size), or a one-line ConfigError listing the choices."""
+    if qformat not in FORMATS:
+        raise ConfigError(f"unknown --qformat {qformat!r}; choose one of {', '.join(FORMATS)}")
+    return type(FORMATS[qformat])(group_size)
 
 
 def format_for_algo(quant_algo: str, where: str = "config.json") -> QuantFormat:

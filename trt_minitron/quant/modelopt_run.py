@@ -52,9 +52,15 @@ def load_model(folder: Path, device: str) -> torch.nn.Module:
 
 
 def quant_config(fmt: QuantFormat, kv_cache_dtype: str | None) -> dict:
-    """The ModelOpt config for the format, with FP8 K/V quantizers appended for an FP8 KV cache."""
+    """The ModelOpt config for the format (its group size set), with FP8 K/V quantizers for an FP8 KV cache."""
     mtq = require_modelopt()
     cfg = copy.deepcopy(getattr(mtq, fmt.modelopt_config))
+    if fmt.group_size:
+        for entry in cfg["quant_cfg"]:
+            stages = entry.get("cfg") if isinstance(entry.get("cfg"), list) else [entry.get("cfg") or {}]
+            for stage in stages:
+                if isinstance(stage.get("block_sizes"), dict) and -1 in stage["block_sizes"]:
+                    stage["block_sizes"][-1] = fmt.group_size
     if kv_cache_dtype == "fp8":
         cfg["quant_cfg"] = list(cfg["quant_cfg"]) + copy.deepcopy(list(mtq.FP8_KV_CFG["quant_cfg"]))
     return cfg

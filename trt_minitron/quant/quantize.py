@@ -47,6 +47,7 @@ class QuantizeOptions:
     src: str
     output: Path
     qformat: str
+    group_size: int | None = None  # int4_awq / w4a8_awq: 128 (default) or 64
     kv_cache_dtype: str | None = None
     calib: CalibSettings = field(default_factory=CalibSettings)
     tp: int = 1
@@ -94,13 +95,19 @@ def check_group_size(fmt: QuantFormat, cfg: ModelConfig, tp: int) -> None:
               "intermediate_size": cfg.intermediate_size}
     for name, width in widths.items():
         if width % (tp * g):
+            fits = [s for s in fmt.group_sizes if all(w % (tp * s) == 0 for w in widths.values())]
+            hint = f" (--group-size {fits[0]} fits)" if fits else ""
             raise ConfigError(f"--qformat {fmt.qformat} quantizes weights in groups of {g} input channels: "
-                              f"{name}={width} split over tp={tp} is not a multiple of {g}")
+                              f"{name}={width} split over tp={tp} is not a multiple of {g}{hint}")
 
 
 def validate(opts: QuantizeOptions) -> tuple[QuantFormat, str]:
     """Every check that needs no model: the format, device, dtype, output, calibration settings."""
     fmt = get_format(opts.qformat)
+    if opts.group_size is not None:
+        if fmt.qformat not in ("int4_awq", "w4a8_awq"):
+            raise ConfigError(f"--group-size applies to int4_awq and w4a8_awq, not {fmt.qformat}")
+        fmt = get_format(opts.qformat, opts.group_size)
     if opts.kv_cache_dtype not in (None, *KV_CACHE_DTYPES):
         raise ConfigError(f"unsupported --kv-cache-dtype {opts.kv_cache_dtype!r}; choose {', '.join(KV_CACHE_DTYPES)}")
     if opts.format not in OUTPUT_FORMATS:
@@ -278,7 +285,8 @@ def _write_report(path: Path, opts: QuantizeOptions, fmt: QuantFormat, device: s
     from importlib.metadata import version
 
     report = {
-        "qformat": fmt.qformat, "quant_algo": fmt.quant_algo, "kv_cache_dtype": opts.kv_cache_dtype,
+        "qformat": fmt.qformat, "quant_algo": fmt.quant_algo, "group_size": fmt.group_size,
+        "kv_cache_dtype": opts.kv_cache_dtype,
         "source": opts.src, "format": opts.format, "dtype": opts.dtype, "tp": opts.tp, "pp": opts.pp,
         "device": device, "calibration": {**asdict(opts.calib), "articles_used": articles},
         "versions": {p: version(p) for p in ("nvidia-modelopt", "transformers", "torch")},
