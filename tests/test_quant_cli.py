@@ -43,17 +43,19 @@ def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
 
 
-@pytest.mark.parametrize("kind,qformat,kv,tp,pp", [("llama", "fp8", True, 2, 1), ("nemotron", "int4_awq", False, 2, 1),
-                                                   ("nemotron", "w4a8_awq", True, 1, 2)])
-def test_quantize_writes_checkpoint_whose_config_matches_our_export(models, tmp_path, capsys, kind, qformat, kv, tp, pp):
-    out, ref = tmp_path / "q", tmp_path / "bf16"
-    parallel = ["--tp", str(tp), "--pp", str(pp)]
+@pytest.mark.parametrize("kind,qformat,kv,tp,pp,dtype", [("llama", "fp8", True, 2, 1, "bfloat16"),
+                                                         ("nemotron", "int4_awq", False, 2, 1, "bfloat16"),
+                                                         ("nemotron", "w4a8_awq", True, 1, 2, "float16")])
+def test_quantize_writes_checkpoint_whose_config_matches_our_export(models, tmp_path, capsys, kind, qformat, kv, tp, pp,
+                                                                     dtype):
+    out, ref = tmp_path / "q", tmp_path / "ref"
+    parallel = ["--tp", str(tp), "--pp", str(pp), "--dtype", dtype]
     extra = ["--kv-cache-dtype", "fp8"] if kv else []
     assert main(["quantize", str(models[kind]), "-o", str(out), "--qformat", qformat, *parallel, *CALIB, *extra]) == 0
     captured = capsys.readouterr()
     closing = captured.err.strip().splitlines()[-1]
     assert closing.startswith(f"quantized {qformat}") and f"tp {tp}, pp {pp}" in closing and "peak RSS" in closing
-    assert " s (calibration" in closing and "GB bfloat16 ->" in closing and "layers match ModelOpt" in closing
+    assert " s (calibration" in closing and f"GB {dtype} ->" in closing and "layers match ModelOpt" in closing
     assert captured.out == ""  # ModelOpt's chatter goes to stderr
     ranks = [f"rank{r}.safetensors" for r in range(tp * pp)]
     assert sorted(p.name for p in out.iterdir()) == sorted(["config.json", "generation_config.json", *ranks,

@@ -87,16 +87,16 @@ def test_check_names_the_tensor_that_is_wrong(qformat):
     fmt = FORMATS[qformat]
     infos = fmt.linear_tensors(256, 256, torch.bfloat16)
     good = {s: torch.zeros(i.shape, dtype=i.dtype) for s, i in infos.items()}
-    fmt.check(good, "transformer.layers.0.mlp.fc")
+    fmt.check(good, "transformer.layers.0.mlp.fc", torch.bfloat16)
     for suffix, info in infos.items():
         if suffix == "weight":
             continue
         missing = {s: t for s, t in good.items() if s != suffix}
         with pytest.raises(CheckpointError, match=f"missing transformer.layers.0.mlp.fc.{suffix}"):
-            fmt.check(missing, "transformer.layers.0.mlp.fc")
+            fmt.check(missing, "transformer.layers.0.mlp.fc", torch.bfloat16)
         wrong = {**good, suffix: torch.zeros((3,), dtype=torch.float64)}
         with pytest.raises(CheckpointError, match=rf"mlp.fc.{suffix} is float64\[3\]"):
-            fmt.check(wrong, "transformer.layers.0.mlp.fc")
+            fmt.check(wrong, "transformer.layers.0.mlp.fc", torch.bfloat16)
 
 
 def test_layouts_per_format():

@@ -26,6 +26,7 @@ COLUMN_LINEARS = ("attention.qkv", "mlp.fc", "mlp.gate")
 ROW_LINEARS = ("attention.dense", "mlp.proj")
 LINEARS = COLUMN_LINEARS + ROW_LINEARS
 KV_CACHE_ALGOS = ("FP8",)
+CHECKPOINT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 # stwriter predates FP8 tensors; quantized checkpoints hold them (integrator: move into stwriter.ST_DTYPES).
 ST_DTYPES.setdefault(torch.float8_e4m3fn, "F8_E4M3")
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I8": torch.int8,
@@ -38,6 +39,7 @@ class QuantSpec:
 
     format: QuantFormat
     kv_cache_quant_algo: str | None
+    dtype: torch.dtype  # config.json `dtype`: unquantized tensors and pre-quant scales are stored in it
     exclude_modules: tuple[str, ...] = ()
 
     @classmethod
@@ -61,7 +63,11 @@ class QuantSpec:
             fmt = type(fmt)(int(group))
         if q.get("has_zero_point"):
             raise CheckpointError(f"{where}: {algo} with has_zero_point=true is not supported")
-        return cls(fmt, kv, tuple(q.get("exclude_modules") or ()))
+        dtype = CHECKPOINT_DTYPES.get(config.get("dtype", "bfloat16"))
+        if dtype is None:
+            raise CheckpointError(f"{where}: dtype {config.get('dtype')!r} is not one a quantized checkpoint uses "
+                                  f"({', '.join(CHECKPOINT_DTYPES)})")
+        return cls(fmt, kv, dtype, tuple(q.get("exclude_modules") or ()))
 
     @property
     def quant_algo(self) -> str:
@@ -75,7 +81,7 @@ class QuantSpec:
     def linear(self, tensors: Mapping[str, torch.Tensor], prefix: str) -> QuantLinear:
         """One rank's linear layer `prefix` (e.g. transformer.layers.0.mlp.fc), checked and dequantized."""
         t = self.linear_tensors(tensors, prefix)
-        self.format.check(t, prefix)
+        self.format.check(t, prefix, self.dtype)
         return self.format.dequantize(t)
 
     def kv_quant(self, tensors: Mapping[str, torch.Tensor], attention_prefix: str) -> KVQuant | None:

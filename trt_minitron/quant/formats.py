@@ -170,10 +170,10 @@ class QuantFormat:
         """The layer's tensors (keyed by suffix: weight, weights_scaling_factor, ...) -> QuantLinear."""
         raise NotImplementedError
 
-    def check(self, t: Mapping[str, torch.Tensor], where: str) -> None:
-        """Every expected tensor present with its shape and dtype; the output width is read from the scales."""
+    def check(self, t: Mapping[str, torch.Tensor], where: str, dtype: torch.dtype) -> None:
+        """Every expected tensor present with its shape and dtype (`dtype`: the checkpoint's, config.json `dtype`)."""
         out_f, in_f = self._dims(t, where)
-        expected = self.linear_tensors(out_f, in_f, _stored_dtype(t))
+        expected = self.linear_tensors(out_f, in_f, dtype)
         for suffix, info in expected.items():
             if suffix not in t:
                 raise CheckpointError(f"{where}: missing {where}.{suffix} for {self.quant_algo}")
@@ -186,11 +186,6 @@ class QuantFormat:
         if WEIGHT not in t or t[WEIGHT].dim() != 2:
             raise CheckpointError(f"{where}: missing or non-2-D {where}.weight")
         return t[WEIGHT].shape[0], t[WEIGHT].shape[1]
-
-
-def _stored_dtype(t: Mapping[str, torch.Tensor]) -> torch.dtype:
-    pqs = t.get(PQS)
-    return pqs.dtype if pqs is not None else torch.bfloat16
 
 
 def _fmt(dtype: torch.dtype) -> str:
