@@ -179,3 +179,20 @@ def test_shared_tensors_equal_bf16_export_and_weights_dequantize_near_it(quantiz
                     assert err < bound, (name, err)
                 else:
                     assert torch.equal(have[name], w), name
+
+
+def test_bfloat16_calibration_checks_in_float32(models, tmp_path):
+    """The --device cuda recipe (calibrate a bfloat16 model), run on CPU: the check needs float32 and then passes."""
+    from transformers import AutoTokenizer
+
+    src = models["llama"]
+    source = HFSource(src)
+    batches = calibration_batches(AutoTokenizer.from_pretrained(src), articles(8), 64, 4)
+    model = mo.load_model(src, "cpu", torch.bfloat16)
+    mo.calibrate(model, mo.quant_config(get_format("w4a8_awq"), "fp8"), batches)
+    mo.export_trtllm(model, source.config.architecture, torch.bfloat16, 2, 1, tmp_path / "modelopt")
+    mo.round_prequant_scales(model, torch.bfloat16)
+    with pytest.raises(ValueError, match="needs the fake-quant model in float32"):
+        check_conversion(model, tmp_path / "modelopt", source.config, batches[0][:1, :48])
+    checks = check_conversion(model.float(), tmp_path / "modelopt", source.config, batches[0][:1, :48])
+    assert checks and not failures(checks), failures(checks)

@@ -42,11 +42,11 @@ def stdout_to_stderr():
         yield
 
 
-def load_model(folder: Path, device: str) -> torch.nn.Module:
-    """The HF model for calibration: float32 on CPU, bfloat16 on CUDA. Memory: the whole model."""
+def load_model(folder: Path, device: str, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The HF model for calibration: by default float32 on CPU, bfloat16 on CUDA. Memory: the whole model."""
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = dtype or (torch.bfloat16 if device == "cuda" else torch.float32)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     return model.to(device).eval()
 

@@ -207,6 +207,7 @@ def _quantize(opts: QuantizeOptions, fmt: QuantFormat, device: str, source: HFSo
             t2 = time.perf_counter()
             progress.update(bar, description="conversion check")
             round_prequant_scales(model, dtype)
+            model.float()  # a bfloat16 fake-quant model (CUDA) would round its outputs; the checkpoint does not
             checks = check_conversion(model, work / "modelopt", cfg, batches[0][:1, :CHECK_TOKENS])
             del model
             gc.collect()

@@ -93,7 +93,7 @@ class _TensorReader:
     """Named float32 tensors served to the arch rules in place of a checkpoint."""
 
     def __init__(self, tensors: dict[str, torch.Tensor]):
-        self._t = {n: t.float() for n, t in tensors.items()}
+        self._t = {n: t.detach().float().cpu() for n, t in tensors.items()}
         self.infos = {n: TensorInfo(tuple(t.shape), t.dtype) for n, t in self._t.items()}
 
     def read(self, name, dim=None, start=0, stop=None):
@@ -117,7 +117,7 @@ def _record(model: torch.nn.Module, names: set[str]) -> Iterator[dict[str, tuple
     modules = dict(model.named_modules())
     for name in names:
         def hook(_m, args, out, name=name):
-            seen[name] = (args[0].detach(), out.detach())
+            seen[name] = (args[0].detach().float().cpu(), out.detach().float().cpu())
         handles.append(modules[name].register_forward_hook(hook))
     try:
         yield seen
@@ -137,7 +137,11 @@ def check_conversion(model: torch.nn.Module, ckpt_dir: Path, cfg: ModelConfig, i
                      ) -> list[LayerCheck]:
     """Every quantized linear (and FP8 KV cache) of the checkpoint against `model`, ModelOpt's fake-quant model.
 
-    `model` must be the one the checkpoint was exported from, after the export (which mutates it)."""
+    `model` must be the one the checkpoint was exported from, after the export (which mutates it), in float32:
+    in bfloat16 ModelOpt rounds its fake-quantized values to bfloat16, which the checkpoint never does."""
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    if dtype != torch.float32:
+        raise ValueError(f"the conversion check needs the fake-quant model in float32 (got {dtype}): model.float()")
     config = load_json(ckpt_dir / "config.json")
     spec = QuantSpec.from_config(config, str(ckpt_dir / "config.json"))
     if spec is None:
@@ -152,7 +156,7 @@ def check_conversion(model: torch.nn.Module, ckpt_dir: Path, cfg: ModelConfig, i
                if f"{n}.weight" in arch.per_layer}
     kv_quantizers = _kv_quantizers(model)
     with _record(model, {mod for mods in sources.values() for mod in mods} | set(kv_quantizers)) as seen:
-        model(input_ids.to(next(model.parameters()).device))
+        model(input_ids.to(device))
 
     checks = []
     for (layer, name), mods in sources.items():
@@ -160,13 +164,13 @@ def check_conversion(model: torch.nn.Module, ckpt_dir: Path, cfg: ModelConfig, i
         prefix = f"transformer.layers.{layer - mapping.layers(stage[0], cfg.num_hidden_layers).start}.{name}"
         rule = arch.per_layer[f"{name}.weight"]
         hf_pre = f"model.layers.{layer}."
-        x = seen[mods[0]][0].float().reshape(-1, seen[mods[0]][0].shape[-1])
+        x = seen[mods[0]][0].reshape(-1, seen[mods[0]][0].shape[-1])
         first = modules[mods[0]]
         weights = _TensorReader({f"{mod}.weight": modules[mod].weight_quantizer(modules[mod].weight) for mod in mods})
         raw_weights = _TensorReader({f"{mod}.weight": modules[mod].weight for mod in mods})
         pqs = getattr(first.input_quantizer, "pre_quant_scale", None)
-        raw_x = x if pqs is None else x * pqs.float()
-        want_x = first.input_quantizer(x).float()
+        raw_x = x if pqs is None else x * pqs.float().cpu()
+        want_x = first.input_quantizer(x.to(device)).float().cpu()
         # x as a (tokens, in) 'weight': a row-parallel rule cuts the rank's input columns out of it.
         inputs, raw_inputs, want_inputs = (_TensorReader({f"{mod}.weight": t for mod in mods}) for t in (x, raw_x, want_x))
         outputs = _TensorReader({f"{mod}.weight": seen[mod][1].reshape(-1, seen[mod][1].shape[-1]).T for mod in mods})
@@ -197,7 +201,8 @@ def check_conversion(model: torch.nn.Module, ckpt_dir: Path, cfg: ModelConfig, i
             local = layer - mapping.layers(r, cfg.num_hidden_layers).start
             kv = spec.kv_quant(ranks[r], f"transformer.layers.{local}.attention")
             x = seen[qname][0]
-            want = _modelopt_at_scale(quantizer, x, _exported_kv_scale(modules[qname.rsplit(".", 1)[0]]))
+            scale = _exported_kv_scale(modules[qname.rsplit(".", 1)[0]])
+            want = _modelopt_at_scale(quantizer, x.to(device), scale.to(device)).cpu()
             checks.append(LayerCheck(layer, "attention.kv_cache." + qname.rsplit(".", 1)[1][0], 0.0,
                                      mismatch(kv(x), want, x), rel_diff(kv(x), want)))
     return checks
