@@ -126,6 +126,7 @@ def test_rank_merges_reproduce_the_full_layer():
     full = QuantLinear(w, pqs, act)
     rows = cat_rows([QuantLinear(w[:4], pqs, act), QuantLinear(w[4:], pqs, act)])
     assert torch.equal(rows(x), full(x))
+    assert torch.equal(full.to("cpu")(x), full(x)) and full.to("meta").weight.device.type == "meta"
     cols = cat_cols([QuantLinear(w[:, :3], pqs[:3], act), QuantLinear(w[:, 3:], pqs[3:], act)])
     assert torch.allclose(cols(x), full(x), atol=1e-6)
     with pytest.raises(CheckpointError, match="rank 1 quantizes this layer's input differently"):

@@ -105,6 +105,12 @@ class QuantLinear:
         """The same input transform over other weight rows (used to regroup fused qkv rows)."""
         return replace(self, weight=weight)
 
+    def to(self, device: str | torch.device) -> QuantLinear:
+        """All tensors on `device`."""
+        act = None if self.act_quant is None else replace(self.act_quant, scale=self.act_quant.scale.to(device))
+        pqs = None if self.pre_quant_scale is None else self.pre_quant_scale.to(device)
+        return QuantLinear(self.weight.to(device), pqs, act)
+
 
 def cat_rows(parts: list[QuantLinear]) -> QuantLinear:
     """Column-parallel ranks (qkv, fc, gate) merged: output rows concatenated, input transform shared."""
