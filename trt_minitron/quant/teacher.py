@@ -35,8 +35,10 @@ from ..sources.base import MetaReader, TensorInfo
 from .checkpoint import COLUMN_LINEARS, LINEARS, QuantSpec, RankTensors
 from .formats import cat_cols
 
-# Largest fraction of weight or GEMM-input elements allowed to differ from ModelOpt's by more than
-# float noise (1e-5 of the tensor's max): rounding-tie flips. Measured: see tests/test_quant_conversion.py.
+# Largest fraction of weight or GEMM-input elements allowed to differ from ModelOpt's by more than float
+# noise (1e-5 of the tensor's max) once exact ties are excluded. Measured: 0 in every tiny-model case
+# (tests/test_quant_conversion.py) and on SmolLM2-135M, except W4A8 weights there, 1.3e-4 (an INT4 tie
+# that the FP8 second step then rounds apart); planted errors move 29-100 % of the elements.
 FLIP_FRACTION = 1e-3
 NOISE = 1e-5
 
