@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from .errors import Interrupted, TrtMinitronError, one_line
 from .interrupts import signals_raise
 
-COMMANDS = ("export", "verify", "build", "generate", "summarize", "serve", "bench")
+COMMANDS = ("export", "verify", "build", "generate", "summarize", "serve", "bench", "quantize")
 PROG = "trt-minitron"
 INTERNAL_ERROR_EXIT = 70  # sysexits EX_SOFTWARE: distinct from 1 (verify failed) and 2 (user error)
 # OSErrors that describe the machine or the user's paths, not a bug.

@@ -121,8 +121,8 @@ def write_marker(folder: Path, **info) -> None:
 
 
 def sweep_stale(out: Path) -> list[Path]:
-    """Remove `.NAME.tmp-PID` / `.NAME.old-PID` / `.NAME.partial-PID` siblings whose process is gone."""
-    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?:tmp|old|partial)-(\d+)$")
+    """Remove `.NAME.{tmp,old,partial,work}-PID` siblings whose process is gone."""
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.(?:tmp|old|partial|work)-(\d+)$")
     removed = []
     try:
         siblings = list(out.parent.iterdir())

@@ -20,6 +20,7 @@ from .sources.base import RowStream, TensorInfo
 ST_DTYPES = {
     torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
     torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+    torch.float8_e4m3fn: "F8_E4M3",  # quantized checkpoints (FP8 weights and activations)
 }
 
 Entry = tuple[str, TensorInfo, Callable[[], "torch.Tensor | RowStream"]]

@@ -1,0 +1,45 @@
+"""Tiny models that ModelOpt can quantize in every format, with a tokenizer, for tests/test_quant*.py.
+
+INT4 groups of 128 input channels split over tp=2 need hidden, heads*head_dim and intermediate to
+be multiples of 256; head_dim 128 != hidden/heads (64) keeps the Minitron-8B trap, GQA (4 heads,
+2 KV heads), llama3 rope and partial rotary / layernorm1p come from tests/tiny.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tiny import make_tiny_llama, make_tiny_nemotron
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cnn_dailymail_sample.jsonl"
+QUANT_DIMS = dict(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=128)
+MAKERS = {"llama": make_tiny_llama, "nemotron": make_tiny_nemotron}
+
+
+def articles(n: int = 100) -> list[str]:
+    return [json.loads(line)["article"] for line in SHARED.read_text().splitlines()[:n]]
+
+
+def write_tokenizer(path: Path, vocab_size: int) -> None:
+    """A BPE tokenizer with exactly `vocab_size` ids, trained on the shared CNN/DailyMail articles."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=80,
+                                  show_progress=False)
+    tok.train_from_iterator(articles(), trainer)
+    assert tok.get_vocab_size() == vocab_size, tok.get_vocab_size()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                            eos_token="</s>").save_pretrained(path)
+
+
+def make_quant_model(kind: str, path: Path, **overrides) -> Path:
+    """A tiny HF checkpoint (`kind` llama or nemotron) with quantizable shapes and its tokenizer."""
+    dims = {**QUANT_DIMS, **overrides}
+    MAKERS[kind](path, **dims)
+    write_tokenizer(path, dims["vocab_size"])
+    return path

@@ -1,0 +1,66 @@
+"""Calibration batches: CNN/DailyMail articles tokenized, truncated and grouped without padding.
+
+Padding tokens would still pass through every linear layer and widen the calibrated ranges, so
+articles are sorted by length and each batch is cut to its shortest member instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data import DatasetError, read_dataset_file
+from ..errors import MissingDependencyError
+
+HUB_CALIBRATION = ("abisee/cnn_dailymail", "3.0.0", "train")  # ModelOpt's llm_ptq calibrates on train
+HUB_NAME = "cnn_dailymail"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibSettings:
+    dataset: str = HUB_NAME  # "cnn_dailymail" (the hub's train split) or a .jsonl/.json/.parquet file
+    size: int = 512  # articles
+    max_len: int = 512  # tokens per article
+    batch_size: int = 8
+
+    def validate(self) -> None:
+        for name, value, low in (("--calib-size", self.size, 1), ("--calib-max-len", self.max_len, 2),
+                                 ("--batch-size", self.batch_size, 1)):
+            if value < low:
+                raise DatasetError(f"{name} must be >= {low}, got {value}")
+
+
+def load_articles(settings: CalibSettings, cache_dir: str | None = None) -> list[str]:
+    """The first `size` articles of the calibration set."""
+    if settings.dataset != HUB_NAME:
+        records = read_dataset_file(Path(settings.dataset))
+        return [r.article for r in records[: settings.size]]
+    try:
+        import datasets
+    except ImportError:
+        raise MissingDependencyError("calibrating on the hub's cnn_dailymail needs `datasets`: "
+                                     "pip install datasets, or pass --calib-dataset FILE.jsonl") from None
+    name, config, split = HUB_CALIBRATION
+    try:
+        ds = datasets.load_dataset(name, config, split=f"{split}[:{settings.size}]", cache_dir=cache_dir)
+    except Exception as e:  # network/hub failures surface as many exception types
+        raise DatasetError(f"cannot load {name} {config} {split} from the hub ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else 'no detail'}); pass --calib-dataset FILE.jsonl") \
+            from None
+    return [r["article"] for r in ds]
+
+
+def calibration_batches(tokenizer, articles: list[str], max_len: int, batch_size: int) -> list[torch.Tensor]:
+    """Token id batches [B, T], no padding: length-sorted, each batch cut to its shortest article."""
+    ids = [tokenizer(a, truncation=True, max_length=max_len)["input_ids"] for a in articles if a.strip()]
+    ids = sorted((x for x in ids if x), key=len, reverse=True)
+    if not ids:
+        raise DatasetError("no calibration article produced any tokens")
+    batches = []
+    for i in range(0, len(ids), batch_size):
+        group = ids[i: i + batch_size]
+        n = min(len(x) for x in group)
+        batches.append(torch.tensor([x[:n] for x in group], dtype=torch.long))
+    return batches
