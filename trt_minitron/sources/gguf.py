@@ -1,29 +1,30 @@
 """GGUF files as a Source, one tensor at a time.
 
-gguf's GGUFReader parses the metadata and the tensor table; each tensor's bytes are then read with a
-plain read of just that tensor (or of its row block) and dequantized on its own with gguf.quants, so
-memory stays near the largest tensor in float32, not the model. The reader's memory map is dropped
-after parsing: touched pages of a map count towards RSS.
+gguf_format.py parses the metadata and the tensor table (every length checked); each tensor's bytes are
+then read with a plain read of just that tensor (or of its row block) and dequantized on its own with
+gguf.quants (Q8_0 by gguf_format's direct numpy form of the same arithmetic), so memory stays near the
+largest tensor in float32, not the model. No memory map: touched pages of a map count towards RSS.
 
 Layout rules are llama.cpp's converter (convert_hf_to_gguf.py) undone, as transformers' GGUF loader
 does: names through gguf's own TensorNameMap; `llama` Q/K rows permuted per head for interleaved
 rope, permuted back; `nemotron` layernorm1p gammas stored as gamma + 1, read back minus 1.
-The config from the metadata is gguf_config.py's.
+The config from the metadata is gguf_config.py's, the tokenizer gguf_tokenizer.py's.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..config import ModelConfig
-from ..errors import CheckpointError, ConfigError, MissingDependencyError
+from ..errors import CheckpointError, ConfigError
 from .base import TensorInfo
 from .gguf_config import ARCHITECTURES, ROPE_FREQS, hf_config, llama3_from_rope_freqs
+from .gguf_format import GGUFTensor, import_gguf, read_header
+from .gguf_tokenizer import save_tokenizer
 
 _HF_GLOBAL = ("model.embed_tokens", "model.norm", "lm_head")
 _HF_LAYER = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
@@ -32,45 +33,14 @@ _HF_LAYER = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_a
 CHUNK_BYTES = 8 * 2**20  # float32 output per dequantization step: small enough to stay out of the heap
 
 
-@dataclass(frozen=True)
-class GGUFTensor:
-    gguf_name: str
-    qtype: int  # gguf.GGMLQuantizationType
-    shape: tuple[int, ...]  # torch order: GGUF dims reversed
-    offset: int  # absolute byte offset in the file
-    nbytes: int
-    permute_heads: int = 0  # llama q/k: heads whose rows llama.cpp interleaved for rope
-    minus_one: bool = False  # nemotron norm weights: stored as gamma + 1
-
-    @property
-    def rows(self) -> int:
-        """Rows as read: dim 0 of a matrix; a vector is one row (quantization blocks run along the last dim)."""
-        return self.shape[0] if len(self.shape) > 1 else 1
-
-    @property
-    def row_bytes(self) -> int:
-        return self.nbytes // self.rows
-
-    @property
-    def row_numel(self) -> int:
-        return math.prod(self.shape) // self.rows
-
-
-def _import_gguf():
-    try:
-        import gguf
-    except ImportError:
-        raise MissingDependencyError("reading .gguf needs the `gguf` package: pip install gguf") from None
-    return gguf
-
-
 class GGUFSource:
     """A .gguf file (llama or nemotron architecture) presented with HF names, dequantized per tensor."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._gguf = gguf = _import_gguf()
-        meta, table = _parse(gguf, path)
+        self._gguf = gguf = import_gguf()
+        header = read_header(path)
+        meta, table = header.metadata, dict(header.tensors)
         arch = meta.get("general.architecture")
         if arch not in ARCHITECTURES:
             raise ConfigError(f"{path}: GGUF architecture {arch!r} is not supported; supported: "
@@ -111,15 +81,7 @@ class GGUFSource:
     def write_tokenizer(self, dst: Path) -> list[str]:
         if "tokenizer.ggml.model" not in self.meta:
             return []
-        from transformers import AutoTokenizer
-
-        try:  # transformers builds the tokenizer from the GGUF metadata; no weights are read
-            tokenizer = AutoTokenizer.from_pretrained(self.path.parent, gguf_file=self.path.name)
-        except (ValueError, OSError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{self.path}: transformers cannot build the tokenizer from this GGUF ({e})") from None
-        before = {p.name for p in dst.iterdir()}
-        tokenizer.save_pretrained(dst)
-        return sorted({p.name for p in dst.iterdir()} - before)
+        return save_tokenizer(self.meta, self.path, dst)
 
     def close(self) -> None:
         self._tensors = {}
@@ -185,43 +147,6 @@ def _out_dtype(gguf, t: GGUFTensor) -> torch.dtype:
     return {q.F16: torch.float16, q.BF16: torch.bfloat16}.get(t.qtype, torch.float32)
 
 
-def _parse(gguf, path: Path) -> tuple[dict, dict[str, GGUFTensor]]:
-    """Metadata (scalars and strings; arrays as their length) and the tensor table, checked against the file size."""
-    size = path.stat().st_size
-    if size == 0:
-        raise CheckpointError(f"{path}: empty file, not a GGUF")
-    try:
-        reader = gguf.GGUFReader(path)
-    except (ValueError, IndexError, KeyError, OverflowError, TypeError) as e:
-        if "magic" in str(e):
-            reason = "not a GGUF file (bad magic)"
-        elif isinstance(e, IndexError):  # the parser ran out of bytes
-            reason = f"truncated: the {size}-byte file ends inside its metadata"
-        elif "cannot reshape" in str(e):  # a tensor's data view came out short
-            reason = f"truncated: the {size}-byte file ends before the tensor data does"
-        else:
-            reason = f"corrupt GGUF ({type(e).__name__}: {e})"
-        raise CheckpointError(f"{path}: {reason}") from None
-    meta = {}
-    for key, field in reader.fields.items():
-        if field.types and field.types[0] == gguf.GGUFValueType.ARRAY:
-            meta[key] = len(field.data)
-        elif field.types:
-            meta[key] = field.contents()
-    table, allowed = {}, set(int(v) for v in gguf.GGMLQuantizationType)
-    for t in reader.tensors:
-        end = int(t.data_offset) + int(t.n_bytes)
-        if end > size:
-            raise CheckpointError(f"{path}: tensor {t.name} ends at byte {end}, past the end of the "
-                                  f"{size}-byte file (truncated?)")
-        if int(t.tensor_type) not in allowed or not len(t.shape):
-            raise CheckpointError(f"{path}: tensor {t.name} has an unknown type or no dimensions")
-        shape = tuple(int(d) for d in reversed(t.shape.tolist()))
-        table[t.name] = GGUFTensor(t.name, int(t.tensor_type), shape, int(t.data_offset), int(t.n_bytes))
-    del reader  # closes the memory map once nothing refers to it
-    return meta, table
-
-
 def _hf_tensors(gguf, arch: str, cfg: ModelConfig, table: dict[str, GGUFTensor], where: str) -> dict[str, GGUFTensor]:
     """HF name -> tensor, names through gguf's TensorNameMap (the table llama.cpp's converter writes with)."""
     arch_enum = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch)
@@ -243,5 +168,5 @@ def _hf_tensors(gguf, arch: str, cfg: ModelConfig, table: dict[str, GGUFTensor],
         if arch == "llama" and hf.endswith(("q_proj.weight", "k_proj.weight")):
             heads = cfg.num_attention_heads if "q_proj" in hf else cfg.num_key_value_heads
         minus_one = arch == "nemotron" and hf.endswith("norm.weight")
-        out[hf] = GGUFTensor(t.gguf_name, t.qtype, t.shape, t.offset, t.nbytes, heads, minus_one)
+        out[hf] = dataclasses.replace(t, permute_heads=heads, minus_one=minus_one)
     return out
