@@ -60,11 +60,11 @@ def from_metadata(meta: dict, where: str):
         config[name] = tokens[token_id] if token_id is not None else None
     try:
         backend, extra = convert_gguf_tokenizer(meta["general.architecture"], tokenizer_dict)
-    except _ERRORS as e:
+        # AutoTokenizer picks TokenizersBackend for llama and nemotron configs; is_local and local_files_only
+        # are what its from_pretrained records for a local folder, kept so the saved files equal that route's
+        return TokenizersBackend(tokenizer_object=backend, **config, **extra, is_local=True, local_files_only=False)
+    except Exception as e:  # noqa: BLE001 - `tokenizers` reports a bad vocabulary or merge as a plain Exception
         raise CheckpointError(f"{where}: transformers cannot build the tokenizer from this GGUF ({e})") from None
-    # AutoTokenizer picks TokenizersBackend for llama and nemotron configs; is_local and local_files_only are
-    # what its from_pretrained records for a local folder, kept so the saved files equal that route's
-    return TokenizersBackend(tokenizer_object=backend, **config, **extra, is_local=True, local_files_only=False)
 
 
 def _plain(value):
