@@ -33,16 +33,12 @@ def save_tokenizer(meta: dict, path: Path, dst: Path) -> list[str]:
 
 def from_metadata(meta: dict, where: str):
     """A transformers tokenizer from parsed GGUF metadata, or None when transformers lacks the conversion."""
-    try:
-        from transformers.integrations.gguf.gguf_tokenizer_mapping import (
-            GGUF_TOKENIZER_MAPPING,
-            convert_gguf_tokenizer,
-        )
-        from transformers.tokenization_utils_tokenizers import TokenizersBackend
-    except ImportError:
+    conversion = _conversion()
+    if conversion is None:
         return None
+    mapping, convert_gguf_tokenizer, backend_class = conversion
     groups = {group: {name: _plain(meta[f"tokenizer.{key}"]) for key, name in renames.items() if f"tokenizer.{key}" in meta}
-              for group, renames in GGUF_TOKENIZER_MAPPING.items()}
+              for group, renames in mapping.items()}
     tokenizer_dict, config = groups["tokenizer"], groups["tokenizer_config"]
     tokens = tokenizer_dict.get("tokens")
     if not isinstance(tokens, list):
@@ -62,9 +58,22 @@ def from_metadata(meta: dict, where: str):
         backend, extra = convert_gguf_tokenizer(meta["general.architecture"], tokenizer_dict)
         # AutoTokenizer picks TokenizersBackend for llama and nemotron configs; is_local and local_files_only
         # are what its from_pretrained records for a local folder, kept so the saved files equal that route's
-        return TokenizersBackend(tokenizer_object=backend, **config, **extra, is_local=True, local_files_only=False)
+        return backend_class(tokenizer_object=backend, **config, **extra, is_local=True, local_files_only=False)
     except Exception as e:  # noqa: BLE001 - `tokenizers` reports a bad vocabulary or merge as a plain Exception
         raise CheckpointError(f"{where}: transformers cannot build the tokenizer from this GGUF ({e})") from None
+
+
+def _conversion():
+    """transformers' (key table, convert_gguf_tokenizer, TokenizersBackend), or None before transformers 5."""
+    try:
+        from transformers.integrations.gguf.gguf_tokenizer_mapping import (
+            GGUF_TOKENIZER_MAPPING,
+            convert_gguf_tokenizer,
+        )
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:
+        return None
+    return GGUF_TOKENIZER_MAPPING, convert_gguf_tokenizer, TokenizersBackend
 
 
 def _plain(value):
