@@ -219,6 +219,17 @@ def test_metadata_of_the_wrong_type_is_one_line(tmp_path, override, says):
     assert says in str(e.value)
 
 
+@pytest.mark.parametrize("value, shown", [(kv("general.architecture", V.ARRAY, struct.pack("<IQ", V.STRING, 1) + string("llama")),
+                                           "['llama']"),
+                                          (kv("general.architecture", V.ARRAY, struct.pack("<IQ", V.UINT8, 1) + b"\x01"),
+                                           "array([1], dtype=uint8)"),
+                                          (kv("general.architecture", V.UINT32, struct.pack("<I", 7)), "7")])
+def test_an_architecture_that_is_not_a_string_is_one_line(tmp_path, value, shown):
+    with pytest.raises(TrtMinitronError) as e:
+        GGUFSource(gguf_file(tmp_path / "m.gguf", kvs=(value,)))
+    assert f"GGUF architecture {shown} is not supported" in str(e.value)
+
+
 def test_a_special_token_id_outside_the_vocabulary_is_one_line(tmp_path, capsys):
     hf_dir = make_tiny_llama(tmp_path / "hf", seed=1, tie_word_embeddings=True, rope_scaling=None)
     from test_gguf_tiny import TOKENIZER

@@ -41,7 +41,7 @@ class GGUFSource:
         header = read_header(path)
         meta, table = header.metadata, dict(header.tensors)
         arch = meta.get("general.architecture")
-        if arch not in ARCHITECTURES:
+        if not isinstance(arch, str) or arch not in ARCHITECTURES:
             raise ConfigError(f"{path}: GGUF architecture {arch!r} is not supported; supported: "
                               + ", ".join(f"{g} ({hf})" for g, (hf, _) in ARCHITECTURES.items()))
         self.meta = meta
