@@ -101,7 +101,8 @@ def test_truncated_gguf_is_one_line(tmp_path, capsys, cut):
     assert "truncated" in _export_error(src, tmp_path, capsys)
 
 
-@pytest.mark.parametrize("content, says", [(b"GGUF", "truncated: the 4-byte file ends inside its metadata"),
+@pytest.mark.parametrize("content, says", [(b"GGUF", "truncated or corrupt: the GGUF version at byte 4 needs 4 bytes, but "
+                                                    "the 4-byte file has 0 left"),
                                            (b"", "empty file, not a GGUF"),
                                            (bytes(range(256)) * 64, "not a GGUF file (bad magic)"),
                                            (b"GGUF" + b"\x07\x00\x00\x00" + bytes(64), "version 7")])

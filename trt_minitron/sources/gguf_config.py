@@ -23,7 +23,13 @@ def hf_config(meta: dict, arch: str, has_output: bool, where: str) -> dict:
     hf_arch, act = ARCHITECTURES[arch]
 
     def get(key: str, default=None):
-        return meta.get(key.format(arch=arch), default)
+        name = key.format(arch=arch)
+        value = meta.get(name, default)
+        text = name.endswith(".type")  # rope.scaling.type; every other key read here is a number
+        if value is not None and (isinstance(value, bool) or not isinstance(value, str if text else (int, float))):
+            raise CheckpointError(f"{where}: GGUF metadata {name!r} holds {type(value).__name__} {_short(value)}; "
+                                  f"expected {'a string' if text else 'a number'}")
+        return value
 
     def need(key: str):
         value = get(key)
@@ -32,14 +38,17 @@ def hf_config(meta: dict, arch: str, has_output: bool, where: str) -> dict:
         return value
 
     hidden, heads = int(need("{arch}.embedding_length")), int(need("{arch}.attention.head_count"))
+    if hidden < 1 or heads < 1:
+        raise CheckpointError(f"{where}: GGUF metadata gives embedding_length {hidden}, head_count {heads}")
     if get("{arch}.expert_count"):
         raise ConfigError(f"{where}: a mixture-of-experts GGUF ({arch}.expert_count) is not supported")
     rope_dim = get("{arch}.rope.dimension_count")
+    tokens = meta.get("tokenizer.ggml.tokens")
     head_dim = int(get("{arch}.attention.key_length") or (rope_dim if arch == "llama" else 0) or hidden // heads)
     hf = {
         "architectures": [hf_arch],
         "model_type": arch,
-        "vocab_size": int(get("{arch}.vocab_size") or meta.get("tokenizer.ggml.tokens") or 0) or None,
+        "vocab_size": int(get("{arch}.vocab_size") or (len(tokens) if isinstance(tokens, list) else 0)) or None,
         "hidden_size": hidden,
         "intermediate_size": need("{arch}.feed_forward_length"),
         "num_hidden_layers": need("{arch}.block_count"),
@@ -74,6 +83,11 @@ def hf_config(meta: dict, arch: str, has_output: bool, where: str) -> dict:
     elif scaling not in (None, "none"):
         raise ConfigError(f"{where}: rope scaling {scaling!r} is not supported; supported: none, linear, llama3")
     return hf
+
+
+def _short(value) -> str:
+    text = repr(value.tolist() if hasattr(value, "tolist") else value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def llama3_from_rope_freqs(factors: torch.Tensor, hf: dict, where: str) -> dict | None:
