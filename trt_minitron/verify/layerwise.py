@@ -1,0 +1,98 @@
+"""`verify` one decoder layer at a time: memory is about one layer of each side, not two models.
+
+Per layer, the source (transformers' decoder layer with the source's weights) runs twice, as stored and
+rounded to the checkpoint dtype; the checkpoint (trt-minitron's reference blocks on its tp-merged
+weights) runs teacher-forced, on the rounded source's own input to each sub-block, so every attention
+and MLP sub-block is judged alone and the first divergence is named, and free-running on its own hidden
+state, for the end-to-end logits. The embedding is gathered for the prompt's rows only and lm_head is
+applied in vocabulary blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..reference import LayerWeights, Semantics, attention_block, check_mlp_kind, mlp_block, norm, rope_cos_sin
+from ..trtllm_ckpt import MergedCheckpoint
+from .criterion import Check, LogitStats, stage_check
+from .source_side import SourceSide, causal_additive_mask
+
+BLOCK_BYTES = 64 * 2**20  # float32 bytes of one lm_head block per side
+
+
+@dataclass
+class Streams:
+    """The hidden states [1, T, hidden] of each run after the current layer."""
+
+    rounded: torch.Tensor  # the source rounded to the checkpoint dtype: the judge, and the teacher
+    stored: torch.Tensor  # the source as stored: for the cast's cost
+    ckpt: torch.Tensor  # the checkpoint, free-running
+
+
+def _source_layer(src: SourceSide, layer: int, streams: Streams, mask, pos, cos_sin) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run transformers' layer as stored, then rounded; return the rounded run's (attention residual, output)."""
+    module = src.decoder_layer(layer, rounded=False)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        out = module(x, attention_mask=mask, position_ids=pos, position_embeddings=cos_sin)
+        return out[0] if isinstance(out, tuple) else out  # transformers 4.x returns a tuple
+
+    streams.stored = run(streams.stored)
+    src.round_layer_(module)
+    captured = []
+    # The attention residual is the input of the post-attention norm: read it from transformers' own forward.
+    hook = module.post_attention_layernorm.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    out = run(streams.rounded)
+    hook.remove()
+    return captured[0], out
+
+
+def compare_layerwise(merged: MergedCheckpoint, src: SourceSide, ids: torch.Tensor,
+                      vocab: int) -> tuple[list[Check], LogitStats, LogitStats]:
+    """Checks in model order, end-to-end logit stats vs the rounded source, and vs the source as stored."""
+    sem = Semantics.from_config(merged.ckpt.raw)
+    T = ids.shape[1]
+    pos = torch.arange(T)[None]
+    checks: list[Check] = []
+    with torch.no_grad():
+        emb = src.embedding_rows(ids[0], rounded=True)[None]
+        ck_emb = merged.embedding_rows(ids[0]).float()[None]
+        checks.append(stage_check("embedding", ck_emb, emb))
+        streams = Streams(rounded=emb, stored=src.embedding_rows(ids[0], rounded=False)[None], ckpt=ck_emb)
+
+        hf_mask, hf_rope = causal_additive_mask(T), src.rotary(pos)
+        cos, sin = rope_cos_sin(sem, pos)
+        mask = torch.ones(1, 1, T, T, dtype=torch.bool).tril()
+        for i in range(merged.ckpt.model.num_hidden_layers):
+            x_in = streams.rounded
+            attn, out = _source_layer(src, i, streams, hf_mask, pos, hf_rope)
+            w = LayerWeights.from_merged(merged.layer(i, torch.float32))
+            check_mlp_kind(sem, w, f"layer {i}")
+            checks.append(stage_check(f"layer {i} attention", attention_block(sem, x_in, w, cos, sin, mask), attn, x_in))
+            checks.append(stage_check(f"layer {i} mlp", mlp_block(sem, attn, w), out, attn))
+            streams.ckpt = mlp_block(sem, attention_block(sem, streams.ckpt, w, cos, sin, mask), w)
+            streams.rounded = out
+            del w
+
+        ln_f = {k: v.float() for k, v in merged.final_norm().items()}
+        normed = src.final_norm(rounded=True)(streams.rounded)[0]
+        checks.append(stage_check("final norm", norm(sem, streams.rounded, ln_f["weight"], ln_f.get("bias"))[0], normed))
+        stored = src.final_norm(rounded=False)(streams.stored)[0]
+        ours = norm(sem, streams.ckpt, ln_f["weight"], ln_f.get("bias"))[0]
+
+        vs_rounded, vs_stored, forced = LogitStats(T), LogitStats(T), LogitStats(T)
+        rows = max(1, BLOCK_BYTES // (4 * merged.ckpt.model.hidden_size))
+        for start in range(0, vocab, rows):
+            stop = min(start + rows, vocab)
+            head_ck = merged.lm_head_rows(start, stop).float()
+            head_r = src.head_rows(start, stop, rounded=True)
+            ref = normed @ head_r.T
+            forced.update(normed @ head_ck.T, ref, start)
+            mine = ours @ head_ck.T
+            vs_rounded.update(mine, ref, start)
+            del head_r, ref
+            vs_stored.update(mine, stored @ src.head_rows(start, stop, rounded=False).T, start)
+        checks.append(Check("lm_head", forced.max_abs, forced.max_ref, 0.0))
+    return checks, vs_rounded, vs_stored
