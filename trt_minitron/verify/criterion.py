@@ -2,8 +2,11 @@
 
 For a correct checkpoint the two sides hold bit-identical weights and differ only by float32 summation
 order, at every checkpoint dtype, so tolerances are tight and relative to the compared values' scale.
-The constants below are measured (README "verify", `benchmarks/verify_tolerance.py`): the largest
-ratio seen on correct exports, times a safety margin of >= 10.
+The constants below are measured with `benchmarks/verify_tolerance.py` (README "verify"): on correct
+exports (tiny models in three initialisations, SmolLM2-135M with 30 layers, Minitron-8B and
+Llama-3.1-Minitron-4B widths; float32, float16, bfloat16) the largest teacher-forced stage difference was
+1.7e-6 of the block's update and the largest end-to-end logit difference 7.3e-6 of max |logit|; each
+constant is more than 10x that.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import torch
 # Teacher-forced sub-block (both sides fed the same input x, outputs y = x + update): max |delta y| may be
 # STAGE_RTOL x max |update| (summation order inside the block) + RESID_RTOL x max |y| (the residual add
 # rounds y to float32: a few ulps of y, whatever the block's update) + FLOOR.
-STAGE_RTOL = 1e-4
+STAGE_RTOL = 2e-5
 RESID_RTOL = 2.0**-20  # ~9.5e-7, 8 float32 ulps
 # End-to-end logits (each side runs on its own hidden states, so per-layer noise accumulates).
 LOGIT_RTOL = 1e-4
@@ -81,21 +84,21 @@ class LogitStats:
         self.ours_best, self.ours_idx, self.ref_at_ours = neg.clone(), idx.clone(), neg.clone()
 
     def update(self, ours: torch.Tensor, ref: torch.Tensor, start: int = 0) -> None:
-        """ours/ref: logits [T, block] for vocabulary ids start .. start + block."""
+        """ours/ref: float32 logits [T, block] for vocabulary ids start .. start + block."""
         d = (ours - ref).abs()
         self.max_abs = max(self.max_abs, float(d.max()))
-        self.sum_abs += float(d.double().sum())
+        self.sum_abs += float(d.sum())
         self.count += d.numel()
         self.max_ref = max(self.max_ref, float(ref.abs().max()))
-        rv, ri = ref.double().max(-1)
-        better = rv > self.ref_best
-        self.ref_best = torch.where(better, rv, self.ref_best)
+        rv, ri = ref.max(-1)
+        better = rv.double() > self.ref_best
+        self.ref_best = torch.where(better, rv.double(), self.ref_best)
         self.ref_idx = torch.where(better, ri + start, self.ref_idx)
-        ov, oi = ours.double().max(-1)
-        better = ov > self.ours_best
-        self.ours_best = torch.where(better, ov, self.ours_best)
+        ov, oi = ours.max(-1)
+        better = ov.double() > self.ours_best
+        self.ours_best = torch.where(better, ov.double(), self.ours_best)
         self.ours_idx = torch.where(better, oi + start, self.ours_idx)
-        self.ref_at_ours = torch.where(better, ref.double().gather(-1, oi[:, None])[:, 0], self.ref_at_ours)
+        self.ref_at_ours = torch.where(better, ref.gather(-1, oi[:, None])[:, 0].double(), self.ref_at_ours)
 
     def report(self, tolerance: float = 0.0) -> LogitReport:
         agree = self.ours_idx == self.ref_idx

@@ -27,25 +27,30 @@ class Streams:
     """The hidden states [1, T, hidden] of each run after the current layer."""
 
     rounded: torch.Tensor  # the source rounded to the checkpoint dtype: the judge, and the teacher
-    stored: torch.Tensor  # the source as stored: for the cast's cost
+    stored: torch.Tensor  # the source as stored, for the cast's cost (the same object while rounding is exact)
     ckpt: torch.Tensor  # the checkpoint, free-running
 
 
 def _source_layer(src: SourceSide, layer: int, streams: Streams, mask, pos, cos_sin) -> tuple[torch.Tensor, torch.Tensor]:
     """Run transformers' layer as stored, then rounded; return the rounded run's (attention residual, output)."""
-    module = src.decoder_layer(layer, rounded=False)
+    module, exact = src.decoder_layer(layer, rounded=False)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         out = module(x, attention_mask=mask, position_ids=pos, position_embeddings=cos_sin)
         return out[0] if isinstance(out, tuple) else out  # transformers 4.x returns a tuple
 
-    streams.stored = run(streams.stored)
-    src.round_layer_(module)
+    shared = exact and streams.stored is streams.rounded  # the stored run would repeat the rounded one
+    if not shared:
+        streams.stored = run(streams.stored)
+        if not exact:
+            src.round_layer_(module)
     captured = []
     # The attention residual is the input of the post-attention norm: read it from transformers' own forward.
     hook = module.post_attention_layernorm.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
     out = run(streams.rounded)
     hook.remove()
+    if shared:
+        streams.stored = out
     return captured[0], out
 
 
@@ -57,10 +62,10 @@ def compare_layerwise(merged: MergedCheckpoint, src: SourceSide, ids: torch.Tens
     pos = torch.arange(T)[None]
     checks: list[Check] = []
     with torch.no_grad():
-        emb = src.embedding_rows(ids[0], rounded=True)[None]
+        emb, emb_stored = src.embedding_rows(ids[0])
         ck_emb = merged.embedding_rows(ids[0]).float()[None]
-        checks.append(stage_check("embedding", ck_emb, emb))
-        streams = Streams(rounded=emb, stored=src.embedding_rows(ids[0], rounded=False)[None], ckpt=ck_emb)
+        checks.append(stage_check("embedding", ck_emb, emb[None]))
+        streams = Streams(rounded=emb[None], stored=emb[None] if emb_stored is emb else emb_stored[None], ckpt=ck_emb)
 
         hf_mask, hf_rope = causal_additive_mask(T), src.rotary(pos)
         cos, sin = rope_cos_sin(sem, pos)
@@ -70,29 +75,36 @@ def compare_layerwise(merged: MergedCheckpoint, src: SourceSide, ids: torch.Tens
             attn, out = _source_layer(src, i, streams, hf_mask, pos, hf_rope)
             w = LayerWeights.from_merged(merged.layer(i, torch.float32))
             check_mlp_kind(sem, w, f"layer {i}")
-            checks.append(stage_check(f"layer {i} attention", attention_block(sem, x_in, w, cos, sin, mask), attn, x_in))
-            checks.append(stage_check(f"layer {i} mlp", mlp_block(sem, attn, w), out, attn))
-            streams.ckpt = mlp_block(sem, attention_block(sem, streams.ckpt, w, cos, sin, mask), w)
-            streams.rounded = out
-            del w
+            # Batch 0: teacher-forced on the rounded source's input to each sub-block; batch 1: free-running.
+            a = attention_block(sem, torch.cat([x_in, streams.ckpt]), w, cos, sin, mask)
+            checks.append(stage_check(f"layer {i} attention", a[:1], attn, x_in))
+            m = mlp_block(sem, torch.cat([attn, a[1:]]), w)
+            checks.append(stage_check(f"layer {i} mlp", m[:1], out, attn))
+            streams.ckpt, streams.rounded = m[1:], out
+            del w, a, m
 
         ln_f = {k: v.float() for k, v in merged.final_norm().items()}
-        normed = src.final_norm(rounded=True)(streams.rounded)[0]
-        checks.append(stage_check("final norm", norm(sem, streams.rounded, ln_f["weight"], ln_f.get("bias"))[0], normed))
-        stored = src.final_norm(rounded=False)(streams.stored)[0]
-        ours = norm(sem, streams.ckpt, ln_f["weight"], ln_f.get("bias"))[0]
+        norm_r, exact = src.final_norm(rounded=True)
+        normed = norm_r(streams.rounded)[0]
+        ours = norm(sem, torch.cat([streams.rounded, streams.ckpt]), ln_f["weight"], ln_f.get("bias"))
+        checks.append(stage_check("final norm", ours[0], normed))
+        if exact and streams.stored is streams.rounded:
+            stored = normed
+        else:
+            stored = src.final_norm(rounded=False)[0](streams.stored)[0]
 
-        vs_rounded, vs_stored, forced = LogitStats(T), LogitStats(T), LogitStats(T)
+        vs_rounded, forced = LogitStats(T), LogitStats(T)
+        vs_stored = vs_rounded if stored is normed else LogitStats(T)
         rows = max(1, BLOCK_BYTES // (4 * merged.ckpt.model.hidden_size))
         for start in range(0, vocab, rows):
             stop = min(start + rows, vocab)
-            head_ck = merged.lm_head_rows(start, stop).float()
-            head_r = src.head_rows(start, stop, rounded=True)
+            mine = ours @ merged.lm_head_rows(start, stop).float().T  # [2, T, block]: teacher-forced, free
+            head_r, head_s = src.head_rows(start, stop)
             ref = normed @ head_r.T
-            forced.update(normed @ head_ck.T, ref, start)
-            mine = ours @ head_ck.T
-            vs_rounded.update(mine, ref, start)
-            del head_r, ref
-            vs_stored.update(mine, stored @ src.head_rows(start, stop, rounded=False).T, start)
+            forced.update(mine[0], ref, start)
+            vs_rounded.update(mine[1], ref, start)
+            if vs_stored is not vs_rounded:
+                vs_stored.update(mine[1], ref if stored is normed and head_s is head_r else stored @ head_s.T, start)
+            del mine, head_r, head_s, ref
         checks.append(Check("lm_head", forced.max_abs, forced.max_ref, 0.0))
     return checks, vs_rounded, vs_stored

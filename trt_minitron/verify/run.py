@@ -9,11 +9,10 @@ import torch
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError, MissingDependencyError
 from ..sources import open_source
-from ..trtllm_ckpt import DTYPES, MergedCheckpoint, TrtCheckpoint, check_rank_files, check_replicated_norms, \
-    read_checkpoint
+from ..trtllm_ckpt import DTYPES, MergedCheckpoint, TrtCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
 from .criterion import VerifyResult, logit_tolerance
 
-# Long enough (~150 tokens with Llama-3's or SmolLM2's tokenizer) that rope differences at far positions
+# Long enough (227 tokens with SmolLM2's tokenizer) that rope differences at far positions
 # (a deleted llama3 scaling changes only the low frequencies) move the logits well past the tolerance.
 DEFAULT_PROMPT = (
     "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "

@@ -48,30 +48,39 @@ class SourceSide:
         self.modules = self.arch.transformers_modules()
         self.config = transformers_config(self.cfg)
         self.head_name = self.arch.embedding if self.cfg.tie_word_embeddings else "lm_head.weight"
-        self._names = set(source.tensors())
+        self._infos = source.tensors()
 
     def read(self, name: str, rounded: bool, offset_key: str | None = None, dim: int | None = None,
              start: int = 0, stop: int | None = None) -> torch.Tensor:
-        if name not in self._names:
+        if name not in self._infos:
             raise CheckpointError(f"{self.source.description} has no tensor {name!r}")
         t = self.source.read(name, dim, start, stop)
         if not rounded:
             return t.float()
         return round_like_export(t, self.dtype, self.arch.rounding_offsets.get(offset_key or name, 0.0))
 
+    def exact(self, name: str, offset_key: str | None = None) -> bool:
+        """Whether rounding `name` to the checkpoint dtype leaves it unchanged (then one run serves both)."""
+        if self.arch.rounding_offsets.get(offset_key or name, 0.0):
+            return False
+        stored = self._infos[name].dtype
+        return stored == self.dtype or (self.dtype == torch.float32 and stored in (torch.float16, torch.bfloat16))
+
     def rotary(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin) from transformers' rotary embedding for this architecture and config."""
         rot = self.modules.rotary(config=self.config)
         return rot(torch.zeros(1, dtype=torch.float32), position_ids)
 
-    def decoder_layer(self, layer: int, rounded: bool) -> torch.nn.Module:
-        """transformers' decoder layer `layer`, holding only that layer's source weights (float32)."""
+    def decoder_layer(self, layer: int, rounded: bool) -> tuple[torch.nn.Module, bool]:
+        """transformers' decoder layer `layer` holding only that layer's source weights (float32), and whether
+        rounding them is exact."""
         with torch.device("meta"):
             module = self.modules.decoder_layer(self.config, layer)
         pre = f"model.layers.{layer}."
-        weights = {n: self.read(pre + n, rounded, offset_key=n) for n in module.state_dict()}
+        names = list(module.state_dict())
+        weights = {n: self.read(pre + n, rounded, offset_key=n) for n in names}
         module.load_state_dict(weights, assign=True, strict=True)
-        return module.eval()
+        return module.eval(), all(self.exact(pre + n, n) for n in names)
 
     def round_layer_(self, module: torch.nn.Module) -> None:
         """Round a decoder layer loaded as stored to the checkpoint dtype, in place (no second read)."""
@@ -79,19 +88,26 @@ class SourceSide:
             for name, p in module.named_parameters():
                 p.copy_(round_like_export(p, self.dtype, self.arch.rounding_offsets.get(name, 0.0)))
 
-    def final_norm(self, rounded: bool) -> torch.nn.Module:
+    def final_norm(self, rounded: bool) -> tuple[torch.nn.Module, bool]:
+        """transformers' final norm with the source's weights, and whether rounding them is exact."""
         norm = self.modules.norm(self.cfg.hidden_size, eps=self.cfg.norm_eps)
         names = self.arch.hf_final_norm(self.cfg)
         weights = {n.rsplit(".", 1)[1]: self.read(n, rounded) for n in names}
         norm.load_state_dict(weights, strict=True)
-        return norm.eval()
+        return norm.eval(), all(self.exact(n) for n in names)
 
-    def embedding_rows(self, ids: torch.Tensor, rounded: bool) -> torch.Tensor:
-        rows = {i: self.read(self.arch.embedding, rounded, dim=0, start=i, stop=i + 1)[0] for i in set(ids.tolist())}
-        return torch.stack([rows[i] for i in ids.tolist()])
+    def embedding_rows(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rounded, as stored) float32 rows `ids` (1-D) of the embedding, read once."""
+        rows = {i: self.source.read(self.arch.embedding, 0, i, i + 1)[0] for i in set(ids.tolist())}
+        raw = torch.stack([rows[i] for i in ids.tolist()])
+        rounded = round_like_export(raw, self.dtype)
+        return rounded, rounded if self.exact(self.arch.embedding) else raw.float()
 
-    def head_rows(self, start: int, stop: int, rounded: bool) -> torch.Tensor:
-        return self.read(self.head_name, rounded, dim=0, start=start, stop=stop)
+    def head_rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rounded, as stored) float32 lm_head rows [start, stop) (the embedding's when tied), read once."""
+        raw = self.source.read(self.head_name, 0, start, stop)
+        rounded = round_like_export(raw, self.dtype)
+        return rounded, rounded if self.exact(self.head_name) else raw.float()
 
     def causal_lm(self, rounded: bool) -> torch.nn.Module:
         """The whole source model (transformers' XForCausalLM) in float32: memory = the model."""
