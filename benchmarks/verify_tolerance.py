@@ -5,14 +5,18 @@ real SmolLM2-135M GGUF, random checkpoints with real Minitron widths) it prints 
 teacher-forced stage difference relative to the block's update (what STAGE_RTOL must cover) and to the
 block's output (RESID_RTOL), and the end-to-end logit difference relative to max |logit| (LOGIT_RTOL).
 The constants in trt_minitron/verify/criterion.py are these maxima times a margin.
+With --bugs it prints instead the planted bugs of tests/plant.py x initialisation x dtype: the first
+divergence the layer-by-layer mode names, by how many tolerances, and the verdict of --full.
 
     .venv/bin/python benchmarks/verify_tolerance.py [--skip-real]
+    .venv/bin/python benchmarks/verify_tolerance.py --bugs
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from trt_minitron.export import ExportOptions, run_export  # noqa: E402
 from trt_minitron.synthetic import PRESETS, write_synthetic_hf  # noqa: E402
 from trt_minitron.verify import run_verify  # noqa: E402
-from trt_minitron.verify.criterion import LOGIT_RTOL, RESID_RTOL, STAGE_RTOL  # noqa: E402
+from trt_minitron.verify.criterion import LOGIT_RTOL, RESID_RTOL, ROPE_PER_POSITION, STAGE_RTOL  # noqa: E402
 
 
 def measure(name: str, src: Path | str, out: Path, dtype: str, tp: int = 1) -> tuple[float, float, float]:
@@ -34,21 +38,56 @@ def measure(name: str, src: Path | str, out: Path, dtype: str, tp: int = 1) -> t
     upd = max(c.max_abs_diff / c.update_scale for c in r.checks if c.update_scale)
     res = max(c.max_abs_diff / c.output_scale for c in r.checks if c.output_scale)
     logit = r.logits.max_abs_diff / r.logits.max_abs_logit
-    print(f"| {name} | {dtype} | {r.num_tokens} | {len(r.checks)} | {upd:.2e} | {res:.2e} | {logit:.2e} | "
-          f"{r.logits.ties} |", flush=True)
-    return upd, res, logit
+    rope = next(c for c in r.checks if c.where == "rope")
+    per_position = rope.max_abs_diff / r.num_tokens
+    print(f"| {name} | {dtype} | {r.num_tokens} | {len(r.checks)} | {upd:.2e} | {res:.2e} | {per_position:.2e} | "
+          f"{logit:.2e} | {r.logits.ties} |", flush=True)
+    return upd, res, per_position, logit
+
+
+def bug_table(root: Path) -> None:
+    from plant import BUGS, LLAMA31_ROPE, delete_rope_scaling
+    from tiny import make_tiny
+
+    dtypes = ["float32", "float16", "bfloat16"]
+    print("| bug | model | init | " + " | ".join(f"{d} (layers; full)" for d in dtypes) + " |")
+    print("|---|---|---|" + "---|" * len(dtypes))
+    cases = [(b.name, b.plant, arch, {}) for b in BUGS for arch in b.archs]
+    cases.append(("rope-scaling-deleted, Llama-3.1 rope", delete_rope_scaling, "llama", LLAMA31_ROPE))
+    for name, plant, arch, overrides in cases:
+        for init in ("default", "small", "randomized"):
+            src = make_tiny(arch, root / f"{arch}-{init}-{len(overrides)}", init=init, **overrides)
+            other = make_tiny(arch, root / f"{arch}-{init}-{len(overrides)}-other", init=init, seed=1, **overrides)
+            cells = []
+            for dt in dtypes:
+                out = root / f"bug-{name}-{arch}-{init}-{dt}"
+                plant(src, out, dt, other)
+                layers, full = run_verify(out, src), run_verify(out, src, full=True)
+                bad = layers.first_divergence
+                where = f"{bad.where} x{bad.max_abs_diff / bad.tolerance:.2g}" if bad else (
+                    "logits" if not layers.ok else "**passed**")
+                cells.append(f"{'FAIL' if not layers.ok else 'PASS'} ({where}); {'FAIL' if not full.ok else 'PASS'}")
+                shutil.rmtree(out)
+            print(f"| {name} | {arch} | {init} | " + " | ".join(cells) + " |", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-real", action="store_true", help="tiny models only (no SmolLM2, no real widths)")
+    ap.add_argument("--bugs", action="store_true", help="the planted-bug table instead")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     from tiny import make_tiny
 
-    print("| model | dtype | tokens | stages | max stage delta/update | max stage delta/output | logit delta/max logit | ties |")
-    print("|---|---|---|---|---|---|---|---|")
-    worst = [0.0, 0.0, 0.0]
+    if args.bugs:
+        with tempfile.TemporaryDirectory() as tmp:
+            bug_table(Path(tmp))
+        return
+
+    print("| model | dtype | tokens | stages | max stage delta/update | max stage delta/output | rope delta/tokens | "
+          "logit delta/max logit | ties |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    worst = [0.0, 0.0, 0.0, 0.0]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cases: list[tuple[str, Path | str, list[str], int]] = []
@@ -69,7 +108,8 @@ def main() -> None:
                 got = measure(name, src, root / f"out-{i}-{dt}", dt, tp)
                 worst = [max(a, b) for a, b in zip(worst, got)]
     print(f"\nworst: stage delta/update {worst[0]:.2e} (STAGE_RTOL {STAGE_RTOL:g}), stage delta/output "
-          f"{worst[1]:.2e} (RESID_RTOL {RESID_RTOL:.2g}), logits {worst[2]:.2e} (LOGIT_RTOL {LOGIT_RTOL:g})")
+          f"{worst[1]:.2e} (RESID_RTOL {RESID_RTOL:.2g}), rope delta per position {worst[2]:.2e} "
+          f"(ROPE_PER_POSITION {ROPE_PER_POSITION:.2g}), logits {worst[3]:.2e} (LOGIT_RTOL {LOGIT_RTOL:g})")
 
 
 if __name__ == "__main__":

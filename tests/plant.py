@@ -116,8 +116,8 @@ BUGS = [
     Bug("k-v-swapped", ("llama", "nemotron"), "layer 1 attention", swap_kv),
     Bug("plus-one-dropped", ("nemotron",), "layer 0 attention", drop_plus_one),
     Bug("plus-one-doubled", ("nemotron",), "layer 0 attention", double_plus_one),
-    Bug("rope-scaling-deleted", ("llama",), "layer 0 attention", delete_rope_scaling),
-    Bug("rotary-pct-wrong", ("nemotron",), "layer 0 attention", wrong_rotary_pct),
+    Bug("rope-scaling-deleted", ("llama",), "rope", delete_rope_scaling),
+    Bug("rotary-pct-wrong", ("nemotron",), "rope", wrong_rotary_pct),
     Bug("other-model", ("llama", "nemotron"), "embedding", other_model),
     Bug("layer-copied", ("llama", "nemotron"), "layer 2 attention", copy_layer),
 ]

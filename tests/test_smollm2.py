@@ -35,7 +35,7 @@ def test_smollm2_export_verifies(tmp_path, dtype, tp, full):
     result = run_verify(out, GGUF, full=full)
     assert result.ok, result.summary()
     assert result.num_tokens >= 128 and result.top1_agreement == 1.0
-    assert len(result.checks) == (0 if full else 1 + 30 * 2 + 2)  # embedding, layers, final norm, lm_head
+    assert len(result.checks) == (1 if full else 2 + 30 * 2 + 2)  # embedding, rope, layers, final norm, lm_head
     if dtype == "float32":
         # tied embeddings: lm_head is written (split over 3 ranks) and equals the embedding
         from safetensors.torch import load_file

@@ -42,14 +42,17 @@ def test_planted_bug_fails_and_is_located(models, tmp_path, bug, arch, init, dty
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("init", ["default", "randomized"])
+@pytest.mark.parametrize("init", INITS)
 def test_deleted_llama31_rope_scaling_fails(models, tmp_path, init, dtype):
     # Llama-3.1's rope (theta 500000, llama3 scaling from 8192 positions): deleting the scaling moves only
-    # the low frequencies, a small change over the 128 prompt positions, that passed the old absolute atol.
+    # the low frequencies, a small change over the 128 prompt positions that passed the old absolute atol;
+    # in the "small" model, whose attention barely depends on position, the layers' outputs move by 1.4e-5
+    # of their update only: the rotary tables themselves are compared (stage "rope") to catch it.
     src = models("llama", init, **LLAMA31_ROPE)
     delete_rope_scaling(src, tmp_path / "bad", dtype, None)
-    result = run_verify(tmp_path / "bad", src)
-    assert not result.ok and result.first_divergence.where == "layer 0 attention", result.summary()
+    for full in (False, True):
+        result = run_verify(tmp_path / "bad", src, full=full)
+        assert not result.ok and result.first_divergence.where == "rope", result.summary()
 
 
 def test_cli_names_the_first_divergence_and_exits_1(models, tmp_path, capsys):

@@ -220,6 +220,8 @@ class MergedCheckpoint:
     def lm_head_rows(self, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) of the merged lm_head (vocab padding rows of the last rank excluded)."""
         files = self.stage_files(self.pp - 1)
+        if "lm_head.weight" not in files[0].infos:  # shared embedding table (not written by trt-minitron)
+            return self.stage_files(0)[0].read("transformer.vocab_embedding.weight", 0, start, stop)
         per = files[0].infos["lm_head.weight"].shape[0]
         parts = []
         for r, f in enumerate(files):

@@ -20,6 +20,10 @@ import torch
 # rounds y to float32: a few ulps of y, whatever the block's update) + FLOOR.
 STAGE_RTOL = 2e-5
 RESID_RTOL = 2.0**-20  # ~9.5e-7, 8 float32 ulps
+# Rotary tables (cos, sin): both sides compute angle = position x inv_freq in float32, and their inv_freq
+# may differ by an ulp or two, so the difference grows with the position: ROPE_PER_POSITION x T + RESID_RTOL.
+# Measured: <= 6e-8 per position (llama3 scaling), 1.5e-8 without scaling, up to 8192 positions.
+ROPE_PER_POSITION = 2.0**-21  # ~4.8e-7
 # End-to-end logits (each side runs on its own hidden states, so per-layer noise accumulates).
 LOGIT_RTOL = 1e-4
 FLOOR = 1e-9
@@ -38,29 +42,39 @@ def logit_tolerance(max_abs_logit: float) -> float:
 class Check:
     """One teacher-forced comparison: both sides fed the same input, outputs compared."""
 
-    where: str  # "embedding", "layer 7 attention", "layer 7 mlp", "final norm", "lm_head"
+    where: str  # "embedding", "rope", "layer 7 attention", "layer 7 mlp", "final norm", "lm_head"
     max_abs_diff: float
-    update_scale: float  # max |output - input| of the judge (max |output| where there is no residual)
-    output_scale: float  # max |output| of a residual block, else 0
-
-    @property
-    def tolerance(self) -> float:
-        return stage_tolerance(self.update_scale, self.output_scale)
+    tolerance: float
+    update_scale: float = 0.0  # max |output - input| of the judge (max |output| where there is no residual)
+    output_scale: float = 0.0  # max |output| of a residual block, else 0
+    detail: str = ""  # why the comparison could not be made numerically
 
     @property
     def ok(self) -> bool:
         return self.max_abs_diff <= self.tolerance  # NaN compares False: a NaN fails
 
     def line(self) -> str:
+        if self.detail:
+            return f"{self.where}: {self.detail}"
         return f"{self.where}: max |delta| {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g})"
 
 
 def stage_check(where: str, ours: torch.Tensor, theirs: torch.Tensor, inp: torch.Tensor | None = None) -> Check:
     """ours/theirs: one sub-block's output on the same input `inp` (None: not a residual block)."""
     diff = float((ours - theirs).abs().max())
-    if inp is None:
-        return Check(where, diff, float(theirs.abs().max()), 0.0)
-    return Check(where, diff, float((theirs - inp).abs().max()), float(theirs.abs().max()))
+    update = float((theirs if inp is None else theirs - inp).abs().max())
+    output = 0.0 if inp is None else float(theirs.abs().max())
+    return Check(where, diff, stage_tolerance(update, output), update, output)
+
+
+def rope_check(ours: tuple[torch.Tensor, torch.Tensor], theirs: tuple[torch.Tensor, torch.Tensor]) -> Check:
+    """(cos, sin) [T, rotary dim] of each side over the prompt's positions."""
+    tol = ROPE_PER_POSITION * ours[0].shape[-2] + RESID_RTOL
+    if ours[0].shape != theirs[0].shape:
+        return Check("rope", float("inf"), tol, detail=f"rotary dimensions differ: {ours[0].shape[-1]} "
+                     f"(checkpoint) vs {theirs[0].shape[-1]} (source)")
+    diff = max(float((a - b).abs().max()) for a, b in zip(ours, theirs))
+    return Check("rope", diff, tol)
 
 
 @dataclass(frozen=True)

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import torch
 
-from ..reference import ReferenceModel
+from ..reference import ReferenceModel, Semantics, rope_cos_sin
 from ..trtllm_ckpt import MergedCheckpoint
-from .criterion import LogitStats
+from .criterion import Check, LogitStats, rope_check
 from .source_side import SourceSide
 
 
-def compare_full(merged: MergedCheckpoint, src: SourceSide, ids: torch.Tensor, vocab: int) -> tuple[LogitStats, LogitStats]:
-    """End-to-end logit stats of the checkpoint vs the rounded source, and vs the source as stored."""
+def compare_full(merged: MergedCheckpoint, src: SourceSide, ids: torch.Tensor,
+                 vocab: int) -> tuple[list[Check], LogitStats, LogitStats]:
+    """The rotary tables' check, and end-to-end logit stats vs the rounded source and vs the source as stored."""
     T = ids.shape[1]
     pos = torch.arange(T)[None]
     with torch.no_grad():
+        cos, sin = rope_cos_sin(Semantics.from_config(merged.ckpt.raw), pos)
+        hf_cos, hf_sin = src.rotary(pos)
+        checks = [rope_check((cos[0, 0], sin[0, 0]), (hf_cos[0], hf_sin[0]))]
         model = ReferenceModel(merged.ckpt.raw, merged)
         ours = model.forward(ids, pos)[0, :, :vocab]
         del model
@@ -30,4 +34,4 @@ def compare_full(merged: MergedCheckpoint, src: SourceSide, ids: torch.Tensor, v
     vs_rounded, vs_stored = LogitStats(T), LogitStats(T)
     vs_rounded.update(ours, theirs[True])
     vs_stored.update(ours, theirs[False])
-    return vs_rounded, vs_stored
+    return checks, vs_rounded, vs_stored

@@ -61,7 +61,7 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
         if full:
             from .full import compare_full
 
-            vs_rounded, vs_stored = compare_full(merged, src, ids, vocab)
+            checks, vs_rounded, vs_stored = compare_full(merged, src, ids, vocab)
         else:
             from .layerwise import compare_layerwise
 
