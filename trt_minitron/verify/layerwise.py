@@ -1,7 +1,7 @@
 """`verify` one decoder layer at a time: memory is about one layer of each side, not two models.
 
 Per layer, the source (transformers' decoder layer with the source's weights) runs twice, as stored and
-rounded to the checkpoint dtype; the checkpoint (trt-minitron's reference blocks on its tp-merged
+rounded to the checkpoint dtype (once where rounding is exact); the checkpoint (trt-minitron's reference blocks on its tp-merged
 weights) runs teacher-forced, on the rounded source's own input to each sub-block, so every attention
 and MLP sub-block is judged alone and the first divergence is named, and free-running on its own hidden
 state, for the end-to-end logits. The embedding is gathered for the prompt's rows only and lm_head is
@@ -34,7 +34,7 @@ class Streams:
 
 def _source_layer(src: SourceSide, layer: int, streams: Streams, mask, pos, cos_sin) -> tuple[torch.Tensor, torch.Tensor]:
     """Run transformers' layer as stored, then rounded; return the rounded run's (attention residual, output)."""
-    module, exact = src.decoder_layer(layer, rounded=False)
+    module, exact = src.decoder_layer(layer)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         out = module(x, attention_mask=mask, position_ids=pos, position_embeddings=cos_sin)

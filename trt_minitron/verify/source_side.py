@@ -50,11 +50,11 @@ class SourceSide:
         self.head_name = self.arch.embedding if self.cfg.tie_word_embeddings else "lm_head.weight"
         self._infos = source.tensors()
 
-    def read(self, name: str, rounded: bool, offset_key: str | None = None, dim: int | None = None,
-             start: int = 0, stop: int | None = None) -> torch.Tensor:
+    def read(self, name: str, rounded: bool, offset_key: str | None = None) -> torch.Tensor:
+        """Tensor `name` in float32, as stored or rounded (offset looked up under `offset_key`, default `name`)."""
         if name not in self._infos:
             raise CheckpointError(f"{self.source.description} has no tensor {name!r}")
-        t = self.source.read(name, dim, start, stop)
+        t = self.source.read(name)
         if not rounded:
             return t.float()
         return round_like_export(t, self.dtype, self.arch.rounding_offsets.get(offset_key or name, 0.0))
@@ -71,14 +71,14 @@ class SourceSide:
         rot = self.modules.rotary(config=self.config)
         return rot(torch.zeros(1, dtype=torch.float32), position_ids)
 
-    def decoder_layer(self, layer: int, rounded: bool) -> tuple[torch.nn.Module, bool]:
-        """transformers' decoder layer `layer` holding only that layer's source weights (float32), and whether
-        rounding them is exact."""
+    def decoder_layer(self, layer: int) -> tuple[torch.nn.Module, bool]:
+        """transformers' decoder layer `layer` holding only that layer's source weights as stored (float32),
+        and whether rounding them is exact; `round_layer_` rounds them in place."""
         with torch.device("meta"):
             module = self.modules.decoder_layer(self.config, layer)
         pre = f"model.layers.{layer}."
         names = list(module.state_dict())
-        weights = {n: self.read(pre + n, rounded, offset_key=n) for n in names}
+        weights = {n: self.read(pre + n, False) for n in names}
         module.load_state_dict(weights, assign=True, strict=True)
         return module.eval(), all(self.exact(pre + n, n) for n in names)
 
