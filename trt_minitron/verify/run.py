@@ -25,8 +25,6 @@ DEFAULT_PROMPT = (
     "the Washington Monument to become the tallest human-made structure in the world, a title it held for "
     "41 years until the Chrysler Building in New York City was finished in 1930. Today, visitors can")
 RANDOM_PROMPT_TOKENS = 128  # fixed pseudo-random ids when the checkpoint has no tokenizer
-# A reference vocabulary larger than the checkpoint's is padding (NeMo make_vocab_size_divisible_by,
-# times tp) when it is the checkpoint's rounded up to its own largest power-of-two divisor.
 SHAPE_FIELDS = ("architecture", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "head_dim")
 
@@ -52,20 +50,14 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
     source = open_source(reference_src)
     try:
         vocab, notes = match_reference(ckpt.model, source.config, str(reference_src))
-        if int(ids.max()) >= vocab:
-            raise ConfigError(f"the prompt has token id {int(ids.max())}, outside the shared vocabulary of {vocab}")
         from .source_side import SourceSide
 
         src = SourceSide(source, DTYPES[ckpt.dtype])
-        checks: list = []
         if full:
-            from .full import compare_full
-
-            checks, vs_rounded, vs_stored = compare_full(merged, src, ids, vocab)
+            from .full import compare_full as compare
         else:
-            from .layerwise import compare_layerwise
-
-            checks, vs_rounded, vs_stored = compare_layerwise(merged, src, ids, vocab)
+            from .layerwise import compare_layerwise as compare
+        checks, vs_rounded, vs_stored = compare(merged, src, ids, vocab)
     finally:
         source.close()
     tol = logit_tolerance(vs_rounded.max_ref)
@@ -111,6 +103,8 @@ def match_reference(ckpt: ModelConfig, ref: ModelConfig, where: str) -> tuple[in
                               f"{a} (checkpoint)")
     if ref.vocab_size == ckpt.vocab_size:
         return ckpt.vocab_size, []
+    # A larger reference vocabulary is padding (NeMo make_vocab_size_divisible_by, times tp) when it is the
+    # checkpoint's rounded up to a multiple of the reference's own largest power-of-two divisor.
     pow2 = ref.vocab_size & -ref.vocab_size
     if ref.vocab_size > ckpt.vocab_size and -(-ckpt.vocab_size // pow2) * pow2 == ref.vocab_size:
         return ckpt.vocab_size, [f"compared over the shared vocabulary of {ckpt.vocab_size}: the reference's "
