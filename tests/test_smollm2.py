@@ -24,11 +24,24 @@ def smollm2_gguf() -> Path:
 GGUF = smollm2_gguf()
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The GGUF exported once per (dtype, tp)."""
+    done = {}
+
+    def get(dtype: str, tp: int):
+        if (dtype, tp) not in done:
+            out = tmp_path_factory.mktemp("smollm2") / "ckpt"
+            run_export(ExportOptions(src=str(GGUF), output=out, dtype=dtype, tp=tp))
+            done[dtype, tp] = out
+        return done[dtype, tp]
+    return get
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype, tp, full", [("float32", 3, False), ("bfloat16", 1, False), ("bfloat16", 1, True)])
-def test_smollm2_export_verifies(tmp_path, dtype, tp, full):
-    out = tmp_path / "ckpt"
-    run_export(ExportOptions(src=str(GGUF), output=out, dtype=dtype, tp=tp))
+def test_smollm2_export_verifies(exported, dtype, tp, full):
+    out = exported(dtype, tp)
     assert (out / "tokenizer.json").is_file()
     # The checkpoint's own tokenizer on the default paragraph, long enough for far-position rope effects.
     assert prompt_ids(read_checkpoint(out), None).shape[1] >= 128
