@@ -43,7 +43,9 @@ else:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = main(["verify", sys.argv[1], "--reference", sys.argv[2], *sys.argv[3:]])
-    verdict = buf.getvalue().strip().splitlines()[-1] if buf.getvalue().strip() else "error"
+    lines = buf.getvalue().strip().splitlines() or ["error"]
+    first = [l.split("first divergence: ")[1].split(":")[0] for l in lines if "first divergence: " in l]
+    verdict = lines[-1] + (f" ({first[0]})" if first else "")
 peak = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 print(json.dumps({"rc": rc, "peak": peak, "verdict": verdict}))
 """
