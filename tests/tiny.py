@@ -74,3 +74,26 @@ def make_tiny_nemotron(path: Path, seed: int = 0, **overrides) -> Path:
             p.normal_(0, 0.2)
     _randomize_norms(model)  # zero-centred gammas: small, non-zero, random
     return _save(model, path)
+
+
+def make_tiny(arch: str, path: Path, init: str = "randomized", seed: int = 0, **overrides) -> Path:
+    """A tiny "llama" or "nemotron" with one of three initialisations:
+
+    - "randomized": weights N(0, 0.2), norm weights random (make_tiny_llama / make_tiny_nemotron);
+    - "default": transformers' own initialisation (initializer_range 0.02, norms 1 / 0): logits are small;
+    - "small": initializer_range 0.02 and every norm weight N(0, 0.3), around 0 (logits of magnitude ~0.2).
+    """
+    if init == "randomized":
+        return (make_tiny_llama if arch == "llama" else make_tiny_nemotron)(path, seed=seed, **overrides)
+    from transformers import LlamaForCausalLM, NemotronForCausalLM
+
+    torch.manual_seed(seed)
+    if arch == "llama":
+        model = LlamaForCausalLM(llama_config(initializer_range=0.02, **overrides)).eval()
+    else:
+        model = NemotronForCausalLM(nemotron_config(initializer_range=0.02, **overrides)).eval()
+    if init == "small":
+        _randomize_norms(model, scale=0.3)
+    elif init != "default":
+        raise ValueError(f"unknown init {init!r}")
+    return _save(model, path)

@@ -5,7 +5,8 @@ Written from TensorRT-LLM's layer definitions, not from transformers' modeling c
 LayerNorm with the weights exactly as stored (layernorm1p already folded), rope_gpt_neox on the first
 int(head_size * rotary_pct) channels with llama3/linear scaling. Ranks are merged back by
 concatenation, which reproduces what tensor-parallel execution computes (a KV head repeated for
-tp > kv heads stays repeated). With a KV cache it is also the `torch` generation backend.
+tp > kv heads stays repeated). One layer runs alone on given weights (`attention_block`, `mlp_block`:
+what `verify` streams layer by layer); with a KV cache the whole model is the `torch` backend.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import CheckpointError
-from .trtllm_ckpt import read_checkpoint
+from .trtllm_ckpt import MergedCheckpoint, read_checkpoint
 
 
 @dataclass
@@ -32,8 +33,43 @@ class KVCache:
         return self.k.shape[3]
 
 
+@dataclass(frozen=True)
+class Semantics:
+    """What a checkpoint's config.json says about the maths, for tp-merged weights."""
+
+    head_size: int
+    num_heads: int
+    num_kv: int  # KV heads after merging ranks (repeated heads stay repeated)
+    rot_dim: int
+    eps: float
+    layernorm: bool  # GPT LayerNorm (Nemotron) rather than RmsNorm
+    act: str  # "silu" (gated) or "squared-relu"
+    inv_freq: torch.Tensor  # [rot_dim / 2], float32
+
+    @classmethod
+    def from_config(cls, config: dict) -> Semantics:
+        tp = int(config.get("mapping", {}).get("tp_size", 1))
+        heads = int(config["num_attention_heads"])
+        head_size = int(config.get("head_size") or config["hidden_size"] // heads)
+        kv = int(config.get("num_key_value_heads") or heads)
+        is_gpt = config["architecture"] != "LlamaForCausalLM"
+        act = config.get("hidden_act", "silu")
+        if act not in ("silu", "squared-relu"):
+            raise CheckpointError(f"hidden_act {act!r} is not implemented in the reference model")
+        if config.get("position_embedding_type", "rope_gpt_neox") != "rope_gpt_neox":
+            raise CheckpointError(f"position_embedding_type {config.get('position_embedding_type')!r} "
+                                  "is not implemented in the reference model")
+        pct = float(config.get("rotary_pct", 1.0)) if is_gpt else 1.0
+        rot_dim = int(head_size * pct)
+        return cls(head_size=head_size, num_heads=heads, num_kv=-(-kv // tp) * tp, rot_dim=rot_dim,
+                   eps=float(config.get("norm_epsilon", 1e-5)), layernorm=is_gpt, act=act,
+                   inv_freq=rope_inv_freq(config, rot_dim))
+
+
 @dataclass
-class Layer:
+class LayerWeights:
+    """One decoder layer, tp-merged, TensorRT-LLM tensors as stored."""
+
     ln_in_w: torch.Tensor
     ln_in_b: torch.Tensor | None
     qkv: torch.Tensor
@@ -44,58 +80,17 @@ class Layer:
     gate: torch.Tensor | None
     proj: torch.Tensor
 
+    @classmethod
+    def from_merged(cls, t: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
+                    device: str | torch.device = "cpu") -> LayerWeights:
+        """From MergedCheckpoint.layer(i)."""
+        def cast(name: str) -> torch.Tensor | None:
+            return None if name not in t else t[name].to(device=device, dtype=dtype)
 
-def merge_ranks(config: dict, ranks: list[dict[str, torch.Tensor]]) -> tuple[dict, list[dict]]:
-    """Global tensors from per-rank files: (embedding/ln_f/lm_head dict, per-layer dicts)."""
-    m = config.get("mapping", {})
-    tp, pp = int(m.get("tp_size", 1)), int(m.get("pp_size", 1))
-    layers_total = int(config["num_hidden_layers"])
-    per_stage = layers_total // pp
-
-    def rank(p: int, t: int) -> dict[str, torch.Tensor]:
-        return ranks[p * tp + t]
-
-    def get(r: dict, name: str, where: str) -> torch.Tensor:
-        if name not in r:
-            raise CheckpointError(f"{where}: missing tensor {name}")
-        return r[name]
-
-    def replicated(p: int, name: str) -> torch.Tensor:
-        first = get(rank(p, 0), name, f"rank{p * tp}")
-        for t in range(1, tp):
-            if not torch.equal(first, get(rank(p, t), name, f"rank{p * tp + t}")):
-                raise CheckpointError(f"{name} differs between tensor-parallel ranks of stage {p}")
-        return first
-
-    last = pp - 1
-    top = {"embedding": replicated(0, "transformer.vocab_embedding.weight")}
-    for suffix in ("weight", "bias"):
-        if f"transformer.ln_f.{suffix}" in rank(last, 0):
-            top[f"ln_f.{suffix}"] = replicated(last, f"transformer.ln_f.{suffix}")
-    if "lm_head.weight" in rank(last, 0):
-        top["lm_head"] = torch.cat([get(rank(last, t), "lm_head.weight", "lm_head") for t in range(tp)], 0)
-    else:
-        top["lm_head"] = top["embedding"]
-
-    layers = []
-    for p in range(pp):
-        for i in range(per_stage):
-            pre = f"transformer.layers.{i}."
-            layer = {}
-            for name in ("input_layernorm.weight", "input_layernorm.bias", "post_layernorm.weight",
-                         "post_layernorm.bias"):
-                if pre + name in rank(p, 0):
-                    layer[name] = replicated(p, pre + name)
-            layer["qkv"] = [get(rank(p, t), pre + "attention.qkv.weight", f"layer {p * per_stage + i}")
-                            for t in range(tp)]
-            layer["dense"] = torch.cat([get(rank(p, t), pre + "attention.dense.weight", "dense")
-                                        for t in range(tp)], 1)
-            layer["fc"] = torch.cat([get(rank(p, t), pre + "mlp.fc.weight", "fc") for t in range(tp)], 0)
-            if pre + "mlp.gate.weight" in rank(p, 0):
-                layer["gate"] = torch.cat([rank(p, t)[pre + "mlp.gate.weight"] for t in range(tp)], 0)
-            layer["proj"] = torch.cat([get(rank(p, t), pre + "mlp.proj.weight", "proj") for t in range(tp)], 1)
-            layers.append(layer)
-    return top, layers
+        return cls(ln_in_w=cast("input_layernorm.weight"), ln_in_b=cast("input_layernorm.bias"),
+                   qkv=cast("attention.qkv.weight"), dense=cast("attention.dense.weight"),
+                   ln_post_w=cast("post_layernorm.weight"), ln_post_b=cast("post_layernorm.bias"),
+                   fc=cast("mlp.fc.weight"), gate=cast("mlp.gate.weight"), proj=cast("mlp.proj.weight"))
 
 
 def rope_inv_freq(config: dict, rot_dim: int) -> torch.Tensor:
@@ -119,87 +114,110 @@ def rope_inv_freq(config: dict, rot_dim: int) -> torch.Tensor:
     return inv.float()
 
 
+def rope_cos_sin(sem: Semantics, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [B, 1, T, rot_dim] for position ids [B, T]."""
+    freqs = position_ids.float()[..., None] * sem.inv_freq.to(position_ids.device)
+    emb = torch.cat([freqs, freqs], -1)[:, None]
+    return emb.cos(), emb.sin()
+
+
+def causal_mask(batch: int, past: int, total: int, key_mask: torch.Tensor | None = None,
+                device: str | torch.device = "cpu") -> torch.Tensor:
+    """Boolean mask [B, 1, T, total]: True where a query may attend. key_mask [B, total] marks real keys."""
+    q_pos = torch.arange(past, total, device=device)
+    keys = torch.arange(total, device=device)
+    allowed = (keys[None, :] <= q_pos[:, None])[None].expand(batch, total - past, total)
+    if key_mask is not None:
+        allowed = allowed & key_mask.to(device)[:, None, :total]
+    # A padding query still attends to itself, so no row is empty (empty rows give NaNs).
+    allowed = allowed | (keys[None, None, :] == q_pos[None, :, None])
+    return allowed[:, None]
+
+
+def norm(sem: Semantics, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    xf = x.float()
+    if sem.layernorm:  # LayerNorm (weight and bias as stored)
+        y = F.layer_norm(xf, (xf.shape[-1],), w.float(), None if b is None else b.float(), sem.eps)
+    else:  # RmsNorm
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + sem.eps) * w.float()
+    return y.to(x.dtype)
+
+
+def _rope(sem: Semantics, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x [B, heads, T, d]; rotate_half (GPT-NeoX) on the first rot_dim channels only.
+    rot, rest = x[..., : sem.rot_dim].float(), x[..., sem.rot_dim:]
+    half = sem.rot_dim // 2
+    rotated = torch.cat([-rot[..., half:], rot[..., :half]], -1)
+    return torch.cat([(rot * cos + rotated * sin).to(x.dtype), rest], -1)
+
+
+def attention_block(sem: Semantics, x: torch.Tensor, w: LayerWeights, cos: torch.Tensor, sin: torch.Tensor,
+                    mask: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    """x + attention(norm(x)): the residual stream after one layer's attention sub-block."""
+    B, T, _ = x.shape
+    d, H, G = sem.head_size, sem.num_heads, sem.num_kv
+    h = norm(sem, x, w.ln_in_w, w.ln_in_b)
+    q, k, v = torch.split(h @ w.qkv.T, [H * d, G * d, G * d], -1)
+    q = _rope(sem, q.view(B, T, H, d).transpose(1, 2), cos, sin)
+    k = _rope(sem, k.view(B, T, G, d).transpose(1, 2), cos, sin)
+    v = v.view(B, T, G, d).transpose(1, 2)
+    if cache is not None:
+        past = cache.length
+        cache.k[layer, :, :, past:past + T] = k
+        cache.v[layer, :, :, past:past + T] = v
+        k, v = cache.k[layer, :, :, :past + T], cache.v[layer, :, :, :past + T]
+    k = k.repeat_interleave(H // G, dim=1)
+    v = v.repeat_interleave(H // G, dim=1)
+    attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(d))
+    return x + attn.transpose(1, 2).reshape(B, T, H * d) @ w.dense.T
+
+
+def mlp_block(sem: Semantics, x: torch.Tensor, w: LayerWeights) -> torch.Tensor:
+    """x + mlp(norm(x)): the residual stream after one layer's MLP sub-block."""
+    h = norm(sem, x, w.ln_post_w, w.ln_post_b)
+    if w.gate is not None:
+        a = F.silu(h @ w.fc.T) * (h @ w.gate.T)
+    else:
+        a = torch.relu(h @ w.fc.T).square()
+    return x + a @ w.proj.T
+
+
+def check_mlp_kind(sem: Semantics, w: LayerWeights, where: str) -> None:
+    if (sem.act == "silu") != (w.gate is not None):
+        raise CheckpointError(f"{where}: silu needs a gated MLP (mlp.gate) and squared-relu a plain one")
+
+
 class ReferenceModel:
-    def __init__(self, config: dict, ranks: list[dict[str, torch.Tensor]], dtype: torch.dtype = torch.float32,
+    def __init__(self, config: dict, merged: MergedCheckpoint, dtype: torch.dtype = torch.float32,
                  device: str | torch.device = "cpu"):
         self.config = config
         self.dtype, self.device = dtype, torch.device(device)
-        tp = int(config.get("mapping", {}).get("tp_size", 1))
+        self.sem = Semantics.from_config(config)
         self.vocab_size = int(config["vocab_size"])
-        self.head_size = int(config.get("head_size") or config["hidden_size"] // config["num_attention_heads"])
-        self.num_heads = int(config["num_attention_heads"])
-        kv = int(config.get("num_key_value_heads") or self.num_heads)
-        self.kv_per_rank = (kv + tp - 1) // tp
-        self.num_kv = self.kv_per_rank * tp  # after merging: repeated heads stay repeated
-        self.q_per_rank = self.num_heads // tp
-        self.eps = float(config.get("norm_epsilon", 1e-5))
-        self.is_gpt = config["architecture"] != "LlamaForCausalLM"
-        act = config.get("hidden_act", "silu")
-        if act not in ("silu", "squared-relu"):
-            raise CheckpointError(f"hidden_act {act!r} is not implemented in the reference model")
-        self.act = act
-        if config.get("position_embedding_type", "rope_gpt_neox") != "rope_gpt_neox":
-            raise CheckpointError(f"position_embedding_type {config.get('position_embedding_type')!r} "
-                                  "is not implemented in the reference model")
-        pct = float(config.get("rotary_pct", 1.0)) if self.is_gpt else 1.0
-        self.rot_dim = int(self.head_size * pct)
-        self.inv_freq = rope_inv_freq(config, self.rot_dim).to(self.device)
-
-        top, layers = merge_ranks(config, ranks)
         cast = lambda t: None if t is None else t.to(device=self.device, dtype=dtype)  # noqa: E731
-        self.embedding = cast(top["embedding"])
-        self.ln_f_w, self.ln_f_b = cast(top.get("ln_f.weight")), cast(top.get("ln_f.bias"))
-        self.lm_head = cast(top["lm_head"][: self.vocab_size])
+        self.embedding = cast(merged.replicated(0, "transformer.vocab_embedding.weight"))
+        ln_f = merged.final_norm()
+        self.ln_f_w, self.ln_f_b = cast(ln_f["weight"]), cast(ln_f.get("bias"))
+        self.lm_head = cast(merged.lm_head_rows(0, self.vocab_size))
         self.layers = []
-        for layer in layers:
-            self.layers.append(Layer(
-                ln_in_w=cast(layer["input_layernorm.weight"]), ln_in_b=cast(layer.get("input_layernorm.bias")),
-                qkv=cast(self._merge_qkv(layer["qkv"])), dense=cast(layer["dense"]),
-                ln_post_w=cast(layer["post_layernorm.weight"]), ln_post_b=cast(layer.get("post_layernorm.bias")),
-                fc=cast(layer["fc"]), gate=cast(layer.get("gate")), proj=cast(layer["proj"]),
-            ))
-        if (self.act == "silu") != all(la.gate is not None for la in self.layers):
-            raise CheckpointError("silu needs a gated MLP (mlp.gate) and squared-relu a plain one")
+        for i in range(int(config["num_hidden_layers"])):
+            layer = LayerWeights.from_merged(merged.layer(i), dtype, self.device)
+            check_mlp_kind(self.sem, layer, f"layer {i}")
+            self.layers.append(layer)
 
     @classmethod
     def from_checkpoint(cls, ckpt_dir: str | Path, dtype: torch.dtype = torch.float32,
                         device: str | torch.device = "cpu") -> ReferenceModel:
-        from safetensors.torch import load_file
-
         ckpt = read_checkpoint(ckpt_dir)
-        files = [ckpt.rank_file(r) for r in range(ckpt.mapping.world_size)]
-        missing = [f.name for f in files if not f.is_file()]
+        missing = [ckpt.rank_file(r).name for r in range(ckpt.mapping.world_size) if not ckpt.rank_file(r).is_file()]
         if missing:
             raise CheckpointError(f"{ckpt_dir}: missing rank files {missing}")
-        return cls(ckpt.raw, [load_file(f) for f in files], dtype=dtype, device=device)
-
-    def _merge_qkv(self, per_rank: list[torch.Tensor]) -> torch.Tensor:
-        d = self.head_size
-        qs, ks, vs = [], [], []
-        for w in per_rank:
-            q, k, v = torch.split(w, [self.q_per_rank * d, self.kv_per_rank * d, self.kv_per_rank * d], 0)
-            qs.append(q), ks.append(k), vs.append(v)
-        return torch.cat(qs + ks + vs, 0)
+        return cls(ckpt.raw, MergedCheckpoint(ckpt), dtype=dtype, device=device)
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
-        shape = (len(self.layers), batch_size, self.num_kv, max_len, self.head_size)
+        shape = (len(self.layers), batch_size, self.sem.num_kv, max_len, self.sem.head_size)
         return KVCache(torch.zeros(shape, dtype=self.dtype, device=self.device),
                        torch.zeros(shape, dtype=self.dtype, device=self.device))
-
-    def _norm(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        xf = x.float()
-        if self.is_gpt:  # LayerNorm (weight and bias as stored)
-            y = F.layer_norm(xf, (xf.shape[-1],), w.float(), None if b is None else b.float(), self.eps)
-        else:  # RmsNorm
-            y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * w.float()
-        return y.to(x.dtype)
-
-    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        # x [B, heads, T, d]; rotate_half (GPT-NeoX) on the first rot_dim channels only.
-        rot, rest = x[..., : self.rot_dim].float(), x[..., self.rot_dim:]
-        half = self.rot_dim // 2
-        rotated = torch.cat([-rot[..., half:], rot[..., :half]], -1)
-        return torch.cat([(rot * cos + rotated * sin).to(x.dtype), rest], -1)
 
     @torch.no_grad()
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: KVCache | None = None,
@@ -209,45 +227,17 @@ class ReferenceModel:
         key_mask [B, past + T]: False marks padding keys (left padding), which nobody attends to.
         """
         B, T = input_ids.shape
-        d, H, G = self.head_size, self.num_heads, self.num_kv
         past = cache.length if cache is not None else 0
         total = past + T
         if cache is not None and total > cache.max_len:
             raise ValueError(f"KV cache holds {cache.max_len} positions, {total} needed")
-        freqs = position_ids.to(self.device).float()[..., None] * self.inv_freq  # [B, T, rot/2]
-        emb = torch.cat([freqs, freqs], -1)[:, None]  # [B, 1, T, rot]
-        cos, sin = emb.cos(), emb.sin()
-        q_pos = torch.arange(past, total, device=self.device)
-        allowed = torch.arange(total, device=self.device)[None, :] <= q_pos[:, None]  # causal [T, total]
-        allowed = allowed[None].expand(B, T, total)
-        if key_mask is not None:
-            allowed = allowed & key_mask.to(self.device)[:, None, :total]
-        # A padding query still attends to itself, so no row is empty (empty rows give NaNs).
-        allowed = allowed | (torch.arange(total, device=self.device)[None, None, :] == q_pos[None, :, None])
-        mask = allowed[:, None]  # [B, 1, T, total]
-
+        cos, sin = rope_cos_sin(self.sem, position_ids.to(self.device))
+        mask = causal_mask(B, past, total, key_mask, self.device)
         x = self.embedding[input_ids.to(self.device)]
         for i, layer in enumerate(self.layers):
-            h = self._norm(x, layer.ln_in_w, layer.ln_in_b)
-            q, k, v = torch.split(h @ layer.qkv.T, [H * d, G * d, G * d], -1)
-            q = self._rope(q.view(B, T, H, d).transpose(1, 2), cos, sin)
-            k = self._rope(k.view(B, T, G, d).transpose(1, 2), cos, sin)
-            v = v.view(B, T, G, d).transpose(1, 2)
-            if cache is not None:
-                cache.k[i, :, :, past:total] = k
-                cache.v[i, :, :, past:total] = v
-                k, v = cache.k[i, :, :, :total], cache.v[i, :, :, :total]
-            k = k.repeat_interleave(H // G, dim=1)
-            v = v.repeat_interleave(H // G, dim=1)
-            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(d))
-            x = x + attn.transpose(1, 2).reshape(B, T, H * d) @ layer.dense.T
-            h = self._norm(x, layer.ln_post_w, layer.ln_post_b)
-            if layer.gate is not None:
-                a = F.silu(h @ layer.fc.T) * (h @ layer.gate.T)
-            else:
-                a = torch.relu(h @ layer.fc.T).square()
-            x = x + a @ layer.proj.T
+            x = attention_block(self.sem, x, layer, cos, sin, mask, cache, i)
+            x = mlp_block(self.sem, x, layer)
         if cache is not None:
             cache.length = total
-        x = self._norm(x, self.ln_f_w, self.ln_f_b)
+        x = norm(self.sem, x, self.ln_f_w, self.ln_f_b)
         return (x @ self.lm_head.T).float()

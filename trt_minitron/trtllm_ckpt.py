@@ -131,3 +131,109 @@ def check_rank_files(ckpt: TrtCheckpoint) -> None:
             raise
         except Exception as e:  # safetensors raises its own error types for corrupt files
             raise CheckpointError(f"{f}: unreadable safetensors file ({e})") from None
+
+
+# How tensor-parallel ranks hold each per-layer TensorRT-LLM tensor: ColumnLinear splits rows (dim 0),
+# RowLinear columns (dim 1), norms are replicated; the fused qkv is [Q_r; K_r; V_r] per rank.
+_LAYER_SPLIT = {"attention.dense.weight": 1, "mlp.proj.weight": 1, "mlp.fc.weight": 0, "mlp.gate.weight": 0}
+
+
+class MergedCheckpoint:
+    """A TensorRT-LLM checkpoint's tensors with tensor-parallel ranks merged, read one tensor (or row block)
+    at a time from the rank files (plain reads, no mmap), so memory is one layer, not the model.
+
+    Merging by concatenation reproduces what tensor-parallel execution computes: a KV head repeated
+    for tp > kv heads stays repeated (`kv_heads_merged` heads)."""
+
+    def __init__(self, ckpt: TrtCheckpoint):
+        from .sources.stfile import SafetensorsFile
+
+        self.ckpt = ckpt
+        self.files = [SafetensorsFile(ckpt.rank_file(r)) for r in range(ckpt.mapping.world_size)]
+        m, cfg = ckpt.mapping, ckpt.model
+        self.tp, self.pp = m.tp_size, m.pp_size
+        self.per_stage = cfg.num_hidden_layers // self.pp
+        self.q_per_rank = cfg.num_attention_heads // self.tp
+        self.kv_per_rank = -(-cfg.num_key_value_heads // self.tp)
+
+    @property
+    def kv_heads_merged(self) -> int:
+        return self.kv_per_rank * self.tp
+
+    def stage_files(self, stage: int):
+        return self.files[stage * self.tp:(stage + 1) * self.tp]
+
+    def replicated(self, stage: int, name: str) -> torch.Tensor:
+        files = self.stage_files(stage)
+        first = files[0].read(name)
+        for f in files[1:]:
+            if not torch.equal(first, f.read(name)):
+                raise CheckpointError(f"{name} differs between {files[0].path.name} and {f.path.name}, "
+                                      "which must hold the same (replicated) tensor")
+        return first
+
+    def layer(self, layer: int, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """Global layer `layer`'s tensors, TensorRT-LLM names relative to `transformer.layers.{local}.`,
+        each cast to `dtype` (if given) as soon as it is read."""
+        stage, local = divmod(layer, self.per_stage)
+        pre = f"transformer.layers.{local}."
+        files = self.stage_files(stage)
+        out = {}
+        for full in sorted(n for n in files[0].infos if n.startswith(pre)):
+            name = full[len(pre):]
+            if name == "attention.qkv.weight":
+                out[name] = self._merge_qkv([f.read(full) for f in files])
+            elif name in _LAYER_SPLIT:
+                out[name] = torch.cat([f.read(full) for f in files], _LAYER_SPLIT[name])
+            else:
+                out[name] = self.replicated(stage, full)
+            if dtype is not None:
+                out[name] = out[name].to(dtype)
+        return out
+
+    def _merge_qkv(self, per_rank: list[torch.Tensor]) -> torch.Tensor:
+        d = self.ckpt.model.head_dim
+        sizes = [self.q_per_rank * d, self.kv_per_rank * d, self.kv_per_rank * d]
+        parts = [torch.split(w, sizes, 0) for w in per_rank]
+        return torch.cat([p[i] for i in range(3) for p in parts], 0)
+
+    def embedding_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows `ids` (1-D) of transformer.vocab_embedding.weight, checked equal on every tp rank."""
+        name = "transformer.vocab_embedding.weight"
+        unique = sorted(set(ids.tolist()))
+        rows = {}
+        for i in unique:
+            files = self.stage_files(0)
+            first = files[0].read(name, 0, i, i + 1)
+            for f in files[1:]:
+                if not torch.equal(first, f.read(name, 0, i, i + 1)):
+                    raise CheckpointError(f"{name} row {i} differs between {files[0].path.name} and {f.path.name}")
+            rows[i] = first[0]
+        return torch.stack([rows[i] for i in ids.tolist()])
+
+    def final_norm(self) -> dict[str, torch.Tensor]:
+        """transformer.ln_f tensors ("weight", and "bias" where present)."""
+        last = self.stage_files(self.pp - 1)[0]
+        return {n.rsplit(".", 1)[1]: self.replicated(self.pp - 1, n) for n in sorted(last.infos)
+                if n.startswith("transformer.ln_f.")}
+
+    def lm_head_rows(self, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of the merged lm_head (vocab padding rows of the last rank excluded)."""
+        files = self.stage_files(self.pp - 1)
+        if "lm_head.weight" not in files[0].infos:  # shared embedding table (not written by trt-minitron)
+            return self.stage_files(0)[0].read("transformer.vocab_embedding.weight", 0, start, stop)
+        per = files[0].infos["lm_head.weight"].shape[0]
+        parts = []
+        for r, f in enumerate(files):
+            lo, hi = max(start, r * per), min(stop, (r + 1) * per)
+            if lo < hi:
+                parts.append(f.read("lm_head.weight", 0, lo - r * per, hi - r * per))
+        return torch.cat(parts, 0)
+
+
+def check_replicated_norms(merged: MergedCheckpoint) -> None:
+    """Every norm weight/bias is identical on all tp ranks of its stage (they are small: read them all)."""
+    for stage in range(merged.pp):
+        for name in merged.stage_files(stage)[0].infos:
+            if "layernorm" in name or name.startswith("transformer.ln_f."):
+                merged.replicated(stage, name)

@@ -165,6 +165,17 @@ def _shape(r: Reader, name: str) -> tuple[int, ...]:
     return r.tensors()[name].shape  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class TransformersModules:
+    """transformers' own classes for an architecture: `verify` runs the source through them, one layer at a time."""
+
+    config: type  # e.g. LlamaConfig
+    causal_lm: type  # LlamaForCausalLM (verify --full)
+    decoder_layer: type  # LlamaDecoderLayer(config, layer_idx)
+    norm: type  # final norm, constructed as norm(hidden_size, eps=...)
+    rotary: type  # rotary embedding, rotary(config=...)(x, position_ids) -> (cos, sin)
+
+
 class Arch:
     """One architecture: HF tensor names in, TensorRT-LLM names and config.json out."""
 
@@ -174,6 +185,12 @@ class Arch:
     embedding: ClassVar[str] = "model.embed_tokens.weight"
     final_norm: ClassVar[dict[str, Rule]]  # TRT name under transformer.ln_f. -> rule (prefix "")
     ignore_suffixes: ClassVar[tuple[str, ...]] = ("rotary_emb.inv_freq",)
+    # HF tensors the export folds a constant into before rounding to the checkpoint dtype (name under
+    # model.layers.{i}., or a full top-level name) -> the constant; verify rounds the source the same way.
+    rounding_offsets: ClassVar[dict[str, float]] = {}
+
+    def transformers_modules(self) -> TransformersModules:
+        raise NotImplementedError
 
     def trt_config(self, cfg: ModelConfig, dtype: str, mapping: Mapping) -> dict:
         raise NotImplementedError

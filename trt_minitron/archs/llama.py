@@ -3,7 +3,7 @@
 from ..config import ModelConfig
 from ..mapping import Mapping
 from . import register
-from .base import Arch, copy, fused_qkv, split_cols, split_rows
+from .base import Arch, TransformersModules, copy, fused_qkv, split_cols, split_rows
 
 
 @register
@@ -39,3 +39,10 @@ class Llama(Arch):
 
     def hf_final_norm(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         return {"model.norm.weight": (cfg.hidden_size,)}
+
+    def transformers_modules(self) -> TransformersModules:
+        from transformers import LlamaConfig, LlamaForCausalLM
+        from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
+
+        return TransformersModules(config=LlamaConfig, causal_lm=LlamaForCausalLM, decoder_layer=LlamaDecoderLayer,
+                                   norm=LlamaRMSNorm, rotary=LlamaRotaryEmbedding)

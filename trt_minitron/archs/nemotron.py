@@ -7,7 +7,7 @@ folded in at conversion. Squared ReLU makes the MLP non-gated: HF up_proj is TRT
 from ..config import ModelConfig
 from ..mapping import Mapping
 from . import register
-from .base import Arch, copy, fused_qkv, plus_one, split_cols, split_rows
+from .base import Arch, TransformersModules, copy, fused_qkv, plus_one, split_cols, split_rows
 
 
 @register
@@ -26,6 +26,8 @@ class Nemotron(Arch):
         "mlp.proj.weight": split_cols("mlp.down_proj.weight"),
     }
     final_norm = {"weight": plus_one("model.norm.weight"), "bias": copy("model.norm.bias")}
+    rounding_offsets = {"input_layernorm.weight": 1.0, "post_attention_layernorm.weight": 1.0,
+                        "model.norm.weight": 1.0}  # layernorm1p: the export rounds gamma + 1
 
     def trt_config(self, cfg: ModelConfig, dtype: str, mapping: Mapping) -> dict:
         # GPTConfig.to_dict fields (tensorrt_llm/models/gpt/config.py); gpt_variant is an extra
@@ -51,3 +53,15 @@ class Nemotron(Arch):
 
     def hf_final_norm(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         return {"model.norm.weight": (cfg.hidden_size,), "model.norm.bias": (cfg.hidden_size,)}
+
+    def transformers_modules(self) -> TransformersModules:
+        from transformers import NemotronConfig, NemotronForCausalLM
+        from transformers.models.nemotron.modeling_nemotron import (
+            NemotronDecoderLayer,
+            NemotronLayerNorm1P,
+            NemotronRotaryEmbedding,
+        )
+
+        return TransformersModules(config=NemotronConfig, causal_lm=NemotronForCausalLM,
+                                   decoder_layer=NemotronDecoderLayer, norm=NemotronLayerNorm1P,
+                                   rotary=NemotronRotaryEmbedding)

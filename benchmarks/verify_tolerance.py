@@ -1,0 +1,116 @@
+"""Measure the float32 noise `verify` must tolerate: correct exports, each compared layer by layer.
+
+For every correct export (tiny models in three initialisations x both architectures x three dtypes, the
+real SmolLM2-135M GGUF, random checkpoints with real Minitron widths) it prints the largest
+teacher-forced stage difference relative to the block's update (what STAGE_RTOL must cover) and to the
+block's output (RESID_RTOL), and the end-to-end logit difference relative to max |logit| (LOGIT_RTOL).
+The constants in trt_minitron/verify/criterion.py are these maxima times a margin.
+With --bugs it prints instead the planted bugs of tests/plant.py x initialisation x dtype: the first
+divergence the layer-by-layer mode names, by how many tolerances, and the verdict of --full.
+
+    .venv/bin/python benchmarks/verify_tolerance.py [--skip-real]
+    .venv/bin/python benchmarks/verify_tolerance.py --bugs
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from trt_minitron.export import ExportOptions, run_export  # noqa: E402
+from trt_minitron.synthetic import PRESETS, write_synthetic_hf  # noqa: E402
+from trt_minitron.verify import run_verify  # noqa: E402
+from trt_minitron.verify.criterion import LOGIT_RTOL, RESID_RTOL, ROPE_PER_POSITION, STAGE_RTOL  # noqa: E402
+
+
+def measure(name: str, src: Path | str, out: Path, dtype: str, tp: int = 1) -> tuple[float, float, float]:
+    run_export(ExportOptions(src=str(src), output=out, dtype=dtype, tp=tp))
+    r = run_verify(out, src)
+    assert r.ok, r.summary()
+    upd = max(c.max_abs_diff / c.update_scale for c in r.checks if c.update_scale)
+    res = max(c.max_abs_diff / c.output_scale for c in r.checks if c.output_scale)
+    logit = r.logits.max_abs_diff / r.logits.max_abs_logit
+    rope = next(c for c in r.checks if c.where == "rope")
+    per_position = rope.max_abs_diff / r.num_tokens
+    print(f"| {name} | {dtype} | {r.num_tokens} | {len(r.checks)} | {upd:.2e} | {res:.2e} | {per_position:.2e} | "
+          f"{logit:.2e} | {r.logits.ties} |", flush=True)
+    return upd, res, per_position, logit
+
+
+def bug_table(root: Path) -> None:
+    from plant import BUGS, LLAMA31_ROPE, delete_rope_scaling
+    from tiny import make_tiny
+
+    dtypes = ["float32", "float16", "bfloat16"]
+    print("| bug | model | init | " + " | ".join(f"{d} (layers; full)" for d in dtypes) + " |")
+    print("|---|---|---|" + "---|" * len(dtypes))
+    cases = [(b.name, b.plant, arch, {}) for b in BUGS for arch in b.archs]
+    cases.append(("rope-scaling-deleted, Llama-3.1 rope", delete_rope_scaling, "llama", LLAMA31_ROPE))
+    for name, plant, arch, overrides in cases:
+        for init in ("default", "small", "randomized"):
+            src = make_tiny(arch, root / f"{arch}-{init}-{len(overrides)}", init=init, **overrides)
+            other = make_tiny(arch, root / f"{arch}-{init}-{len(overrides)}-other", init=init, seed=1, **overrides)
+            cells = []
+            for dt in dtypes:
+                out = root / f"bug-{name}-{arch}-{init}-{dt}"
+                plant(src, out, dt, other)
+                layers, full = run_verify(out, src), run_verify(out, src, full=True)
+                bad = layers.first_divergence
+                where = f"{bad.where} x{bad.max_abs_diff / bad.tolerance:.2g}" if bad else (
+                    "logits" if not layers.ok else "**passed**")
+                cells.append(f"{'FAIL' if not layers.ok else 'PASS'} ({where}); {'FAIL' if not full.ok else 'PASS'}")
+                shutil.rmtree(out)
+            print(f"| {name} | {arch} | {init} | " + " | ".join(cells) + " |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-real", action="store_true", help="tiny models only (no SmolLM2, no real widths)")
+    ap.add_argument("--bugs", action="store_true", help="the planted-bug table instead")
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    from tiny import make_tiny
+
+    if args.bugs:
+        with tempfile.TemporaryDirectory() as tmp:
+            bug_table(Path(tmp))
+        return
+
+    print("| model | dtype | tokens | stages | max stage delta/update | max stage delta/output | rope delta/tokens | "
+          "logit delta/max logit | ties |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    worst = [0.0, 0.0, 0.0, 0.0]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cases: list[tuple[str, Path | str, list[str], int]] = []
+        for arch in ("llama", "nemotron"):
+            for init in ("default", "small", "randomized"):
+                cases.append((f"tiny {arch} {init} tp2", make_tiny(arch, root / f"{arch}-{init}", init=init),
+                              ["float32", "float16", "bfloat16"], 2))
+        if not args.skip_real:
+            from test_smollm2 import smollm2_gguf
+
+            cases.append(("SmolLM2-135M GGUF tp3/1", smollm2_gguf(), ["float32", "bfloat16"], 1))
+            for preset in ("minitron-8b", "llama-3.1-minitron-4b-width"):
+                hf = dict(PRESETS[preset], num_hidden_layers=2)
+                src = write_synthetic_hf(root / preset, hf, dtype=torch.bfloat16)
+                cases.append((f"{preset} widths, 2 layers, random", src, ["bfloat16"], 1))
+        for i, (name, src, dtypes, tp) in enumerate(cases):
+            for dt in dtypes:
+                got = measure(name, src, root / f"out-{i}-{dt}", dt, tp)
+                worst = [max(a, b) for a, b in zip(worst, got)]
+    print(f"\nworst: stage delta/update {worst[0]:.2e} (STAGE_RTOL {STAGE_RTOL:g}), stage delta/output "
+          f"{worst[1]:.2e} (RESID_RTOL {RESID_RTOL:.2g}), rope delta per position {worst[2]:.2e} "
+          f"(ROPE_PER_POSITION {ROPE_PER_POSITION:.2g}), logits {worst[3]:.2e} (LOGIT_RTOL {LOGIT_RTOL:g})")
+
+
+if __name__ == "__main__":
+    main()
