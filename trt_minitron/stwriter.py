@@ -22,10 +22,14 @@ ST_DTYPES = {
     torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
 }
 
+PAGE = 4096  # copy_file_range runs at full speed only between page-congruent offsets
 Entry = tuple[str, TensorInfo, Callable[[], "torch.Tensor | RowStream"]]
 
 
-def header_bytes(entries: Iterable[tuple[str, TensorInfo]], metadata: dict | None = None) -> bytes:
+def header_bytes(entries: Iterable[tuple[str, TensorInfo]], metadata: dict | None = None,
+                 start_residue: int | None = None) -> bytes:
+    """Length prefix + JSON header, tensors contiguous in `entries` order, padded with spaces to a multiple
+    of 8; with `start_residue` (a multiple of 8), padded further so the data starts at that offset mod PAGE."""
     header: dict = {"__metadata__": metadata or {"format": "pt"}}
     offset = 0
     for name, info in entries:
@@ -34,6 +38,8 @@ def header_bytes(entries: Iterable[tuple[str, TensorInfo]], metadata: dict | Non
         offset += info.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
+    if start_residue is not None:
+        raw += b" " * ((start_residue - 8 - len(raw)) % PAGE)
     return struct.pack("<Q", len(raw)) + raw
 
 
