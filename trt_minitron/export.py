@@ -167,7 +167,7 @@ def _write_trtllm(source: Source, trt_config: dict, planned: list[PlannedTensor]
         made = None if p.layout is not None else (lambda o=p.out: o.produce(source))
         files[tmp / f"rank{p.rank}.safetensors"].append(OutTensor(p.name, p.info, p.layout, made))
     with _progress(sum(p.info.nbytes for p in planned), len(planned)) as advance:
-        written = write_rank_files(source, files, on_progress=advance)
+        written = write_rank_files(source, files, on_progress=advance).bytes
     source.write_tokenizer(tmp)
     return len(planned), written
 
@@ -207,6 +207,9 @@ def peak_rss_bytes() -> int:
 def _progress(total_bytes: int, total_tensors: int, console=None) -> Iterator[Callable[[int, int], None]]:
     """advance(bytes, tensors) for a bar on stderr (bytes, tensors, rate, ETA), drawn only on a terminal;
     it is removed at the end, leaving the closing line."""
+    if console is None and not sys.stderr.isatty():  # no terminal: no bar, and no rich import (~0.1 s)
+        yield lambda _nbytes, _tensors: None
+        return
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 

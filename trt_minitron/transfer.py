@@ -36,6 +36,13 @@ Progress = Callable[[int, int], None]  # (bytes written, tensors completed) sinc
 
 
 @dataclass(frozen=True)
+class Written:
+    bytes: int  # file sizes, headers included
+    kernel_bytes: int  # tensor bytes moved file to file by copy_file_range
+    buffered_bytes: int  # tensor bytes written from a buffer (row blocks, casts, zero rows, tensors made in memory)
+
+
+@dataclass(frozen=True)
 class OutTensor:
     """One tensor of a rank file: its Layout, or for a rule without one a function making it in memory."""
 
@@ -63,9 +70,8 @@ def _direct(block: Block, layout: Layout, src: TensorInfo) -> bool:
 
 
 def write_rank_files(source, files: Mapping[Path, list[OutTensor]], on_progress: Progress | None = None,
-                     metadata: dict | None = None) -> int:
-    """Write each file of `files` (its tensors in any order; the file orders them) from `source`.
-    Returns the bytes written, headers included."""
+                     metadata: dict | None = None) -> Written:
+    """Write each file of `files` (its tensors in any order; the file orders them) from `source`."""
     return _Transfer(source, on_progress or (lambda _b, _t: None)).run(files, metadata)
 
 
@@ -80,6 +86,7 @@ class _Transfer:
         self._src_fds: dict[Path, int] = {}
         self._buffers: dict[str, bytearray] = {}
         self.kernel_copy = hasattr(os, "copy_file_range")
+        self.kernel_bytes = 0
 
     # --- planning --------------------------------------------------------------------------------
     def locate(self, name: str) -> tuple[Path, int] | None:
@@ -130,15 +137,17 @@ class _Transfer:
             at += b.rows * row
 
     # --- writing ---------------------------------------------------------------------------------
-    def run(self, files: Mapping[Path, list[OutTensor]], metadata: dict | None) -> int:
+    def run(self, files: Mapping[Path, list[OutTensor]], metadata: dict | None) -> Written:
         tasks: dict[str, list[_Task]] = {}
         pads: list[tuple[int, int, int, int]] = []  # (out, fd, offset, bytes) of zero rows
         produced: list[tuple[int, int, int, OutTensor]] = []  # (out, fd, offset, tensor) made in memory
         sizes: dict[Path, int] = {}
+        heads: list[bytes] = []
         try:
             for path, tensors in files.items():
                 tensors = self.order(tensors)
                 head = self.header(tensors, metadata)
+                heads.append(head)
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 self._out_fds[path] = fd
                 _pwrite_all(fd, memoryview(head), 0)
@@ -170,7 +179,9 @@ class _Transfer:
             for path, expect in sizes.items():
                 if os.fstat(self._out_fds[path]).st_size != expect:
                     raise RuntimeError(f"{path}: {os.fstat(self._out_fds[path]).st_size} bytes, planned {expect}")
-            return sum(sizes.values())
+            total = sum(sizes.values())
+            tensor_bytes = total - sum(len(h) for h in heads)
+            return Written(total, self.kernel_bytes, tensor_bytes - self.kernel_bytes)
         finally:
             for fd in [*self._out_fds.values(), *self._src_fds.values()]:
                 os.close(fd)
@@ -209,6 +220,7 @@ class _Transfer:
                 if got == 0:
                     raise CheckpointError(f"{path}: unexpected end of file reading {t.block.name}")
                 done += got
+                self.kernel_bytes += got
                 self._done(t.out, got)
         except OSError as e:
             if e.errno not in _NO_KERNEL_COPY or done:

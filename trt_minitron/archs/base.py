@@ -115,7 +115,8 @@ def split_cols(hf: str) -> Rule:
         def layout(shapes: Mapping_[str, TensorInfo]) -> Layout:
             rows, cols = (*_shape(shapes, pre + hf), 0)[:2]
             per = cols // ctx.tp
-            return Layout((Block(pre + hf, 0, rows, (ctx.tp_rank * per, (ctx.tp_rank + 1) * per)),), ctx.dtype)
+            span = (ctx.tp_rank * per, (ctx.tp_rank + 1) * per) if ctx.tp > 1 else None  # tp 1: whole rows
+            return Layout((Block(pre + hf, 0, rows, span),), ctx.dtype)
 
         return Recipe(layout)
 
