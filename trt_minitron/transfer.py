@@ -72,7 +72,12 @@ def _direct(block: Block, layout: Layout, src: TensorInfo) -> bool:
 def write_rank_files(source, files: Mapping[Path, list[OutTensor]], on_progress: Progress | None = None,
                      metadata: dict | None = None) -> Written:
     """Write each file of `files` (its tensors in any order; the file orders them) from `source`."""
-    return _Transfer(source, on_progress or (lambda _b, _t: None)).run(files, metadata)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # block copies are a few MiB: extra threads cost more than they give on a busy machine
+    try:
+        return _Transfer(source, on_progress or (lambda _b, _t: None)).run(files, metadata)
+    finally:
+        torch.set_num_threads(threads)
 
 
 class _Transfer:
