@@ -30,8 +30,9 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class RowStream:
-    """Rows of a stored tensor passed through unchanged, as byte chunks of one reused buffer: the writer
-    copies file to file without materialising the tensor (each chunk must be consumed before the next)."""
+    """Rows of a stored tensor as byte chunks of one reused buffer (each chunk must be consumed before the
+    next); `file_range` says where they lie in a file, so the export writer (transfer.py) can copy them
+    file to file or read them in row blocks without asking the source again."""
 
     shape: tuple[int, ...]
     dtype: torch.dtype
