@@ -6,6 +6,7 @@
 It writes a random checkpoint with the preset's shapes (bf16; `--layers 3` of Llama-3.1-Minitron-4B-Width
 is 2.27 GB), then runs, `--repeat` times in turn so that load on the machine hits every step alike:
   cp      - coreutils `cp` of model.safetensors (copy_file_range: the bytes read and written once)
+  torch   - `python -c "import torch"`: the floor of every process below while export needs torch
   imports - `python -c "import trt_minitron.cli, trt_minitron.export"`: the fixed start-up cost inside
             every export below (interpreter, torch, the tool)
   tp N    - `trt-minitron export --dtype D --tp N` (the console script: whole process)
@@ -95,6 +96,7 @@ def main() -> None:
     size = model.stat().st_size
     tool = str(BIN / "trt-minitron")
     steps: dict[str, list[str]] = {"cp": ["cp", str(model), str(work / "copy")],
+                                   "torch": [sys.executable, "-c", "import torch"],
                                    "imports": [sys.executable, "-c", "import trt_minitron.cli, trt_minitron.export"]}
     for tp in args.tp.split(","):
         steps[f"tp {tp}"] = [tool, "export", str(src), "--output", str(work / f"tp{tp}"), "--dtype", args.dtype,
