@@ -15,6 +15,7 @@ Warm cache: the source is read once before the runs and stays in the page cache 
 mincore-free `fincore` when present). Cold cache: before each step the source's pages are dropped
 with posix_fadvise(DONTNEED) (only this file: the rest of the machine keeps its cache).
 Peak RSS is each child's own maximum (wait4). Ratios are to `cp` of the same run, best and median.
+Between steps the output is deleted and `sync` waits for writeback, so no step pays for the last one's.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def main() -> None:
             for out in ("copy", "naive", *(f"tp{t}" for t in args.tp.split(","))):
                 p = work / out
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            os.sync()  # the next step should not pay for this one's writeback or freed blocks (discard)
     shutil.rmtree(work, ignore_errors=True)
 
     cp_best = min(s for s, _, _ in results["cp"])
@@ -123,14 +125,16 @@ def main() -> None:
     print(f"\n{args.preset}, {args.layers} layers, {size / 1e9:.2f} GB bf16 -> {args.dtype}, {args.cache} cache "
           f"(source resident: {cached} of {size} bytes), {args.repeat} runs each, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
-    print("| step | best s | median s | in tool s (median) | best / cp best | median / cp median | peak RSS GiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| step | best s | median s | in tool s (median) | best / cp best | median / cp median "
+          "| in tool / cp (medians) | peak RSS GiB |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         secs = [s for s, _, _ in rows]
         inside = [i for _, _, i in rows if i is not None]
-        print(f"| {name} | {min(secs):.2f} | {statistics.median(secs):.2f} | "
-              f"{statistics.median(inside) if inside else float('nan'):.2f} | {min(secs) / cp_best:.2f} | "
-              f"{statistics.median(secs) / cp_med:.2f} | {max(r for _, r, _ in rows) / 2**30:.2f} |")
+        tool = f"{statistics.median(inside):.2f} | " if inside else "- | "
+        tool_ratio = f"{statistics.median(inside) / cp_med:.2f} | " if inside else "- | "
+        print(f"| {name} | {min(secs):.2f} | {statistics.median(secs):.2f} | {tool}{min(secs) / cp_best:.2f} | "
+              f"{statistics.median(secs) / cp_med:.2f} | {tool_ratio}{max(r for _, r, _ in rows) / 2**30:.2f} |")
 
 
 if __name__ == "__main__":

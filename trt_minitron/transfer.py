@@ -16,10 +16,13 @@ here: benchmarks/README.md).
 from __future__ import annotations
 
 import errno
+import mmap
 import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 
@@ -28,7 +31,9 @@ from .layout import Block, Layout, block_trailing
 from .sources.base import TensorInfo
 from .stwriter import PAGE, header_bytes
 
-BLOCK_BYTES = 8 << 20  # source bytes per buffered row block
+BLOCK_BYTES = 8 << 20  # source bytes per row block
+IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
+MIN_IOV_BYTES = 1024  # narrower column slices are gathered by a torch copy rather than one iovec per row
 COPY_BYTES = 256 << 20  # bytes per copy_file_range call: progress and SIGINT latency
 _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 
@@ -234,42 +239,74 @@ class _Transfer:
             self._row_blocks(t.block.name, self.infos[t.block.name], self.locate(t.block.name), [t])
 
     def _row_blocks(self, name: str, info: TensorInfo, at: tuple[Path, int] | None, tasks: list[_Task]) -> None:
-        """Read rows [lo:hi) needed by `tasks` block by block (once for all of them) and write each task's part."""
+        """Rows [lo:hi) needed by `tasks`, block by block (each block once for all of them); each task writes
+        its part of every block: unchanged bytes straight from the block, the rest converted in a buffer."""
         lo, hi = min(t.block.start for t in tasks), max(t.block.stop for t in tasks)
-        shape = info.shape or (1,)
         row = _row_bytes(info)
-        step = max(1, BLOCK_BYTES // max(row, 1))
-        whole = None if at is not None else self.source.read(name, 0, lo, hi)  # no file: one read, then blocks
+        if hi <= lo or row == 0:
+            return
+        whole = None
+        if at is None:  # no file to map: one read of the rows, then the same blocks from memory
+            whole = _bytes(self.source.read(name, 0, lo, hi))
+        step = max(1, BLOCK_BYTES // row)
         for a in range(lo, hi, step):
             b = min(hi, a + step)
-            if whole is None:
-                buf = self._buffer("in", (b - a) * row)
-                _pread_all(self._source_fd(at[0]), buf, at[1] + a * row, at[0], name)
-                rows = torch.frombuffer(buf, dtype=torch.uint8).view(info.dtype).view(b - a, *shape[1:]) \
-                    if len(buf) else torch.empty((0, *shape[1:]), dtype=info.dtype)
-            else:
-                rows = whole[a - lo:b - lo].reshape(b - a, *shape[1:])
-            for t in tasks:
-                x, y = max(a, t.block.start), min(b, t.block.stop)
-                if x < y:
-                    self._write_part(t, rows[x - a:y - a], x)
+            with self._mapped(at, name, a * row, (b - a) * row) if whole is None else \
+                    _nullcontext(whole[(a - lo) * row:(b - lo) * row]) as rows:
+                for t in tasks:
+                    x, y = max(a, t.block.start), min(b, t.block.stop)
+                    if x < y:
+                        self._write_part(t, info, rows[(x - a) * row:(y - a) * row], x)
 
-    def _write_part(self, t: _Task, part: torch.Tensor, first_row: int) -> None:
-        if t.block.cols is not None:
-            part = part.narrow(1, t.block.cols[0], t.block.cols[1] - t.block.cols[0])
-        n = part.shape[0] * t.row_bytes
-        if part.is_contiguous() and _direct(t.block, t.layout, TensorInfo(tuple(part.shape), part.dtype)):
-            data = memoryview(part.reshape(-1).view(torch.uint8).numpy()) if n else memoryview(b"")
+    @contextmanager
+    def _mapped(self, at: tuple[Path, int], name: str, offset: int, n: int) -> Iterator[memoryview]:
+        """Bytes [offset:offset+n) of a source tensor, mapped (pages already in the page cache are not copied;
+        mapped only for this block, so RSS grows by one block at most)."""
+        path, start = at
+        fd = self._source_fd(path)
+        begin = start + offset
+        if os.fstat(fd).st_size < begin + n:  # a mapping past the end would be SIGBUS, not an error
+            raise CheckpointError(f"{path}: unexpected end of file reading {name}")
+        base = begin - begin % mmap.ALLOCATIONGRANULARITY
+        m = mmap.mmap(fd, begin - base + n, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                      prot=mmap.PROT_READ, offset=base)
+        view = memoryview(m)
+        try:
+            yield view[begin - base:]
+        finally:
+            view.release()
+            try:
+                m.close()
+            except BufferError:  # a view still held (an exception's traceback): unmapped when it goes
+                pass
+
+    def _write_part(self, t: _Task, info: TensorInfo, data: memoryview, first_row: int) -> None:
+        """Rows from `first_row` of the block's source, as bytes of whole source rows, to the task's file."""
+        rows = len(data) // _row_bytes(info)
+        dst = t.dst + (first_row - t.block.start) * t.row_bytes
+        same = not t.layout.plus_one and t.layout.dtype == info.dtype
+        if same and t.block.cols is None:
+            _pwrite_all(t.fd, data, dst)
+        elif same and t.row_bytes >= MIN_IOV_BYTES:  # a column block: its slice of every row, gathered by the kernel
+            src_row = _row_bytes(info)
+            c0 = t.block.cols[0] * (src_row // (info.shape[1] if len(info.shape) > 1 else 1))
+            parts = [data[i * src_row + c0:i * src_row + c0 + t.row_bytes] for i in range(rows)]
+            for k in range(0, rows, IOV_MAX):
+                dst += _pwritev_all(t.fd, parts[k:k + IOV_MAX], dst, min(IOV_MAX, rows - k) * t.row_bytes)
+            del parts
         else:
-            data = self._buffer("out", n)
-            if n:
-                out = torch.frombuffer(data, dtype=torch.uint8).view(t.layout.dtype).view(part.shape)
-                if t.layout.plus_one:
-                    out.copy_(part.float() + 1.0)
-                else:
-                    out.copy_(part)
-        _pwrite_all(t.fd, data, t.dst + (first_row - t.block.start) * t.row_bytes)
-        self._done(t.out, n)
+            shape = info.shape or (1,)
+            with warnings.catch_warnings():  # a read-only mapping: torch warns, but it is only read here
+                warnings.simplefilter("ignore", UserWarning)
+                part = torch.frombuffer(data, dtype=torch.uint8).view(info.dtype).view(rows, *shape[1:])
+            if t.block.cols is not None:
+                part = part.narrow(1, t.block.cols[0], t.block.cols[1] - t.block.cols[0])
+            out_bytes = self._buffer("out", rows * t.row_bytes)
+            out = torch.frombuffer(out_bytes, dtype=torch.uint8).view(t.layout.dtype).view(part.shape)
+            out.copy_(part.float() + 1.0 if t.layout.plus_one else part)
+            del part, out
+            _pwrite_all(t.fd, out_bytes, dst)
+        self._done(t.out, rows * t.row_bytes)
 
     def _write_produced(self, out: int, fd: int, offset: int, t: OutTensor) -> None:
         value = t.produce()
@@ -284,7 +321,7 @@ class _Transfer:
         """A reused scratch buffer of at least `n` bytes (fresh large buffers are slow to first touch)."""
         buf = self._buffers.get(role)
         if buf is None or len(buf) < n:
-            buf = self._buffers[role] = bytearray(max(n, BLOCK_BYTES if role == "in" else n))
+            buf = self._buffers[role] = bytearray(n)
         return memoryview(buf)[:n]
 
     def _source_fd(self, path: Path) -> int:
@@ -305,13 +342,22 @@ def _prod(shape) -> int:
     return n
 
 
-def _pread_all(fd: int, buf: memoryview, offset: int, path: Path, name: str) -> None:
-    got = 0
-    while got < len(buf):
-        n = os.preadv(fd, [buf[got:]], offset + got)
-        if n == 0:
-            raise CheckpointError(f"{path}: unexpected end of file reading {name}")
-        got += n
+def _bytes(t: torch.Tensor) -> memoryview:
+    t = t.contiguous()
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+
+
+@contextmanager
+def _nullcontext(value):
+    yield value
+
+
+def _pwritev_all(fd: int, parts: list[memoryview], offset: int, total: int) -> int:
+    done = os.pwritev(fd, parts, offset)
+    if done < total:  # short write (rare): finish the rest one by one
+        flat = b"".join(parts)
+        _pwrite_all(fd, memoryview(flat)[done:], offset + done)
+    return total
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
