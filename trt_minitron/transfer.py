@@ -3,16 +3,16 @@
 Each output tensor is a Layout (row blocks of source tensors, cast). The rank files are opened
 together, their headers written first, and then each source tensor is visited once, in file order,
 for all ranks:
-- unchanged bytes (same dtype, whole rows) whose source and destination offsets agree modulo the
-  page size go file to file with `copy_file_range` (in the kernel, no copy through Python); other
-  unchanged bytes, column blocks, casts and +1 go through one reused buffer, row block by row block,
-  so memory stays at a few buffers whatever the dtype;
-- a row block read once serves every rank that needs rows or columns of it.
+- unchanged rows whose source and destination offsets agree modulo the page size go file to file
+  with `copy_file_range` (in the kernel, nothing through Python);
+- everything else goes row block by row block (8 MiB), each block mapped once for every rank that
+  needs rows or columns of it: unchanged rows are written straight from the mapping, an unchanged
+  column block is gathered from it by `pwritev`, casts and +1 are converted into one reused buffer.
+  Memory stays at a block or two whatever the dtype.
 Tensors are placed in each rank file in source order and the header padded so that most of them
 are page-congruent with their source (a mis-congruent `copy_file_range` ran at under half the speed
 here: benchmarks/README.md).
 """
-
 from __future__ import annotations
 
 import errno
@@ -321,7 +321,7 @@ class _Transfer:
         """A reused scratch buffer of at least `n` bytes (fresh large buffers are slow to first touch)."""
         buf = self._buffers.get(role)
         if buf is None or len(buf) < n:
-            buf = self._buffers[role] = bytearray(n)
+            buf = self._buffers[role] = bytearray(max(n, 2 * BLOCK_BYTES))  # one size fits most blocks
         return memoryview(buf)[:n]
 
     def _source_fd(self, path: Path) -> int:
