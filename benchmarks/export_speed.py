@@ -1,16 +1,19 @@
 """Export speed and peak memory against `cp` of the same file, in one run, whole processes timed.
 
     python benchmarks/export_speed.py [--preset llama-3.1-minitron-4b-width] [--layers 3] [--tp 1,2]
-        [--dtype bfloat16] [--cache warm|cold] [--repeat 3] [--naive] [--workdir /tmp/bench]
+        [--dtype bfloat16] [--cache warm|cold] [--repeat 3] [--warmup 1] [--naive] [--baseline CMD]
+        [--workdir /tmp/bench]
 
 It writes a random checkpoint with the preset's shapes (bf16; `--layers 3` of Llama-3.1-Minitron-4B-Width
-is 2.27 GB), then runs, `--repeat` times in turn so that load on the machine hits every step alike:
+is 2.27 GB), then runs, `--repeat` times in turn (after `--warmup` untimed rounds) so that load on the machine hits
+every step alike:
   cp      - coreutils `cp` of model.safetensors (copy_file_range: the bytes read and written once)
   torch   - `python -c "import torch"`: the floor of every process below while export needs torch
   imports - `python -c "import trt_minitron.cli, trt_minitron.export"`: the fixed start-up cost inside
             every export below (interpreter, torch, the tool)
   tp N    - `trt-minitron export --dtype D --tp N` (the console script: whole process)
   naive   - safetensors load_file of everything, then save_file (with --naive; a non-streaming converter)
+  baseline tp N - the same export by another command line (with --baseline, e.g. an older checkout)
 Warm cache: the source is read once before the runs and stays in the page cache (checked with
 mincore-free `fincore` when present). Cold cache: before each step the source's pages are dropped
 with posix_fadvise(DONTNEED) (only this file: the rest of the machine keeps its cache).
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -85,7 +89,9 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     ap.add_argument("--cache", default="warm", choices=["warm", "cold"])
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed rounds first (the first round here was slow)")
     ap.add_argument("--naive", action="store_true", help="also time load_file + save_file (memory = the model)")
+    ap.add_argument("--baseline", help="another trt-minitron command line (e.g. an older checkout) timed alike")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/trt-minitron-bench"))
     args = ap.parse_args()
 
@@ -99,21 +105,24 @@ def main() -> None:
     steps: dict[str, list[str]] = {"cp": ["cp", str(model), str(work / "copy")],
                                    "torch": [sys.executable, "-c", "import torch"],
                                    "imports": [sys.executable, "-c", "import trt_minitron.cli, trt_minitron.export"]}
-    for tp in args.tp.split(","):
-        steps[f"tp {tp}"] = [tool, "export", str(src), "--output", str(work / f"tp{tp}"), "--dtype", args.dtype,
-                             "--tp", tp]
+    tools = {"": [tool], "baseline ": shlex.split(args.baseline)} if args.baseline else {"": [tool]}
+    for label, cmd in tools.items():
+        for tp in args.tp.split(","):
+            steps[f"{label}tp {tp}"] = [*cmd, "export", str(src), "--output", str(work / f"tp{tp}"),
+                                        "--dtype", args.dtype, "--tp", tp]
     if args.naive:
         steps["naive"] = [sys.executable, "-c", NAIVE, str(src), str(work / "naive")]
 
     cached = warm(model) if args.cache == "warm" else "dropped before each step"
     results: dict[str, list[tuple[float, int, float | None]]] = {k: [] for k in steps}
-    for _ in range(args.repeat):
+    for round_ in range(args.warmup + args.repeat):
         for name, cmd in steps.items():
             if args.cache == "cold":
                 drop_from_cache(model)
             seconds, rss, err = run(cmd)
             inside = re.search(r"in ([\d.]+) s \(", err)
-            results[name].append((seconds, rss, float(inside.group(1)) if inside else None))
+            if round_ >= args.warmup:
+                results[name].append((seconds, rss, float(inside.group(1)) if inside else None))
             for out in ("copy", "naive", *(f"tp{t}" for t in args.tp.split(","))):
                 p = work / out
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -135,6 +144,8 @@ def main() -> None:
         tool_ratio = f"{statistics.median(inside) / cp_med:.2f} | " if inside else "- | "
         print(f"| {name} | {min(secs):.2f} | {statistics.median(secs):.2f} | {tool}{min(secs) / cp_best:.2f} | "
               f"{statistics.median(secs) / cp_med:.2f} | {tool_ratio}{max(r for _, r, _ in rows) / 2**30:.2f} |")
+    print("\nevery run, in order (s): " + "; ".join(f"{name} " + " ".join(f"{s:.2f}" for s, _, _ in rows)
+                                                for name, rows in results.items()))
 
 
 if __name__ == "__main__":
