@@ -14,8 +14,8 @@ every step alike:
   tp N    - `trt-minitron export --dtype D --tp N` (the console script: whole process)
   naive   - safetensors load_file of everything, then save_file (with --naive; a non-streaming converter)
   baseline tp N - the same export by another command line (with --baseline, e.g. an older checkout)
-Warm cache: the source is read once before the runs and stays in the page cache (checked with
-mincore-free `fincore` when present). Cold cache: before each step the source's pages are dropped
+Warm cache: the source is read once before the runs and stays in the page cache (`fincore` reports how
+much of it is resident, when installed). Cold cache: before each step the source's pages are dropped
 with posix_fadvise(DONTNEED) (only this file: the rest of the machine keeps its cache).
 Peak RSS is each child's own maximum (wait4). Ratios are to `cp` of the same run, best and median.
 Between steps the output is deleted and `sync` waits for writeback, so no step pays for the last one's.
