@@ -20,7 +20,7 @@ import mmap
 import os
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -67,6 +67,15 @@ class _Task:
     block: Block
     layout: Layout
     row_bytes: int  # bytes of one output row of this block
+
+
+@dataclass
+class _Placement:
+    tasks: dict[str, list[_Task]] = field(default_factory=dict)  # source tensor -> blocks read from it
+    pads: list[tuple[int, int, int, int]] = field(default_factory=list)  # (out, fd, offset, bytes) of zero rows
+    produced: list[tuple[int, int, int, OutTensor]] = field(default_factory=list)  # (out, fd, offset, tensor)
+    sizes: dict[Path, int] = field(default_factory=dict)  # planned file sizes
+    header_bytes: int = 0
 
 
 def _direct(block: Block, layout: Layout, src: TensorInfo) -> bool:
@@ -148,55 +157,55 @@ class _Transfer:
 
     # --- writing ---------------------------------------------------------------------------------
     def run(self, files: Mapping[Path, list[OutTensor]], metadata: dict | None) -> Written:
-        tasks: dict[str, list[_Task]] = {}
-        pads: list[tuple[int, int, int, int]] = []  # (out, fd, offset, bytes) of zero rows
-        produced: list[tuple[int, int, int, OutTensor]] = []  # (out, fd, offset, tensor) made in memory
-        sizes: dict[Path, int] = {}
-        heads: list[bytes] = []
         try:
-            for path, tensors in files.items():
-                tensors = self.order(tensors)
-                head = self.header(tensors, metadata)
-                heads.append(head)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                self._out_fds[path] = fd
-                _pwrite_all(fd, memoryview(head), 0)
-                at = len(head)
-                for t in tensors:
-                    out = len(self.left)
-                    self.left.append(t.info.nbytes)
-                    if t.layout is None:
-                        produced.append((out, fd, at, t))
-                    else:
-                        end = at
-                        for b, first, row in self._blocks(t, at):
-                            tasks.setdefault(b.name, []).append(_Task(out, fd, first, b, t.layout, row))
-                            end = first + b.rows * row
-                        if t.layout.pad_rows:
-                            pads.append((out, fd, end, at + t.info.nbytes - end))
-                    at += t.info.nbytes
-                sizes[path] = at
+            plan = self._open_and_place(files, metadata)
             self.progress(0, sum(1 for n in self.left if n == 0))
-            for name in sorted(tasks, key=self._source_key):
-                self._one_source(name, tasks[name])
-            for out, fd, offset, n in pads:
+            for name in sorted(plan.tasks, key=self._source_key):
+                self._one_source(name, plan.tasks[name])
+            for out, fd, offset, n in plan.pads:
                 _pwrite_all(fd, memoryview(bytes(n)), offset)
                 self._done(out, n)
-            for out, fd, offset, t in produced:
+            for out, fd, offset, t in plan.produced:
                 self._write_produced(out, fd, offset, t)
             if any(self.left):
                 raise RuntimeError(f"{sum(1 for n in self.left if n)} planned tensors were not fully written")
-            for path, expect in sizes.items():
+            for path, expect in plan.sizes.items():
                 if os.fstat(self._out_fds[path]).st_size != expect:
                     raise RuntimeError(f"{path}: {os.fstat(self._out_fds[path]).st_size} bytes, planned {expect}")
-            total = sum(sizes.values())
-            tensor_bytes = total - sum(len(h) for h in heads)
-            return Written(total, self.kernel_bytes, tensor_bytes - self.kernel_bytes)
+            total = sum(plan.sizes.values())
+            return Written(total, self.kernel_bytes, total - plan.header_bytes - self.kernel_bytes)
         finally:
             for fd in [*self._out_fds.values(), *self._src_fds.values()]:
                 os.close(fd)
             self._out_fds.clear()
             self._src_fds.clear()
+
+    def _open_and_place(self, files: Mapping[Path, list[OutTensor]], metadata: dict | None) -> _Placement:
+        """Order each file's tensors, write its header, and note where every block of every tensor goes."""
+        plan = _Placement()
+        for path, tensors in files.items():
+            tensors = self.order(tensors)
+            head = self.header(tensors, metadata)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._out_fds[path] = fd
+            _pwrite_all(fd, memoryview(head), 0)
+            plan.header_bytes += len(head)
+            at = len(head)
+            for t in tensors:
+                out = len(self.left)
+                self.left.append(t.info.nbytes)
+                if t.layout is None:
+                    plan.produced.append((out, fd, at, t))
+                else:
+                    end = at
+                    for b, first, row in self._blocks(t, at):
+                        plan.tasks.setdefault(b.name, []).append(_Task(out, fd, first, b, t.layout, row))
+                        end = first + b.rows * row
+                    if t.layout.pad_rows:
+                        plan.pads.append((out, fd, end, at + t.info.nbytes - end))
+                at += t.info.nbytes
+            plan.sizes[path] = at
+        return plan
 
     def _source_key(self, name: str):
         at = self.locate(name)
@@ -287,7 +296,7 @@ class _Transfer:
         same = not t.layout.plus_one and t.layout.dtype == info.dtype
         if same and t.block.cols is None:
             _pwrite_all(t.fd, data, dst)
-        elif same and t.row_bytes >= MIN_IOV_BYTES:  # a column block: its slice of every row, gathered by the kernel
+        elif same and t.row_bytes >= MIN_IOV_BYTES and hasattr(os, "pwritev"):  # a column block: gathered by the kernel
             src_row = _row_bytes(info)
             c0 = t.block.cols[0] * (src_row // (info.shape[1] if len(info.shape) > 1 else 1))
             parts = [data[i * src_row + c0:i * src_row + c0 + t.row_bytes] for i in range(rows)]
