@@ -37,7 +37,9 @@ class RowStream:
     shape: tuple[int, ...]
     dtype: torch.dtype
     chunks: Callable[[], Iterator[memoryview]]
-    file_range: tuple[Path, int] | None = None  # (file, byte offset) when the rows lie contiguous in a file
+    # (file, byte offset) only when these rows lie in that file contiguous, row-major, in `dtype`, byte for
+    # byte what read() returns (no permutation, no quantization): export then copies them file to file.
+    file_range: tuple[Path, int] | None = None
 
 
 class Source(Protocol):
