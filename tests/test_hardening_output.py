@@ -188,7 +188,7 @@ def test_a_failing_write_leaves_nothing_and_keeps_the_old_output(src, tmp_path, 
     def broken(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("trt_minitron.export.write_safetensors", broken)
+    monkeypatch.setattr("trt_minitron.export.write_rank_files", broken)
     msg = user_error(capsys, "export", src, "--output", out, "--overwrite", "--dtype", "float32")
     assert msg.startswith(f"no space left while writing {out}"), msg
     assert tree_digest(out) == before and names(tmp_path) == ["ckpt", "models"]

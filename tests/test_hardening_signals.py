@@ -21,13 +21,14 @@ CHILD = r"""
 import sys, tarfile, time
 import trt_minitron.export as ex, trt_minitron.hf_writer as hw
 
-def slowly(write):
-    def wrapper(path, entries, **kw):
-        return write(path, [(n, i, (lambda p=p: (time.sleep(0.05), p())[1])) for n, i, p in entries], **kw)
+def slow_progress(write):
+    def wrapper(source, files, on_progress=None, **kw):
+        step = lambda nbytes, tensors: (time.sleep(0.05), on_progress and on_progress(nbytes, tensors))
+        return write(source, files, on_progress=step, **kw)
     return wrapper
 
-ex.write_safetensors = slowly(ex.write_safetensors)
-hw.write_safetensors = slowly(hw.write_safetensors)
+ex.write_rank_files = slow_progress(ex.write_rank_files)
+hw.write_rank_files = slow_progress(hw.write_rank_files)
 extract = tarfile.TarFile._extract_member
 tarfile.TarFile._extract_member = lambda self, *a, **k: (time.sleep(0.1), extract(self, *a, **k))[1]
 from trt_minitron.cli import main

@@ -1,4 +1,5 @@
-"""Export streams: its peak RSS is bounded by the largest tensor, not by the model (>= 1 GB checkpoint)."""
+"""Export streams: its peak RSS is a few row-block buffers, not the largest tensor nor the model (>= 1 GB checkpoint),
+whether bytes pass through unchanged or are cast (bf16 -> float32 upcasts the 268 MB embedding to 537 MB)."""
 
 import json
 import subprocess
@@ -22,7 +23,8 @@ def hwm():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
 base = hwm()
-rc = main(["export", sys.argv[1], "--output", sys.argv[2], "--dtype", "bfloat16", "--tp", sys.argv[3]])
+tp = ["--tp", sys.argv[3]] if sys.argv[5] == "trtllm" else []
+rc = main(["export", sys.argv[1], "--output", sys.argv[2], "--dtype", sys.argv[4], "--format", sys.argv[5], *tp])
 print(json.dumps({"rc": rc, "base": base, "peak": peak_rss_bytes()}))
 """
 
@@ -39,18 +41,21 @@ def big_source(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("tp", ["1", "2"])
-def test_export_peak_rss_is_bounded_by_largest_tensor(big_source, tmp_path, tp):
+@pytest.mark.parametrize("dtype, tp, fmt", [("bfloat16", "1", "trtllm"), ("bfloat16", "2", "trtllm"),
+                                            ("float32", "1", "trtllm"), ("float32", "2", "trtllm"),
+                                            ("float16", "2", "trtllm"), ("float32", "1", "hf")])
+def test_export_peak_rss_is_a_few_buffers_in_every_dtype(big_source, tmp_path, dtype, tp, fmt):
     src = big_source
     size = (src / "model.safetensors").stat().st_size
     assert size > 1e9
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(src), str(tmp_path / "out"), tp],
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(src), str(tmp_path / "out"), tp, dtype, fmt],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["rc"] == 0
     used = report["peak"] - report["base"]
-    # 3x: a tensor read, its cast/sliced copy, and a concatenation (fused QKV) may coexist; plus 64 MiB
-    # for allocator and file-buffer slack. A non-streaming export would need >= the model (1.1 GB).
-    assert used < 3 * LARGEST + 64 * 2**20, f"export used {used / 2**20:.0f} MiB over its baseline"
-    assert used < size / 2
+    print(f"{fmt} {dtype} tp {tp}: {used / 2**20:.0f} MiB over the baseline")
+    # Unchanged rows go file to file; casts, column blocks and +1 go through reused row-block buffers
+    # (8 MiB read, up to 16 MiB converted). Casting the embedding whole would need LARGEST (bf16) plus
+    # 2 x LARGEST (float32) more; a non-streaming export would need the model (1.1 GB).
+    assert used < LARGEST / 2, f"export used {used / 2**20:.0f} MiB over its baseline"

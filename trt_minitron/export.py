@@ -10,19 +10,22 @@ import json
 import resource
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 
 from .archs import get_arch
-from .archs.base import Arch, Out, RankContext
+from .archs.base import Arch, Out, RankContext, Recipe
 from .config import ModelConfig
 from .errors import CheckpointError, ConfigError
+from .layout import Layout
 from .mapping import Mapping
 from .outputs import atomic_output_dir, check_output, write_marker
 from .sources import MetaReader, Source, TensorInfo, open_source
-from .stwriter import write_safetensors
+from .transfer import OutTensor, write_rank_files
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 FORMATS = ("trtllm", "hf")
@@ -46,6 +49,7 @@ class PlannedTensor:
     name: str
     info: TensorInfo
     out: Out
+    layout: Layout | None = None  # None: a rule without a Layout, made in memory by out.produce
 
 
 @dataclass(frozen=True)
@@ -57,15 +61,10 @@ class ExportResult:
     peak_rss_bytes: int
 
 
-class _RecordingReader(MetaReader):
-    def __init__(self, infos: dict[str, TensorInfo]):
-        super().__init__(infos)
-        self.used: set[str] = set()
-
+class _CheckingReader(MetaReader):
     def read(self, name, dim=None, start=0, stop=None):
         if name not in self.infos:
             raise CheckpointError(f"missing tensor {name!r} in the source checkpoint")
-        self.used.add(name)
         return super().read(name, dim, start, stop)
 
 
@@ -92,17 +91,22 @@ def check_source(arch: Arch, source: Source) -> None:
 
 
 def plan_export(source: Source, mapping: Mapping, dtype: str) -> tuple[Arch, dict, list[PlannedTensor]]:
-    """Every output tensor of every rank with its shape and dtype, computed on meta tensors."""
+    """Every output tensor of every rank with its shape and dtype, computed from shapes alone
+    (a rule without a Layout is dry-run on meta tensors instead)."""
     cfg: ModelConfig = source.config
     arch = get_arch(cfg.architecture)
     arch.validate(cfg, mapping)
     check_source(arch, source)
-    reader = _RecordingReader(source.tensors())
+    infos = source.tensors()
     planned = []
     for rank in range(mapping.world_size):
         for out in arch.rank_plan(RankContext(cfg, mapping, rank, DTYPES[dtype])):
-            t = out.produce(reader)
-            planned.append(PlannedTensor(rank, out.name, TensorInfo(tuple(t.shape), t.dtype), out))
+            if isinstance(out.produce, Recipe):
+                layout = out.produce.layout(infos)
+                planned.append(PlannedTensor(rank, out.name, layout.info(infos), out, layout))
+            else:
+                t = out.produce(_CheckingReader(infos))
+                planned.append(PlannedTensor(rank, out.name, TensorInfo(tuple(t.shape), t.dtype), out))
     return arch, arch.trt_config(cfg, dtype, mapping), planned
 
 
@@ -158,13 +162,12 @@ def source_paths(source: Source) -> list[Path]:
 def _write_trtllm(source: Source, trt_config: dict, planned: list[PlannedTensor], mapping: Mapping,
                   tmp: Path) -> tuple[int, int]:
     (tmp / "config.json").write_text(json.dumps(trt_config, indent=2) + "\n")
-    total = sum(p.info.nbytes for p in planned)
-    written = 0
-    with _progress(total) as advance:
-        for rank in range(mapping.world_size):
-            entries = [(p.name, p.info, (lambda o=p.out: o.produce(source))) for p in planned if p.rank == rank]
-            written += write_safetensors(tmp / f"rank{rank}.safetensors", entries,
-                                         on_tensor=lambda _n, nbytes: advance(nbytes))
+    files: dict[Path, list[OutTensor]] = {tmp / f"rank{rank}.safetensors": [] for rank in range(mapping.world_size)}
+    for p in planned:
+        made = None if p.layout is not None else (lambda o=p.out: o.produce(source))
+        files[tmp / f"rank{p.rank}.safetensors"].append(OutTensor(p.name, p.info, p.layout, made))
+    with _progress(sum(p.info.nbytes for p in planned), len(planned)) as advance:
+        written = write_rank_files(source, files, on_progress=advance).bytes
     source.write_tokenizer(tmp)
     return len(planned), written
 
@@ -200,19 +203,29 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux, bytes on macOS
 
 
-def _progress(total: int):
-    from contextlib import contextmanager
+@contextmanager
+def _progress(total_bytes: int, total_tensors: int, console=None) -> Iterator[Callable[[int, int], None]]:
+    """advance(bytes, tensors) for a bar on stderr (bytes, tensors, rate, ETA), drawn only on a terminal;
+    it is removed at the end, leaving the closing line."""
+    if console is None and not sys.stderr.isatty():  # no terminal: no bar, and no rich import (~0.1 s)
+        yield lambda _nbytes, _tensors: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    console = console or Console(stderr=True)
+    with Progress(TextColumn("export"), BarColumn(), DownloadColumn(),
+                  TextColumn("{task.fields[tensors]}/" + str(total_tensors) + " tensors"),
+                  TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as progress:
+        task = progress.add_task("export", total=total_bytes, tensors=0)
+        done = [0]
 
-    @contextmanager
-    def ctx():
-        with Progress(TextColumn("export"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                      transient=True, disable=not sys.stderr.isatty()) as progress:
-            task = progress.add_task("export", total=total)
-            yield lambda n: progress.advance(task, n)
+        def advance(nbytes: int, tensors: int) -> None:
+            done[0] += tensors
+            progress.update(task, advance=nbytes, tensors=done[0])
 
-    return ctx()
+        yield advance
 
 
 def _print_plan(source: Source, trt_config: dict, planned: list[PlannedTensor]) -> None:

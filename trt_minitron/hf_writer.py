@@ -3,7 +3,7 @@ safetensors (+ index) and the tokenizer, one tensor in memory at a time.
 
 Used by `export --format hf`, so a `.nemo` can also go to vLLM or TensorRT-LLM's PyTorch backend.
 Tensors keep their HF names and values (layernorm1p gammas stay zero-centred, as HF Nemotron
-expects); only the dtype changes.
+expects); only the dtype changes, row block by row block (transfer.py), so memory stays a few buffers.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from .archs import get_arch
+from .layout import Block, Layout
 from .sources.base import Source, TensorInfo
-from .stwriter import write_safetensors
+from .transfer import OutTensor, write_rank_files
 
 MAX_SHARD_BYTES = 4 << 30
 
@@ -42,12 +43,15 @@ def write_hf_checkpoint(source: Source, out_dir: Path, dtype: torch.dtype,
     files = (["model.safetensors"] if len(shards) == 1
              else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))])
     weight_map, total = {}, 0
+    plan = {}
     for fname, shard in zip(files, shards):
-        entries = [(n, infos[n], (lambda n=n: source.read(n).to(dtype))) for n in shard]
-        write_safetensors(out_dir / fname, entries)
+        # Whole tensors, cast row block by row block (or moved file to file when the dtype is kept).
+        plan[out_dir / fname] = [OutTensor(n, infos[n], Layout((Block(n, 0, (have[n].shape or (1,))[0]),), dtype))
+                                 for n in shard]
         for n in shard:
             weight_map[n] = fname
             total += infos[n].nbytes
+    write_rank_files(source, plan)
     if len(files) > 1:
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")

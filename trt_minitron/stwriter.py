@@ -1,4 +1,5 @@
 """Streaming safetensors writer: header first, then one tensor at a time, so peak memory is one tensor.
+(Exports write through transfer.py, which uses `header_bytes` and moves bytes without materialising tensors.)
 
 File format (safetensors): 8-byte little-endian header length, JSON header (offsets relative to the
 end of the header, padded with spaces to a multiple of 8), then the raw little-endian tensor bytes.
@@ -6,9 +7,7 @@ end of the header, padded with spaces to a multiple of 8), then the raw little-e
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Callable, Iterable
@@ -23,10 +22,14 @@ ST_DTYPES = {
     torch.float8_e4m3fn: "F8_E4M3",  # quantized checkpoints (FP8 weights and activations)
 }
 
+PAGE = 4096  # copy_file_range runs at full speed only between page-congruent offsets
 Entry = tuple[str, TensorInfo, Callable[[], "torch.Tensor | RowStream"]]
 
 
-def header_bytes(entries: Iterable[tuple[str, TensorInfo]], metadata: dict | None = None) -> bytes:
+def header_bytes(entries: Iterable[tuple[str, TensorInfo]], metadata: dict | None = None,
+                 start_residue: int | None = None) -> bytes:
+    """Length prefix + JSON header, tensors contiguous in `entries` order, padded with spaces to a multiple
+    of 8; with `start_residue` (a multiple of 8), padded further so the data starts at that offset mod PAGE."""
     header: dict = {"__metadata__": metadata or {"format": "pt"}}
     offset = 0
     for name, info in entries:
@@ -35,31 +38,9 @@ def header_bytes(entries: Iterable[tuple[str, TensorInfo]], metadata: dict | Non
         offset += info.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
+    if start_residue is not None:
+        raw += b" " * ((start_residue - 8 - len(raw)) % PAGE)
     return struct.pack("<Q", len(raw)) + raw
-
-
-def _copy_range(stream: RowStream, f, nbytes: int) -> int:
-    if stream.file_range is not None and hasattr(os, "copy_file_range"):
-        path, offset = stream.file_range
-        f.flush()
-        done = 0
-        try:
-            with open(path, "rb") as src:
-                while done < nbytes:
-                    n = os.copy_file_range(src.fileno(), f.fileno(), nbytes - done, offset + done)
-                    if n == 0:
-                        raise RuntimeError(f"{path}: unexpected end of file at byte {offset + done}")
-                    done += n
-            return done
-        except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL) or done:
-                raise
-            # Other filesystem or no kernel support, before any byte moved: copy through user space.
-    n = 0
-    for chunk in stream.chunks():
-        f.write(chunk)
-        n += len(chunk)
-    return n
 
 
 def write_safetensors(path: Path, entries: list[Entry], on_tensor: Callable[[str, int], None] | None = None,
@@ -77,8 +58,11 @@ def write_safetensors(path: Path, entries: list[Entry], on_tensor: Callable[[str
             t = produce()
             if tuple(t.shape) != info.shape or t.dtype != info.dtype:
                 raise RuntimeError(f"{name}: produced {t.dtype}{list(t.shape)}, planned {info.dtype}{list(info.shape)}")
-            if isinstance(t, RowStream):  # unchanged bytes: file to file, in the kernel where it can
-                n = _copy_range(t, f, info.nbytes)
+            if isinstance(t, RowStream):  # unchanged rows, chunk by chunk
+                n = 0
+                for chunk in t.chunks():
+                    f.write(chunk)
+                    n += len(chunk)
             else:
                 data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
                 f.write(memoryview(data))

@@ -2,6 +2,8 @@
 
 A rule is a function of the rank context returning `produce(reader) -> Tensor`; the reader is a
 checkpoint Source (real data) or a MetaReader (dry run), so the same code yields shapes and data.
+The rules here return a Recipe, whose Layout (which source rows, what cast) export uses to plan by
+arithmetic and to write without materialising the tensor (layout.py, transfer.py).
 Split conventions follow TensorRT-LLM: ColumnLinear (qkv, fc, gate, lm_head) splits dim 0,
 RowLinear (dense, proj) splits dim 1, norms and the (non-parallel) embedding are replicated.
 """
@@ -10,20 +12,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Protocol
+from typing import Mapping as Mapping_
 
 import torch
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from ..layout import Block, Layout, materialize
 from ..mapping import Mapping
-from ..sources.base import RowStream
+from ..sources.base import MetaReader, RowStream, TensorInfo
 
 
 class Reader(Protocol):
     def read(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor: ...
-
-
-Produce = Callable[[Reader], "torch.Tensor | RowStream"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,24 @@ class RankContext:
         return self.mapping.tp_rank(self.rank)
 
 
+class Recipe:
+    """A rule's output for one rank: `layout(shapes)` says which source rows make the tensor, so export
+    plans on shapes alone and writes without materialising it; calling it with a reader returns the
+    tensor itself (a meta tensor for a MetaReader), which is the `produce(reader)` contract."""
+
+    def __init__(self, layout: Callable[[Mapping_[str, TensorInfo]], Layout]):
+        self.layout = layout
+
+    def __call__(self, reader: Reader) -> torch.Tensor:
+        infos = _infos(reader)
+        layout = self.layout(infos)
+        if isinstance(reader, MetaReader):
+            info = layout.info(infos)
+            return torch.empty(info.shape, dtype=info.dtype, device="meta")
+        return materialize(layout, reader)
+
+
+Produce = Callable[[Reader], "torch.Tensor | RowStream"]  # a Recipe, or any function of a reader
 Rule = Callable[[RankContext, str], Produce]  # (context, HF layer prefix "model.layers.3.") -> produce
 
 
@@ -51,48 +70,40 @@ class Out:
     produce: Produce
 
 
-def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return t.to(dtype).contiguous()
+def _infos(r: Reader) -> Mapping_[str, TensorInfo]:
+    infos = getattr(r, "infos", None)
+    return infos if infos is not None else r.tensors()  # type: ignore[attr-defined]
 
 
-def _rows(r: Reader, name: str, start: int, stop: int, dtype: torch.dtype) -> torch.Tensor | RowStream:
-    """Rows [start:stop] in `dtype`: streamed file to file when the source already stores them so."""
-    stream_rows = getattr(r, "stream_rows", None)  # real sources that can; never the dry-run reader
-    if stream_rows is not None:
-        stream = stream_rows(name, start, stop)
-        if stream is not None and stream.dtype == dtype:
-            return stream
-    return _cast(r.read(name, 0, start, stop), dtype)
+def _shape(shapes: Mapping_[str, TensorInfo], name: str) -> tuple[int, ...]:
+    # A missing tensor gets an empty shape here; Layout.info then names it.
+    return (shapes[name].shape or (1,)) if name in shapes else (0, 0)
+
+
+def _all_rows(shapes: Mapping_[str, TensorInfo], name: str) -> Block:
+    return Block(name, 0, _shape(shapes, name)[0])
 
 
 def copy(hf: str) -> Rule:
-    def rule(ctx: RankContext, pre: str) -> Produce:
-        def produce(r: Reader):
-            shape = _shape(r, pre + hf)
-            if len(shape) == 2:  # matrices (embedding) may stream; 1-D norms are read
-                return _rows(r, pre + hf, 0, shape[0], ctx.dtype)
-            return _cast(r.read(pre + hf), ctx.dtype)
-
-        return produce
-
-    return rule
+    """Replicated tensor (norm, embedding), cast to the export dtype."""
+    return lambda ctx, pre: Recipe(lambda shapes: Layout((_all_rows(shapes, pre + hf),), ctx.dtype))
 
 
 def plus_one(hf: str) -> Rule:
     """Zero-centred layernorm1p gamma folded to a plain LayerNorm weight: (gamma + 1) in float32, then cast."""
-    return lambda ctx, pre: lambda r: _cast(r.read(pre + hf).float() + 1.0, ctx.dtype)
+    return lambda ctx, pre: Recipe(lambda shapes: Layout((_all_rows(shapes, pre + hf),), ctx.dtype, plus_one=True))
 
 
 def split_rows(hf: str) -> Rule:
     """ColumnLinear weight: this rank's contiguous block of output rows."""
 
-    def rule(ctx: RankContext, pre: str) -> Produce:
-        def produce(r: Reader) -> torch.Tensor:
+    def rule(ctx: RankContext, pre: str) -> Recipe:
+        def layout(shapes: Mapping_[str, TensorInfo]) -> Layout:
             # Block size from the tensor itself: the reader knows shapes without reading data.
-            per = _shape(r, pre + hf)[0] // ctx.tp
-            return _rows(r, pre + hf, ctx.tp_rank * per, (ctx.tp_rank + 1) * per, ctx.dtype)
+            per = _shape(shapes, pre + hf)[0] // ctx.tp
+            return Layout((Block(pre + hf, ctx.tp_rank * per, (ctx.tp_rank + 1) * per),), ctx.dtype)
 
-        return produce
+        return Recipe(layout)
 
     return rule
 
@@ -100,12 +111,14 @@ def split_rows(hf: str) -> Rule:
 def split_cols(hf: str) -> Rule:
     """RowLinear weight: this rank's contiguous block of input columns."""
 
-    def rule(ctx: RankContext, pre: str) -> Produce:
-        def produce(r: Reader) -> torch.Tensor:
-            per = _shape(r, pre + hf)[1] // ctx.tp
-            return _cast(r.read(pre + hf, 1, ctx.tp_rank * per, (ctx.tp_rank + 1) * per), ctx.dtype)
+    def rule(ctx: RankContext, pre: str) -> Recipe:
+        def layout(shapes: Mapping_[str, TensorInfo]) -> Layout:
+            rows, cols = (*_shape(shapes, pre + hf), 0)[:2]
+            per = cols // ctx.tp
+            span = (ctx.tp_rank * per, (ctx.tp_rank + 1) * per) if ctx.tp > 1 else None  # tp 1: whole rows
+            return Layout((Block(pre + hf, 0, rows, span),), ctx.dtype)
 
-        return produce
+        return Recipe(layout)
 
     return rule
 
@@ -114,7 +127,7 @@ def fused_qkv(q: str, k: str, v: str) -> Rule:
     """[Q_rank; K_rank; V_rank]: query heads split by rank; KV heads split, or repeated when tp > kv heads
     (TensorRT-LLM dup_kv_weight: each KV head repeated tp/kv times consecutively, then chunked)."""
 
-    def rule(ctx: RankContext, pre: str) -> Produce:
+    def rule(ctx: RankContext, pre: str) -> Recipe:
         cfg, d = ctx.cfg, ctx.cfg.head_dim
         q_per = cfg.num_attention_heads // ctx.tp
         g = cfg.num_key_value_heads
@@ -122,16 +135,10 @@ def fused_qkv(q: str, k: str, v: str) -> Rule:
             kv_first, kv_count = ctx.tp_rank * (g // ctx.tp), g // ctx.tp
         else:
             kv_first, kv_count = ctx.tp_rank // (ctx.tp // g), 1
-
-        def produce(r: Reader) -> torch.Tensor:
-            parts = [
-                r.read(pre + q, 0, ctx.tp_rank * q_per * d, (ctx.tp_rank + 1) * q_per * d),
-                r.read(pre + k, 0, kv_first * d, (kv_first + kv_count) * d),
-                r.read(pre + v, 0, kv_first * d, (kv_first + kv_count) * d),
-            ]
-            return _cast(torch.cat(parts, dim=0), ctx.dtype)
-
-        return produce
+        blocks = (Block(pre + q, ctx.tp_rank * q_per * d, (ctx.tp_rank + 1) * q_per * d),
+                  Block(pre + k, kv_first * d, (kv_first + kv_count) * d),
+                  Block(pre + v, kv_first * d, (kv_first + kv_count) * d))
+        return Recipe(lambda _shapes: Layout(blocks, ctx.dtype))
 
     return rule
 
@@ -139,30 +146,13 @@ def fused_qkv(q: str, k: str, v: str) -> Rule:
 def lm_head(hf: str) -> Rule:
     """Vocab rows padded with zeros to a multiple of tp (TensorRT-LLM pad_vocab_size), then split."""
 
-    def rule(ctx: RankContext, pre: str) -> Produce:
+    def rule(ctx: RankContext, pre: str) -> Recipe:
         vocab = ctx.cfg.vocab_size
         per = -(-vocab // ctx.tp)
         start, stop = ctx.tp_rank * per, min((ctx.tp_rank + 1) * per, vocab)
-
-        def produce(r: Reader):
-            if stop - start == per:
-                return _rows(r, hf, start, stop, ctx.dtype)
-            rows = r.read(hf, 0, start, stop)
-            if stop - start < per:
-                pad = torch.zeros((per - (stop - start), rows.shape[1]), dtype=rows.dtype, device=rows.device)
-                rows = torch.cat([rows, pad], dim=0)
-            return _cast(rows, ctx.dtype)
-
-        return produce
+        return Recipe(lambda _shapes: Layout((Block(hf, start, stop),), ctx.dtype, pad_rows=per - (stop - start)))
 
     return rule
-
-
-def _shape(r: Reader, name: str) -> tuple[int, ...]:
-    infos = getattr(r, "infos", None)
-    if infos is not None:
-        return infos[name].shape
-    return r.tensors()[name].shape  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)

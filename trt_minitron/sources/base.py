@@ -30,13 +30,16 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class RowStream:
-    """Rows of a stored tensor passed through unchanged, as byte chunks of one reused buffer: the writer
-    copies file to file without materialising the tensor (each chunk must be consumed before the next)."""
+    """Rows of a stored tensor as byte chunks of one reused buffer (each chunk must be consumed before the
+    next); `file_range` says where they lie in a file, so the export writer (transfer.py) can copy them
+    file to file or read them in row blocks without asking the source again."""
 
     shape: tuple[int, ...]
     dtype: torch.dtype
     chunks: Callable[[], Iterator[memoryview]]
-    file_range: tuple[Path, int] | None = None  # (file, byte offset) when the rows lie contiguous in a file
+    # (file, byte offset) only when these rows lie in that file contiguous, row-major, in `dtype`, byte for
+    # byte what read() returns (no permutation, no quantization): export then copies them file to file.
+    file_range: tuple[Path, int] | None = None
 
 
 class Source(Protocol):
