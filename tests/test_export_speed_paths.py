@@ -25,7 +25,7 @@ from trt_minitron.export import ExportOptions, _progress, plan_export, run_expor
 from trt_minitron.mapping import Mapping
 from trt_minitron.sources import open_source
 from trt_minitron.sources.base import TensorInfo
-from trt_minitron.sources.hf import InMemorySource
+from trt_minitron.sources.gguf_transformers import InMemorySource
 from trt_minitron.stwriter import header_bytes
 from trt_minitron.synthetic import write_synthetic_hf
 
