@@ -1,5 +1,6 @@
 """Shared fixtures."""
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,3 +21,24 @@ def fake_trtllm_path(monkeypatch):
     monkeypatch.syspath_prepend(str(FAKES))
     yield FAKES
     _drop_tensorrt_llm()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_tmp_cleanup(request, tmp_path_factory):
+    """Remove what a test module left under pytest's base temp folder once the module passed.
+
+    Exports of SmolLM2 are ~0.5 GB each; kept for every module they fill a small CI disk. A module with a
+    failure keeps its folders for inspection (tmp_path folders of passing tests go per test:
+    tmp_path_retention_policy = "failed" in pyproject.toml).
+    """
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed_before = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed_before:
+        return
+    for entry in set(base.iterdir()) - before:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from typing import Iterator
 import torch
 
 from ..archs import get_arch
-from ..archs.base import RankContext
+from ..archs.base import RankContext, Recipe
 from ..config import ModelConfig, load_json
 from ..errors import CheckpointError
 from ..mapping import Mapping as TPMapping
@@ -108,8 +108,13 @@ def hf_modules(cfg: ModelConfig, layer: int, trt_name: str) -> list[str]:
     arch = get_arch(cfg.architecture)
     rec = _Recorder({n: TensorInfo(s, torch.float32) for n, s in arch.hf_tensors(cfg).items()})
     ctx = RankContext(cfg, TPMapping(1, 1), 0, torch.float32)
-    arch.per_layer[f"{trt_name}.weight"](ctx, f"model.layers.{layer}.")(rec)
-    return [n.removesuffix(".weight") for n in rec.names]
+    produce = arch.per_layer[f"{trt_name}.weight"](ctx, f"model.layers.{layer}.")
+    if isinstance(produce, Recipe):  # a layout names its source blocks without reading them
+        names = list(dict.fromkeys(b.name for b in produce.layout(rec.infos).blocks))
+    else:
+        produce(rec)
+        names = rec.names
+    return [n.removesuffix(".weight") for n in names]
 
 
 @contextmanager
