@@ -14,7 +14,7 @@ from typing import Mapping
 
 import torch
 
-from .sources.base import TensorInfo
+from .tensors import TensorInfo
 
 
 @dataclass(frozen=True)

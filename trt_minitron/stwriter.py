@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from .sources.base import RowStream, TensorInfo
+from .tensors import RowStream, TensorInfo
 
 ST_DTYPES = {
     torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",

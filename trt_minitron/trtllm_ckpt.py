@@ -8,17 +8,14 @@ from pathlib import Path
 
 import torch
 
-from .archs import get_arch
+from .archs import arch_for_trt, get_arch
 from .archs.base import RankContext
 from .config import ModelConfig, RopeScaling, load_json
 from .errors import CheckpointError, ConfigError
 from .mapping import Mapping
-from .sources.base import MetaReader, TensorInfo
+from .tensors import MetaReader, TensorInfo
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# TensorRT-LLM architecture names -> the HF architecture whose rules produced them.
-TRT_TO_HF = {"LlamaForCausalLM": "LlamaForCausalLM", "GPTForCausalLM": "NemotronForCausalLM",
-             "NemotronForCausalLM": "NemotronForCausalLM"}
 
 
 @dataclass(frozen=True)
@@ -51,14 +48,24 @@ def read_checkpoint(path: str | Path) -> TrtCheckpoint:
     if not cfg_path.is_file():
         raise ConfigError(f"{path} is not a TensorRT-LLM checkpoint: no config.json")
     raw = load_json(cfg_path)
+    other = folder_kind(raw)
+    if other is not None:
+        raise ConfigError(f"{path} is {other}, not a TensorRT-LLM checkpoint; make one with `trt-minitron export`")
     return TrtCheckpoint(path, raw, *model_config_from_trt(raw, str(cfg_path)))
+
+
+def folder_kind(config: dict) -> str | None:
+    """What a folder whose config.json is `config` holds when it is not a TensorRT-LLM checkpoint, else None."""
+    if "pretrained_config" in config and "build_config" in config:
+        return "a TensorRT-LLM engine folder"
+    if "architecture" not in config and ("architectures" in config or "model_type" in config):
+        return "a Hugging Face model"
+    return None
 
 
 def model_config_from_trt(d: dict, where: str = "config.json") -> tuple[ModelConfig, Mapping, str]:
     """Inverse of Arch.trt_config for the architectures trt-minitron writes."""
-    arch = d.get("architecture")
-    if arch not in TRT_TO_HF:
-        raise ConfigError(f"unsupported architecture {arch!r} in {where}; supported: {', '.join(TRT_TO_HF)}")
+    arch = arch_for_trt(d.get("architecture"), where)
     dtype = d.get("dtype")
     if dtype not in DTYPES:
         raise ConfigError(f"unsupported dtype {dtype!r} in {where}; supported: {', '.join(DTYPES)}")
@@ -76,9 +83,8 @@ def model_config_from_trt(d: dict, where: str = "config.json") -> tuple[ModelCon
                                   high_freq_factor=float(rs.get("high_freq_factor", 4.0)),
                                   original_max_position_embeddings=int(
                                       rs.get("original_max_position_embeddings", 8192)))
-        hf_arch = TRT_TO_HF[arch]
         model = ModelConfig(
-            architecture=hf_arch,
+            architecture=arch.hf_architecture,
             vocab_size=int(d["vocab_size"]),
             hidden_size=hidden,
             intermediate_size=int(d.get("intermediate_size") or 4 * hidden),
@@ -86,11 +92,11 @@ def model_config_from_trt(d: dict, where: str = "config.json") -> tuple[ModelCon
             num_attention_heads=heads,
             num_key_value_heads=int(d.get("num_key_value_heads") or heads),
             head_dim=int(d.get("head_size") or hidden // heads),
-            hidden_act="silu" if hf_arch == "LlamaForCausalLM" else "relu2",
+            hidden_act=arch.hidden_acts[0],
             norm_eps=float(d.get("norm_epsilon", 1e-5)),
             max_position_embeddings=int(d.get("max_position_embeddings") or 2048),
             rope_theta=float(d.get("rotary_base", 10000.0)),
-            partial_rotary_factor=float(d.get("rotary_pct", 1.0)),
+            partial_rotary_factor=float(d.get("rotary_pct", 1.0)) if arch.partial_rotary else 1.0,
             rope_scaling=scaling,
             tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
         )
