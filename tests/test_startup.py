@@ -44,3 +44,17 @@ def test_export_flags_default_to_the_options_class():
     for f in dataclasses.fields(ExportOptions):
         if f.name in defaults and f.default is not dataclasses.MISSING:
             assert defaults[f.name] == f.default, f.name
+
+
+def test_build_dry_run_plans_from_headers_without_torch(tmp_path):
+    from test_build import TINY, write_checkpoint
+
+    ckpt = write_checkpoint(tmp_path / "ckpt", TINY)  # config.json + real rank files
+    code = ("import json, sys\nfrom trt_minitron.cli import main\n"
+            "rc = main(['build', %r, '--dry-run', '--gpu-memory', '80'])\n"
+            "print(json.dumps([rc, sorted(m for m in %r if m in sys.modules)]), file=sys.stderr)") % (str(ckpt), HEAVY)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    rc, loaded = json.loads(run.stderr.strip().splitlines()[-1])
+    plan = json.loads(run.stdout)
+    assert rc == 0 and loaded == [] and plan["plan"]["weight_bytes_source"] == "rank files"
+    assert plan["plan"]["weight_bytes_per_rank"] > 0

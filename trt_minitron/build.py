@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
-import struct
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -29,12 +29,10 @@ from .archs import get_arch
 from .errors import ConfigError, MissingDependencyError
 from .options import BuildOptions
 from .plan import DEFAULT_GPU_MEMORY, GIB, MemoryPlan, PlanRequest, make_plan
+from .stheader import read_header
 from .trtllm_ckpt import TrtCheckpoint, check_rank_files, read_checkpoint
 
 MANIFEST = outputs.ENGINE_MANIFEST
-# Copied from the checkpoint so an engine folder is self-contained for generate/summarize.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-                   "chat_template.jinja", "generation_config.json")
 DOCKER_HINT = ("docker build -f docker/Dockerfile --target build -t trt-minitron:build . && "
                "docker run --gpus all ... trt-minitron:build build ...")
 
@@ -79,10 +77,7 @@ class CheckedCheckpoint:
 
 def rank_file_data_bytes(path: Path) -> int:
     """Tensor bytes in a safetensors file, from its header alone."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    return max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    return read_header(path).data_bytes
 
 
 def inspect_checkpoint(path: Path, *, require_rank_files: bool) -> CheckedCheckpoint:
@@ -95,7 +90,7 @@ def inspect_checkpoint(path: Path, *, require_rank_files: bool) -> CheckedCheckp
         check_rank_files(ckpt)
         weights = max(rank_file_data_bytes(ckpt.rank_file(r)) for r in range(ckpt.mapping.world_size))
         return CheckedCheckpoint(ckpt, True, weights, "rank files")
-    weights = max(sum(t.nbytes for t in ckpt.expected_tensors(r).values())
+    weights = max(sum(math.prod(s) for s in ckpt.expected_shapes(r).values()) * ckpt.dtype_bytes
                   for r in range(ckpt.mapping.world_size))
     return CheckedCheckpoint(ckpt, False, weights, "expected tensors (config-only checkpoint)")
 
@@ -194,7 +189,7 @@ def build(opts: BuildOptions) -> Path:
 
     with outputs.atomic_output_dir(out, overwrite=opts.overwrite, protect=[opts.checkpoint]) as tmp:
         seconds = _build_all(str(checked.ckpt.path), checked.ckpt.mapping.world_size, bc, str(tmp), opts.workers)
-        for name in TOKENIZER_FILES:
+        for name in outputs.TOKENIZER_FILES:
             if (checked.ckpt.path / name).is_file():
                 shutil.copy2(checked.ckpt.path / name, tmp / name)
         manifest = {

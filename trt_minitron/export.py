@@ -20,6 +20,7 @@ import torch
 from .archs import get_arch
 from .archs.base import Arch, Out, RankContext, Recipe
 from .config import ModelConfig
+from .dtypes import CHECKPOINT_DTYPES, torch_dtype
 from .errors import CheckpointError, ConfigError
 from .layout import Layout
 from .mapping import Mapping
@@ -29,7 +30,7 @@ from .outputs import atomic_output_dir, check_output, write_marker
 from .sources import MetaReader, Source, TensorInfo, open_source
 from .transfer import OutTensor, write_rank_files
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPES = {name: torch_dtype(name) for name in CHECKPOINT_DTYPES}
 @dataclass(frozen=True)
 class PlannedTensor:
     rank: int

@@ -25,9 +25,9 @@ from pathlib import Path
 from ..config import load_json
 from ..errors import ConfigError, MissingDependencyError
 from ..options import ServeOptions
+from ..outputs import TOKENIZER_CORE
 
 MANIFEST = "trt_minitron_manifest.json"  # written by build.py
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TRTLLM_HINT = ("trtllm-serve (TensorRT-LLM) is not installed here; use the image: docker build -f docker/Dockerfile "
                "--target serve -t trt-minitron:serve . && docker run --gpus all -p 8000:8000 -v $PWD/engines:/engines "
@@ -103,7 +103,7 @@ def read_engine(path: Path) -> EngineInfo:
 
 
 def _has_tokenizer(folder: Path) -> bool:
-    return any((folder / f).is_file() for f in TOKENIZER_FILES)
+    return any((folder / f).is_file() for f in TOKENIZER_CORE)
 
 
 def _engine_tokenizer(path: Path) -> Path | None:
