@@ -14,7 +14,7 @@ from unittest import mock
 
 from safetensors.torch import load_file, save_file
 
-from trt_minitron.archs.base import copy
+from trt_minitron.archs.base import copy, function_rule
 from trt_minitron.archs.nemotron import Nemotron
 from trt_minitron.export import ExportOptions, run_export
 
@@ -76,7 +76,8 @@ def drop_plus_one(src, out, dtype, other):  # layernorm1p gamma copied as stored
 
 def double_plus_one(src, out, dtype, other):  # +1 folded by the converter and again by the runtime
     def plus_two(hf):
-        return lambda ctx, pre: lambda r: (r.read(pre + hf).float() + 2.0).to(ctx.dtype).contiguous()
+        return function_rule(lambda ctx, pre: lambda r: (r.read(pre + hf).float() + 2.0).to(ctx.dtype).contiguous(),
+                             (hf,))
     _export_with_norm_rule(src, out, dtype, plus_two)
 
 

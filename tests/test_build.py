@@ -184,7 +184,10 @@ def test_without_cuda_names_docker_target(tmp_path, capsys, fake_trtllm, monkeyp
 
 def test_build_call_sequence_on_fake_trtllm(tmp_path, capsys, fake_trtllm):
     ckpt = write_checkpoint(tmp_path / "ckpt", tp=2)
-    (ckpt / "tokenizer.json").write_text("{}")
+    tokenizer = ["added_tokens.json", "merges.txt", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
+                 "vocab.json"]  # a BPE tokenizer's files: an engine folder must carry every one
+    for name in tokenizer:
+        (ckpt / name).write_text("{}")
     out = tmp_path / "engines" / "tiny"
     code, _, err = run_cli(capsys, ckpt, "--output", out, "--max-seq-len", "512", "--max-input-len", "256",
                            "--max-num-tokens", "1024", "--gpu-memory", "8")
@@ -204,8 +207,8 @@ def test_build_call_sequence_on_fake_trtllm(tmp_path, capsys, fake_trtllm):
     assert (pc["gpt_attention_plugin"], pc["gemm_plugin"], pc["context_fmha"], pc["paged_kv_cache"],
             pc["remove_input_padding"]) == ("auto", "auto", True, True, True)
 
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "rank0.engine", "rank1.engine",
-                                                     "tokenizer.json", "trt_minitron_manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["config.json", "rank0.engine", "rank1.engine", *tokenizer,
+                                                            "trt_minitron_manifest.json"])
     engine_cfg = json.loads((out / "config.json").read_text())
     assert engine_cfg["pretrained_config"]["architecture"] == "LlamaForCausalLM"
     assert engine_cfg["build_config"]["plugin_config"]["gpt_attention_plugin"] == "bfloat16"  # auto -> model dtype

@@ -51,7 +51,7 @@ def test_kv_channels_is_read_when_head_dim_is_absent():
     ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "unsupported rope scaling type 'yarn'"),
     ({"hidden_act": "gelu"}, "unsupported hidden_act 'gelu'"),
     ({"attention_bias": True}, "attention_bias=true"),
-    ({"architectures": ["MistralForCausalLM"]}, "unsupported architecture"),
+    ({"architectures": ["Qwen2ForCausalLM"]}, "unsupported architecture"),
 ])
 def test_unsupported_maths_is_refused(change, message):
     with pytest.raises(ConfigError, match=message):

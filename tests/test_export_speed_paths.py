@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 import trt_minitron.export as export_mod
 from trt_minitron import transfer
+from trt_minitron.archs.base import function_rule
 from trt_minitron.archs.llama import Llama
 from trt_minitron.export import ExportOptions, _progress, plan_export, run_export
 from trt_minitron.mapping import Mapping
@@ -181,7 +182,7 @@ def test_a_rule_without_a_layout_is_made_in_memory(sources, tmp_path, monkeypatc
     run_export(ExportOptions(src=str(src), output=tmp_path / "ref", dtype="float16", tp=2))
     plain = lambda ctx, pre: lambda r: r.read(pre + "mlp.down_proj.weight", 1, ctx.tp_rank * 48,
                                               (ctx.tp_rank + 1) * 48).to(ctx.dtype)
-    monkeypatch.setitem(Llama.per_layer, "mlp.proj.weight", plain)
+    monkeypatch.setitem(Llama.per_layer, "mlp.proj.weight", function_rule(plain, ("mlp.down_proj.weight",)))
     run_export(ExportOptions(src=str(src), output=tmp_path / "plain", dtype="float16", tp=2))
     for r in range(2):
         a, b = (load_file(tmp_path / d / f"rank{r}.safetensors") for d in ("ref", "plain"))

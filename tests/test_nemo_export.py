@@ -97,10 +97,11 @@ def test_format_hf_reproduces_the_original_hf_model(hf, tmp_path, name, layout):
 
 
 def test_format_hf_shards(hf, tmp_path):
+    from trt_minitron.archs import hf_tensor_shapes
     from trt_minitron.hf_writer import write_hf_checkpoint
     from trt_minitron.sources.nemo import open_nemo
 
-    src = open_nemo(build_nemo(hf["nemotron16"], tmp_path / "m.nemo", "zarr", dtype=torch.bfloat16))
+    src = open_nemo(build_nemo(hf["nemotron16"], tmp_path / "m.nemo", "zarr", dtype=torch.bfloat16), hf_tensor_shapes)
     out = tmp_path / "o"
     out.mkdir()
     write_hf_checkpoint(src, out, torch.bfloat16, max_shard_bytes=100_000)

@@ -9,6 +9,7 @@ import yaml
 from nemo_fixtures import SP_NAME, build_nemo, cast_hf, hf_model, merge_qkv, sentencepiece_model
 from tiny import make_tiny_llama, make_tiny_nemotron
 
+from trt_minitron.archs import hf_tensor_shapes
 from trt_minitron.errors import CheckpointError, ConfigError
 from trt_minitron.sources import open_source
 from trt_minitron.sources.nemo import is_nemo, open_nemo
@@ -39,7 +40,7 @@ def hf(tmp_path_factory):
 def test_every_layout_reads_back_the_hf_tensors_exactly(hf, tmp_path, name, layout, tp, pp, archive):
     nemo = build_nemo(hf[name], tmp_path / "m.nemo", layout, tp=tp, pp=pp, archive=archive)
     _, ref = hf_model(hf[name])
-    with_open = open_nemo(nemo)
+    with_open = open_nemo(nemo, hf_tensor_shapes)
     try:
         infos = with_open.tensors()
         assert sorted(infos) == sorted(ref)
@@ -55,7 +56,7 @@ def test_every_layout_reads_back_the_hf_tensors_exactly(hf, tmp_path, name, layo
 
 
 def test_config_comes_from_model_config_yaml(hf, tmp_path):
-    src = open_nemo(build_nemo(hf["nemotron"], tmp_path / "m.nemo", "zarr"))
+    src = open_nemo(build_nemo(hf["nemotron"], tmp_path / "m.nemo", "zarr"), hf_tensor_shapes)
     ref = open_source(str(hf["nemotron"])).config
     c = src.config
     for f in ("architecture", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -65,7 +66,7 @@ def test_config_comes_from_model_config_yaml(hf, tmp_path):
     assert c.head_dim == 24 != c.hidden_size // c.num_attention_heads
     assert (c.bos_token_id, c.eos_token_id) == (1, 2)  # read from the SentencePiece model
     assert "zarr" in src.description
-    llama = open_nemo(build_nemo(hf["llama"], tmp_path / "l.nemo", "ckpt")).config
+    llama = open_nemo(build_nemo(hf["llama"], tmp_path / "l.nemo", "ckpt"), hf_tensor_shapes).config
     assert llama.rope_scaling == open_source(str(hf["llama"])).config.rope_scaling
     assert llama.rope_scaling.rope_type == "llama3" and llama.rope_scaling.original_max_position_embeddings == 32
 
@@ -74,7 +75,7 @@ def test_vocab_padding_is_trimmed_to_the_tokenizer(hf, tmp_path):
     nemo = build_nemo(hf["nemotron"], tmp_path / "m", "zarr", archive="folder")
     arr = json.loads((nemo / "model_weights/model.embedding.word_embeddings.weight/.zarray").read_text())
     assert arr["shape"][0] == 256  # 250 padded to a multiple of 128
-    src = open_nemo(nemo)
+    src = open_nemo(nemo, hf_tensor_shapes)
     assert src.config.vocab_size == 250 and src.tensors()["model.embed_tokens.weight"].shape == (250, 64)
     assert src.read("lm_head.weight").shape == (250, 64)
 
@@ -82,7 +83,7 @@ def test_vocab_padding_is_trimmed_to_the_tokenizer(hf, tmp_path):
 def test_tokenizer_written_for_trtllm_and_transformers(hf, tmp_path):
     from transformers import AutoTokenizer
 
-    src = open_nemo(build_nemo(hf["nemotron"], tmp_path / "m.nemo", "torch_dist"))
+    src = open_nemo(build_nemo(hf["nemotron"], tmp_path / "m.nemo", "torch_dist"), hf_tensor_shapes)
     out = tmp_path / "tok"
     out.mkdir()
     assert src.write_tokenizer(out) == ["tokenizer.model", "tokenizer_config.json"]
@@ -103,7 +104,7 @@ def test_torch_dist_metadata_with_megatron_classes_reads_without_megatron(hf, tm
     raw = (nemo / "model_weights/.metadata").read_bytes()
     assert b"megatron.core.dist_checkpointing.strategies.torch" in raw and b"MCoreMetadata" in raw
     assert "megatron" not in sys.modules
-    src = open_nemo(nemo)
+    src = open_nemo(nemo, hf_tensor_shapes)
     _, ref = hf_model(hf["nemotron"])
     assert torch.equal(src.read("model.layers.3.mlp.up_proj.weight"), ref["model.layers.3.mlp.up_proj.weight"])
     assert "megatron" not in sys.modules
@@ -120,12 +121,12 @@ def test_torch_dist_metadata_with_other_globals_is_refused(hf, tmp_path):
 
     (nemo / "model_weights/.metadata").write_bytes(pickle.dumps(Evil()))
     with pytest.raises(CheckpointError, match="builtins.eval is not allowed"):
-        open_nemo(nemo)
+        open_nemo(nemo, hf_tensor_shapes)
 
 
 def test_reading_one_layer_reads_only_its_chunks(hf, tmp_path, monkeypatch):
     nemo = build_nemo(hf["nemotron"], tmp_path / "m", "zarr", archive="folder")
-    src = open_nemo(nemo)
+    src = open_nemo(nemo, hf_tensor_shapes)
     seen = []
     real = ZarrStore._chunk
     monkeypatch.setattr(ZarrStore, "_chunk", lambda self, key, a, coord: seen.append((key, coord)) or
@@ -143,7 +144,7 @@ def test_bf16_zarr_and_torch_dist(hf, tmp_path):
     _, ref = hf_model(hf16)
     for layout in ("zarr", "torch_dist"):
         nemo = build_nemo(hf16, tmp_path / f"{layout}.nemo", layout)
-        src = open_nemo(nemo)
+        src = open_nemo(nemo, hf_tensor_shapes)
         assert src.config.torch_dtype == "bfloat16"
         for n, t in ref.items():
             assert t.dtype == torch.bfloat16 and torch.equal(src.read(n), t), (layout, n)
@@ -155,7 +156,7 @@ def test_bf16_zarr_and_torch_dist(hf, tmp_path):
 def test_local_spec_layernorm_names(hf, tmp_path):
     nemo = build_nemo(hf["nemotron"], tmp_path / "m.nemo", "ckpt", te=False)
     _, ref = hf_model(hf["nemotron"])
-    src = open_nemo(nemo)
+    src = open_nemo(nemo, hf_tensor_shapes)
     for n in ("model.layers.0.input_layernorm.bias", "model.layers.3.post_attention_layernorm.weight"):
         assert torch.equal(src.read(n), ref[n])
 
@@ -229,15 +230,15 @@ def test_model_config_values_and_defaults():
 def test_tokenizer_found_under_tokenizer_model_key_and_by_glob(hf, tmp_path):
     nemo = build_nemo(hf["nemotron"], tmp_path / "a", "ckpt", archive="folder",
                       yaml_overrides={"tokenizer": {"library": "sentencepiece", "tokenizer_model": f"nemo:{SP_NAME}"}})
-    assert open_nemo(nemo).config.bos_token_id == 1
+    assert open_nemo(nemo, hf_tensor_shapes).config.bos_token_id == 1
     nemo = build_nemo(hf["nemotron"], tmp_path / "b", "ckpt", archive="folder",
                       yaml_overrides={"tokenizer": {"library": "sentencepiece"}})
-    assert open_nemo(nemo).config.eos_token_id == 2
+    assert open_nemo(nemo, hf_tensor_shapes).config.eos_token_id == 2
     # a tokenizer that is not inside the archive (Llama-3 style: library huggingface) -> padded vocab kept
     nemo = build_nemo(hf["llama"], tmp_path / "c", "ckpt", archive="folder", divisible_by=8,
                       yaml_overrides={"tokenizer": {"library": "huggingface", "type": "meta-llama/Llama-3.1-8B"}})
     (nemo / SP_NAME).unlink()
-    src = open_nemo(nemo)
+    src = open_nemo(nemo, hf_tensor_shapes)
     assert src.config.vocab_size == 256 and src.write_tokenizer(tmp_path) == []
 
 
@@ -246,7 +247,7 @@ def test_truncated_zarr_chunk_is_a_checkpoint_error(hf, tmp_path):
     chunk = nemo / "model_weights/model.decoder.layers.mlp.linear_fc2.weight/1.0.0"
     chunk.write_bytes(chunk.read_bytes()[:-2])
     with pytest.raises(CheckpointError, match="linear_fc2.weight/1.0.0 .* expected"):
-        open_nemo(nemo).read("model.layers.1.mlp.down_proj.weight")
+        open_nemo(nemo, hf_tensor_shapes).read("model.layers.1.mlp.down_proj.weight")
 
 
 def test_tar_member_read_in_place_not_extracted(hf, tmp_path, monkeypatch):
@@ -256,7 +257,7 @@ def test_tar_member_read_in_place_not_extracted(hf, tmp_path, monkeypatch):
     made = []
     real = tf.mkdtemp
     monkeypatch.setattr(tf, "mkdtemp", lambda *a, **k: made.append(1) or real(*a, **k))
-    src = open_nemo(nemo)
+    src = open_nemo(nemo, hf_tensor_shapes)
     for n in src.tensors():
         src.read(n)
     src.close()

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import shutil
-import struct
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -28,56 +27,14 @@ from pathlib import Path
 from . import __version__, build_api, outputs
 from .archs import get_arch
 from .errors import ConfigError, MissingDependencyError
+from .options import BuildOptions
 from .plan import DEFAULT_GPU_MEMORY, GIB, MemoryPlan, PlanRequest, make_plan
+from .stheader import read_header
 from .trtllm_ckpt import TrtCheckpoint, check_rank_files, read_checkpoint
 
-# DefaultPluginDtype (plugin/plugin.py @c20322ffd3dc) restricted to the float dtypes a checkpoint can have.
-PLUGIN_CHOICES = ("auto", "bfloat16", "float16", "float32", "disable")
 MANIFEST = outputs.ENGINE_MANIFEST
-# Copied from the checkpoint so an engine folder is self-contained for generate/summarize.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
-                   "chat_template.jinja", "generation_config.json")
 DOCKER_HINT = ("docker build -f docker/Dockerfile --target build -t trt-minitron:build . && "
                "docker run --gpus all ... trt-minitron:build build ...")
-
-
-@dataclass(frozen=True, kw_only=True)
-class BuildOptions:
-    checkpoint: Path
-    output: Path | None = None  # required unless dry_run
-    max_batch_size: int = 8
-    max_input_len: int = 1024
-    max_seq_len: int = 2048
-    max_num_tokens: int = 8192
-    max_beam_width: int = 1
-    gpt_attention_plugin: str = "auto"  # = the checkpoint dtype
-    gemm_plugin: str = "auto"
-    workers: int = 1
-    overwrite: bool = False
-    dry_run: bool = False
-    gpu_memory_gib: float | None = None  # default: the local GPU's memory, else 80 GiB
-
-    def validate(self) -> None:
-        for name in ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens", "max_beam_width",
-                     "workers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.max_input_len > self.max_seq_len:
-            raise ConfigError(f"--max-input-len {self.max_input_len} is larger than --max-seq-len {self.max_seq_len}")
-        if self.max_num_tokens < self.max_input_len:
-            raise ConfigError(f"--max-num-tokens {self.max_num_tokens} is smaller than --max-input-len "
-                              f"{self.max_input_len}: a full-length prompt could not be scheduled")
-        for name in ("gpt_attention_plugin", "gemm_plugin"):
-            if getattr(self, name) not in PLUGIN_CHOICES:
-                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r}; choose one of "
-                                  f"{', '.join(PLUGIN_CHOICES)}")
-        if self.gpt_attention_plugin == "disable":
-            raise ConfigError("--gpt-attention-plugin disable is not possible: the paged KV cache and "
-                              "remove-input-padding (always on here) need the GPT attention plugin")
-        if self.gpu_memory_gib is not None and not (math.isfinite(self.gpu_memory_gib) and self.gpu_memory_gib > 0):
-            raise ConfigError(f"--gpu-memory must be a positive, finite number of GiB, got {self.gpu_memory_gib}")
-        if not self.dry_run and self.output is None:
-            raise ConfigError("--output ENGINE_DIR is required (or pass --dry-run)")
 
 
 def build_settings(opts: BuildOptions, dtype: str) -> dict:
@@ -120,10 +77,7 @@ class CheckedCheckpoint:
 
 def rank_file_data_bytes(path: Path) -> int:
     """Tensor bytes in a safetensors file, from its header alone."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-    return max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    return read_header(path).data_bytes
 
 
 def inspect_checkpoint(path: Path, *, require_rank_files: bool) -> CheckedCheckpoint:
@@ -136,7 +90,7 @@ def inspect_checkpoint(path: Path, *, require_rank_files: bool) -> CheckedCheckp
         check_rank_files(ckpt)
         weights = max(rank_file_data_bytes(ckpt.rank_file(r)) for r in range(ckpt.mapping.world_size))
         return CheckedCheckpoint(ckpt, True, weights, "rank files")
-    weights = max(sum(t.nbytes for t in ckpt.expected_tensors(r).values())
+    weights = max(sum(math.prod(s) for s in ckpt.expected_shapes(r).values()) * ckpt.dtype_bytes
                   for r in range(ckpt.mapping.world_size))
     return CheckedCheckpoint(ckpt, False, weights, "expected tensors (config-only checkpoint)")
 
@@ -235,7 +189,7 @@ def build(opts: BuildOptions) -> Path:
 
     with outputs.atomic_output_dir(out, overwrite=opts.overwrite, protect=[opts.checkpoint]) as tmp:
         seconds = _build_all(str(checked.ckpt.path), checked.ckpt.mapping.world_size, bc, str(tmp), opts.workers)
-        for name in TOKENIZER_FILES:
+        for name in outputs.TOKENIZER_FILES:
             if (checked.ckpt.path / name).is_file():
                 shutil.copy2(checked.ckpt.path / name, tmp / name)
         manifest = {

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .archs import find_arch, get_arch, supported
 from .errors import ConfigError
-
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "NemotronForCausalLM")
-# Activation spellings that mean relu(x)^2 (transformers, Megatron/NeMo, TensorRT-LLM).
-SQUARED_RELU = ("relu2", "squared-relu", "squared_relu")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +56,6 @@ class ModelConfig:
     torch_dtype: str | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def rotary_dim(self) -> int:
@@ -67,7 +63,7 @@ class ModelConfig:
 
     @property
     def is_gated(self) -> bool:
-        return self.architecture == "LlamaForCausalLM"
+        return get_arch(self.architecture).gated
 
     @classmethod
     def from_hf_file(cls, path: Path) -> ModelConfig:
@@ -80,12 +76,12 @@ class ModelConfig:
             raise ConfigError(f"{where} must hold a JSON object, found a {type(hf).__name__}")
         f = _Fields(hf, where)
         archs = f.get("architectures", list) or []
-        arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
+        arch = find_arch(archs)
         if arch is None:
             f.raise_if_bad()
             raise ConfigError(
                 f"unsupported architecture {archs or hf.get('model_type')!r} in {where}; "
-                f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+                f"supported: {', '.join(supported())}"
             )
 
         hidden = f.integer("hidden_size")
@@ -98,14 +94,15 @@ class ModelConfig:
         rope_theta = f.number("rope_theta", default=10000.0, within=rope)
         partial = f.number("partial_rotary_factor", default=None, within=rope, upper=1.0)
         if partial is None:
-            partial = f.number("rope_percent", default=0.5, upper=1.0) if arch == "NemotronForCausalLM" else 1.0
+            partial = f.number(*arch.rotary_fraction_aliases, default=arch.default_rotary_fraction, upper=1.0) \
+                if arch.rotary_fraction_aliases else arch.default_rotary_fraction
         scaling = f.get("rope_scaling", dict)
         if scaling is None and rope.get("rope_type", rope.get("type", "default")) != "default":
             scaling = rope
         rope_scaling = _rope_scaling(scaling, f) if scaling else None
 
         act = f.text("hidden_act", "hidden_activation")
-        norm_eps = f.number("rms_norm_eps", "norm_eps", "layer_norm_eps")
+        norm_eps = f.number(*arch.norm_eps_keys)
         cfg_fields = dict(
             vocab_size=f.integer("vocab_size"),
             intermediate_size=f.integer("intermediate_size"),
@@ -119,19 +116,21 @@ class ModelConfig:
         biases = {flag: f.boolean(flag, default=False) for flag in ("attention_bias", "mlp_bias")}
         f.raise_if_bad()
 
-        if arch == "LlamaForCausalLM" and act != "silu":
-            raise ConfigError(f"unsupported hidden_act {act!r} for LlamaForCausalLM in {where}; supported: silu")
-        if arch == "NemotronForCausalLM":
-            if act not in SQUARED_RELU:
-                raise ConfigError(f"unsupported hidden_act {act!r} for NemotronForCausalLM in {where}; "
-                                  "supported: relu2 (squared ReLU)")
-            act = "relu2"
+        name = arch.hf_architecture
+        if act not in arch.hidden_acts:
+            raise ConfigError(f"unsupported hidden_act {act!r} for {name} in {where}; supported: "
+                              f"{', '.join(arch.hidden_acts)}")
+        act = arch.hidden_acts[0]
+        if partial != 1.0 and not arch.partial_rotary:
+            raise ConfigError(f"partial_rotary_factor={partial} in {where} is not supported for {name}, whose "
+                              "TensorRT-LLM model rotates the whole head")
         for flag, on in biases.items():
             if on:
                 raise ConfigError(f"{flag}=true in {where} is not supported (Minitron models have no linear biases)")
+        arch.check_hf_config(hf, where)
 
         cfg = cls(
-            architecture=arch,
+            architecture=arch.hf_architecture,
             hidden_size=hidden,
             num_attention_heads=heads,
             num_key_value_heads=kv_heads,
@@ -165,9 +164,10 @@ class ModelConfig:
 
     def to_hf(self) -> dict:
         """config.json for transformers (4.x form, which 5.x also reads)."""
+        arch = get_arch(self.architecture)
         d: dict[str, Any] = {
             "architectures": [self.architecture],
-            "model_type": "llama" if self.architecture == "LlamaForCausalLM" else "nemotron",
+            "model_type": arch.model_type,
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -176,6 +176,7 @@ class ModelConfig:
             "num_key_value_heads": self.num_key_value_heads,
             "head_dim": self.head_dim,
             "hidden_act": self.hidden_act,
+            arch.norm_eps_keys[0]: self.norm_eps,
             "max_position_embeddings": self.max_position_embeddings,
             "rope_theta": self.rope_theta,
             "tie_word_embeddings": self.tie_word_embeddings,
@@ -186,17 +187,14 @@ class ModelConfig:
         }
         if self.torch_dtype:
             d["torch_dtype"] = self.torch_dtype
-        if self.architecture == "LlamaForCausalLM":
-            d["rms_norm_eps"] = self.norm_eps
-        else:
-            d["norm_eps"] = self.norm_eps
+        if arch.partial_rotary:
             d["partial_rotary_factor"] = self.partial_rotary_factor
         if self.rope_scaling:
             rs = asdict(self.rope_scaling)
             if self.rope_scaling.rope_type != "llama3":
                 rs = {"rope_type": rs["rope_type"], "factor": rs["factor"]}
             d["rope_scaling"] = rs
-        return d
+        return {**d, **arch.hf_config_fields(self)}
 
 
 def load_json(path: Path) -> dict:

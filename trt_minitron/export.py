@@ -20,29 +20,17 @@ import torch
 from .archs import get_arch
 from .archs.base import Arch, Out, RankContext, Recipe
 from .config import ModelConfig
+from .dtypes import CHECKPOINT_DTYPES, torch_dtype
 from .errors import CheckpointError, ConfigError
 from .layout import Layout
 from .mapping import Mapping
+from .options import EXPORT_FORMATS as FORMATS
+from .options import ExportOptions
 from .outputs import atomic_output_dir, check_output, write_marker
 from .sources import MetaReader, Source, TensorInfo, open_source
 from .transfer import OutTensor, write_rank_files
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-FORMATS = ("trtllm", "hf")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExportOptions:
-    src: str
-    output: Path
-    dtype: str = "bfloat16"
-    tp: int = 1
-    pp: int = 1
-    overwrite: bool = False
-    dry_run: bool = False
-    format: str = "trtllm"
-
-
+DTYPES = {name: torch_dtype(name) for name in CHECKPOINT_DTYPES}
 @dataclass(frozen=True)
 class PlannedTensor:
     rank: int

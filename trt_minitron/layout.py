@@ -10,11 +10,12 @@ the tensor itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import torch
+from .tensors import TensorInfo
 
-from .sources.base import TensorInfo
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ def convert(t: torch.Tensor, layout: Layout) -> torch.Tensor:
 
 def materialize(layout: Layout, reader) -> torch.Tensor:
     """The whole output tensor in memory: read each block, cast it, concatenate, pad."""
+    import torch
+
     parts = []
     for b in layout.blocks:
         t = reader.read(b.name, 0, b.start, b.stop)

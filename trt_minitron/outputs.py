@@ -25,9 +25,12 @@ from .interrupts import signals_deferred, signals_raise
 
 MARKER = "trt_minitron_export.json"  # written last into every export (both formats), listing its files
 ENGINE_MANIFEST = "trt_minitron_manifest.json"  # written by `build` into every engine folder
-TOKENIZER_NAMES = frozenset({
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
-    "merges.txt", "added_tokens.json", "chat_template.jinja", "generation_config.json"})
+# The one list of tokenizer files: what export copies from a source, build into an engine folder, and what
+# makes a folder hold a tokenizer (the first seven: a tokenizer without the chat template and generation config).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
+                   "merges.txt", "added_tokens.json", "chat_template.jinja", "generation_config.json")
+TOKENIZER_CORE = TOKENIZER_FILES[:7]
+TOKENIZER_NAMES = frozenset(TOKENIZER_FILES)
 _CHECKPOINT_FILE = re.compile(r"^rank\d+\.safetensors$")
 _ENGINE_FILE = re.compile(r"^rank\d+(\.engine|_[\w.-]+)$")
 _MAX_CONFIG_BYTES = 16 << 20

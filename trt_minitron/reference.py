@@ -18,8 +18,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .archs import arch_for_trt
 from .errors import CheckpointError
 from .trtllm_ckpt import MergedCheckpoint, read_checkpoint
+
+# TensorRT-LLM hidden_act -> the function (tensorrt_llm/functional.py ACT2FN names).
+ACTIVATIONS = {"silu": F.silu, "squared-relu": lambda x: torch.relu(x).square()}
 
 
 @dataclass
@@ -42,8 +46,9 @@ class Semantics:
     num_kv: int  # KV heads after merging ranks (repeated heads stay repeated)
     rot_dim: int
     eps: float
-    layernorm: bool  # GPT LayerNorm (Nemotron) rather than RmsNorm
-    act: str  # "silu" (gated) or "squared-relu"
+    layernorm: bool  # LayerNorm with bias (GPT: Nemotron) rather than RmsNorm
+    act: str  # TensorRT-LLM hidden_act, a key of ACTIVATIONS
+    gated: bool  # act(fc(x)) * gate(x) (GatedMLP) rather than act(fc(x)) (MLP)
     inv_freq: torch.Tensor  # [rot_dim / 2], float32
 
     @classmethod
@@ -52,18 +57,18 @@ class Semantics:
         heads = int(config["num_attention_heads"])
         head_size = int(config.get("head_size") or config["hidden_size"] // heads)
         kv = int(config.get("num_key_value_heads") or heads)
-        is_gpt = config["architecture"] != "LlamaForCausalLM"
-        act = config.get("hidden_act", "silu")
-        if act not in ("silu", "squared-relu"):
+        arch = arch_for_trt(config.get("architecture"), "the checkpoint's config.json")
+        act = config.get("hidden_act", arch.trt_hidden_act)
+        if act not in ACTIVATIONS:
             raise CheckpointError(f"hidden_act {act!r} is not implemented in the reference model")
         if config.get("position_embedding_type", "rope_gpt_neox") != "rope_gpt_neox":
             raise CheckpointError(f"position_embedding_type {config.get('position_embedding_type')!r} "
                                   "is not implemented in the reference model")
-        pct = float(config.get("rotary_pct", 1.0)) if is_gpt else 1.0
+        pct = float(config.get("rotary_pct", 1.0)) if arch.partial_rotary else 1.0
         rot_dim = int(head_size * pct)
         return cls(head_size=head_size, num_heads=heads, num_kv=-(-kv // tp) * tp, rot_dim=rot_dim,
-                   eps=float(config.get("norm_epsilon", 1e-5)), layernorm=is_gpt, act=act,
-                   inv_freq=rope_inv_freq(config, rot_dim))
+                   eps=float(config.get("norm_epsilon", 1e-5)), layernorm=arch.norm == "layernorm", act=act,
+                   gated=arch.gated, inv_freq=rope_inv_freq(config, rot_dim))
 
 
 @dataclass
@@ -175,16 +180,16 @@ def attention_block(sem: Semantics, x: torch.Tensor, w: LayerWeights, cos: torch
 def mlp_block(sem: Semantics, x: torch.Tensor, w: LayerWeights) -> torch.Tensor:
     """x + mlp(norm(x)): the residual stream after one layer's MLP sub-block."""
     h = norm(sem, x, w.ln_post_w, w.ln_post_b)
-    if w.gate is not None:
-        a = F.silu(h @ w.fc.T) * (h @ w.gate.T)
-    else:
-        a = torch.relu(h @ w.fc.T).square()
+    a = ACTIVATIONS[sem.act](h @ w.fc.T)
+    if sem.gated:
+        a = a * (h @ w.gate.T)
     return x + a @ w.proj.T
 
 
 def check_mlp_kind(sem: Semantics, w: LayerWeights, where: str) -> None:
-    if (sem.act == "silu") != (w.gate is not None):
-        raise CheckpointError(f"{where}: silu needs a gated MLP (mlp.gate) and squared-relu a plain one")
+    if sem.gated != (w.gate is not None):
+        raise CheckpointError(f"{where}: this architecture's MLP is {'gated' if sem.gated else 'not gated'}, but "
+                              f"mlp.gate is {'missing' if sem.gated else 'present'}")
 
 
 class ReferenceModel:

@@ -14,13 +14,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from .sources.base import RowStream, TensorInfo
-
-ST_DTYPES = {
-    torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
-    torch.float8_e4m3fn: "F8_E4M3",  # quantized checkpoints (FP8 weights and activations)
-}
+from .dtypes import of_torch
+from .tensors import RowStream, TensorInfo
 
 PAGE = 4096  # copy_file_range runs at full speed only between page-congruent offsets
 Entry = tuple[str, TensorInfo, Callable[[], "torch.Tensor | RowStream"]]
@@ -33,7 +28,7 @@ def header_bytes(entries: Iterable[tuple[str, TensorInfo]], metadata: dict | Non
     header: dict = {"__metadata__": metadata or {"format": "pt"}}
     offset = 0
     for name, info in entries:
-        header[name] = {"dtype": ST_DTYPES[info.dtype], "shape": list(info.shape),
+        header[name] = {"dtype": of_torch(info.dtype).safetensors, "shape": list(info.shape),
                         "data_offsets": [offset, offset + info.nbytes]}
         offset += info.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode()

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Callable
 
 from .backends import BackendSpec, Generation, Sampling, open_backend
-from .data import DEFAULT_TEMPLATE, PromptBuilder, Record, load_records
-from .errors import ConfigError, OutputError, TrtMinitronError
+from .data import PromptBuilder, Record, load_records
+from .errors import OutputError, TrtMinitronError
 from .metrics import ROUGE_KEYS, bootstrap_mean, latency_stats, paired_bootstrap, rouge_scores
+from .options import SummarizeOptions
 
 WARMUP_TOKENS = 8
 
@@ -25,70 +26,6 @@ class AccuracyCheckFailed(TrtMinitronError):
     """--check-accuracy or --max-rouge-drop found a backend below the bar."""
 
     exit_code = 1
-
-
-@dataclass(frozen=True, kw_only=True)
-class SummarizeOptions:
-    backends: tuple[BackendSpec, ...]
-    dataset_file: Path | None = None  # None: the hub CNN/DailyMail 3.0.0 test split
-    dataset_cache_dir: str | None = None
-    num_samples: int = 20
-    batch_size: int = 1
-    max_input_len: int = 923
-    output_len: int = 100
-    num_beams: int = 1
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
-    prompt_template: str = DEFAULT_TEMPLATE
-    add_special_tokens: bool = True
-    warmup: bool = True
-    sort_by_length: bool = True
-    check_accuracy: bool = False
-    rouge1_threshold: float = 15.0
-    max_rouge_drop: float | None = None
-    bootstrap_samples: int = 1000
-    report: Path | None = None
-    concurrency: int = 1  # openai backends: requests in flight (all prompts go out as one stream of requests)
-
-    @property
-    def sampling(self) -> Sampling:
-        return Sampling(max_new_tokens=self.output_len, temperature=self.temperature, top_k=self.top_k,
-                        top_p=self.top_p, num_beams=self.num_beams, seed=self.seed)
-
-    def validate(self) -> None:
-        if not self.backends:
-            raise ConfigError("give at least one --backend KIND MODEL")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.max_rouge_drop is not None and len(self.backends) < 2:
-            raise ConfigError("--max-rouge-drop compares two backends; give a second --backend")
-        self.sampling.validate()
-        for b in self.backends:
-            b.validate()
-        if self.report is not None:
-            check_report_path(Path(self.report))
-
-
-def check_report_path(report: Path) -> None:
-    """Refuse, before any sample runs, a --report that could not be written at the end."""
-    if report.is_dir():
-        raise OutputError(f"--report {report} is a folder; give a file path such as {report / 'summarize.json'}")
-    if report.exists():
-        try:
-            with open(report, "a"):
-                pass
-        except OSError as e:
-            raise OutputError(f"--report {report} cannot be written: {e.strerror}") from None
-        return
-    ancestor = report.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise OutputError(f"--report {report} cannot be written: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputError(f"--report {report} cannot be written: no permission to create files in {ancestor}")
 
 
 def write_report(report: Path, data: dict) -> None:

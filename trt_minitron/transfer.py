@@ -28,8 +28,8 @@ import torch
 
 from .errors import CheckpointError
 from .layout import Block, Layout, block_trailing
-from .sources.base import TensorInfo
 from .stwriter import PAGE, header_bytes
+from .tensors import TensorInfo
 
 BLOCK_BYTES = 8 << 20  # source bytes per row block
 IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from .archs import get_arch
-from .archs.base import RankContext
+from .archs import arch_for_trt, get_arch
+from .archs.base import RankContext, Recipe
 from .config import ModelConfig, RopeScaling, load_json
+from .dtypes import BY_NAME, CHECKPOINT_DTYPES, torch_dtype
 from .errors import CheckpointError, ConfigError
 from .mapping import Mapping
-from .sources.base import MetaReader, TensorInfo
+from .stheader import read_header
+from .tensors import MetaReader, TensorInfo
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# TensorRT-LLM architecture names -> the HF architecture whose rules produced them.
-TRT_TO_HF = {"LlamaForCausalLM": "LlamaForCausalLM", "GPTForCausalLM": "NemotronForCausalLM",
-             "NemotronForCausalLM": "NemotronForCausalLM"}
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -33,16 +32,31 @@ class TrtCheckpoint:
         return self.path / f"rank{rank}.safetensors"
 
     def expected_tensors(self, rank: int) -> dict[str, TensorInfo]:
-        """Name -> shape/dtype that rank{rank}.safetensors must contain."""
+        """Name -> shape/dtype (torch's) that rank{rank}.safetensors must contain."""
+        dtype = torch_dtype(self.dtype)
+        return {n: TensorInfo(shape, dtype) for n, shape in self.expected_shapes(rank).items()}
+
+    def expected_shapes(self, rank: int) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of every tensor of rank{rank}.safetensors (all in the checkpoint dtype), by arithmetic
+        on the export rules' layouts: no torch unless an architecture has a rule without a layout."""
         arch = get_arch(self.model.architecture)
-        infos = {n: TensorInfo(s, torch.float32) for n, s in arch.hf_tensors(self.model).items()}
-        ctx = RankContext(self.model, self.mapping, rank, DTYPES[self.dtype])
-        reader = MetaReader(infos)
+        f32 = BY_NAME["float32"]
+        infos = {n: TensorInfo(s, f32) for n, s in arch.hf_tensors(self.model).items()}
+        ctx = RankContext(self.model, self.mapping, rank, BY_NAME[self.dtype])  # the layouts only carry it
         out = {}
         for o in arch.rank_plan(ctx):
-            t = o.produce(reader)
-            out[o.name] = TensorInfo(tuple(t.shape), t.dtype)
+            if isinstance(o.produce, Recipe):
+                out[o.name] = o.produce.layout(infos).info(infos).shape
+            else:  # a plain-function rule: dry-run it on meta tensors
+                real = RankContext(self.model, self.mapping, rank, torch_dtype(self.dtype))
+                rule = next(x for x in arch.rank_plan(real) if x.name == o.name)
+                meta = {n: TensorInfo(s, torch_dtype("float32")) for n, s in arch.hf_tensors(self.model).items()}
+                out[o.name] = tuple(rule.produce(MetaReader(meta)).shape)
         return out
+
+    @property
+    def dtype_bytes(self) -> int:
+        return BY_NAME[self.dtype].itemsize
 
 
 def read_checkpoint(path: str | Path) -> TrtCheckpoint:
@@ -51,17 +65,27 @@ def read_checkpoint(path: str | Path) -> TrtCheckpoint:
     if not cfg_path.is_file():
         raise ConfigError(f"{path} is not a TensorRT-LLM checkpoint: no config.json")
     raw = load_json(cfg_path)
+    other = folder_kind(raw)
+    if other is not None:
+        raise ConfigError(f"{path} is {other}, not a TensorRT-LLM checkpoint; make one with `trt-minitron export`")
     return TrtCheckpoint(path, raw, *model_config_from_trt(raw, str(cfg_path)))
+
+
+def folder_kind(config: dict) -> str | None:
+    """What a folder whose config.json is `config` holds when it is not a TensorRT-LLM checkpoint, else None."""
+    if "pretrained_config" in config and "build_config" in config:
+        return "a TensorRT-LLM engine folder"
+    if "architecture" not in config and ("architectures" in config or "model_type" in config):
+        return "a Hugging Face model"
+    return None
 
 
 def model_config_from_trt(d: dict, where: str = "config.json") -> tuple[ModelConfig, Mapping, str]:
     """Inverse of Arch.trt_config for the architectures trt-minitron writes."""
-    arch = d.get("architecture")
-    if arch not in TRT_TO_HF:
-        raise ConfigError(f"unsupported architecture {arch!r} in {where}; supported: {', '.join(TRT_TO_HF)}")
+    arch = arch_for_trt(d.get("architecture"), where)
     dtype = d.get("dtype")
-    if dtype not in DTYPES:
-        raise ConfigError(f"unsupported dtype {dtype!r} in {where}; supported: {', '.join(DTYPES)}")
+    if dtype not in CHECKPOINT_DTYPES:
+        raise ConfigError(f"unsupported dtype {dtype!r} in {where}; supported: {', '.join(CHECKPOINT_DTYPES)}")
     if (d.get("quantization") or {}).get("quant_algo"):
         raise ConfigError(f"quantized checkpoints are not supported here ({where})")
     try:
@@ -76,9 +100,8 @@ def model_config_from_trt(d: dict, where: str = "config.json") -> tuple[ModelCon
                                   high_freq_factor=float(rs.get("high_freq_factor", 4.0)),
                                   original_max_position_embeddings=int(
                                       rs.get("original_max_position_embeddings", 8192)))
-        hf_arch = TRT_TO_HF[arch]
         model = ModelConfig(
-            architecture=hf_arch,
+            architecture=arch.hf_architecture,
             vocab_size=int(d["vocab_size"]),
             hidden_size=hidden,
             intermediate_size=int(d.get("intermediate_size") or 4 * hidden),
@@ -86,11 +109,11 @@ def model_config_from_trt(d: dict, where: str = "config.json") -> tuple[ModelCon
             num_attention_heads=heads,
             num_key_value_heads=int(d.get("num_key_value_heads") or heads),
             head_dim=int(d.get("head_size") or hidden // heads),
-            hidden_act="silu" if hf_arch == "LlamaForCausalLM" else "relu2",
+            hidden_act=arch.hidden_acts[0],
             norm_eps=float(d.get("norm_epsilon", 1e-5)),
             max_position_embeddings=int(d.get("max_position_embeddings") or 2048),
             rope_theta=float(d.get("rotary_base", 10000.0)),
-            partial_rotary_factor=float(d.get("rotary_pct", 1.0)),
+            partial_rotary_factor=float(d.get("rotary_pct", 1.0)) if arch.partial_rotary else 1.0,
             rope_scaling=scaling,
             tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
         )
@@ -106,31 +129,21 @@ def model_config_from_trt(d: dict, where: str = "config.json") -> tuple[ModelCon
 
 def check_rank_files(ckpt: TrtCheckpoint) -> None:
     """Every rank file present, holding exactly the expected names with the expected shapes and dtype."""
-    from safetensors import safe_open
-
     missing = [ckpt.rank_file(r).name for r in range(ckpt.mapping.world_size) if not ckpt.rank_file(r).is_file()]
     if missing:
         raise CheckpointError(f"{ckpt.path}: missing rank files {missing}")
     for rank in range(ckpt.mapping.world_size):
         f = ckpt.rank_file(rank)
-        expected = ckpt.expected_tensors(rank)
-        try:
-            with safe_open(f, "pt") as st:
-                names = set(st.keys())
-                lacking = sorted(set(expected) - names)
-                if lacking:
-                    raise CheckpointError(f"{f}: missing tensors {lacking[:5]}{' ...' if len(lacking) > 5 else ''}")
-                for name, info in expected.items():
-                    sl = st.get_slice(name)
-                    shape, dt = tuple(sl.get_shape()), sl.get_dtype()
-                    want_dt = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}[info.dtype]
-                    if shape != info.shape or dt != want_dt:
-                        raise CheckpointError(f"{f}: tensor {name} is {dt}{list(shape)}, expected "
-                                              f"{want_dt}{list(info.shape)}")
-        except CheckpointError:
-            raise
-        except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise CheckpointError(f"{f}: unreadable safetensors file ({e})") from None
+        expected = ckpt.expected_shapes(rank)
+        want_dt = BY_NAME[ckpt.dtype].safetensors
+        entries = read_header(f).entries
+        lacking = sorted(set(expected) - set(entries))
+        if lacking:
+            raise CheckpointError(f"{f}: missing tensors {lacking[:5]}{' ...' if len(lacking) > 5 else ''}")
+        for name, shape in expected.items():
+            dt, got = entries[name].dtype.safetensors, entries[name].shape
+            if got != shape or dt != want_dt:
+                raise CheckpointError(f"{f}: tensor {name} is {dt}{list(got)}, expected {want_dt}{list(shape)}")
 
 
 # How tensor-parallel ranks hold each per-layer TensorRT-LLM tensor: ColumnLinear splits rows (dim 0),
@@ -164,6 +177,8 @@ class MergedCheckpoint:
         return self.files[stage * self.tp:(stage + 1) * self.tp]
 
     def replicated(self, stage: int, name: str) -> torch.Tensor:
+        import torch
+
         files = self.stage_files(stage)
         first = files[0].read(name)
         for f in files[1:]:
@@ -175,6 +190,8 @@ class MergedCheckpoint:
     def layer(self, layer: int, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """Global layer `layer`'s tensors, TensorRT-LLM names relative to `transformer.layers.{local}.`,
         each cast to `dtype` (if given) as soon as it is read."""
+        import torch
+
         stage, local = divmod(layer, self.per_stage)
         pre = f"transformer.layers.{local}."
         files = self.stage_files(stage)
@@ -192,6 +209,8 @@ class MergedCheckpoint:
         return out
 
     def _merge_qkv(self, per_rank: list[torch.Tensor]) -> torch.Tensor:
+        import torch
+
         d = self.ckpt.model.head_dim
         sizes = [self.q_per_rank * d, self.kv_per_rank * d, self.kv_per_rank * d]
         parts = [torch.split(w, sizes, 0) for w in per_rank]
@@ -199,6 +218,8 @@ class MergedCheckpoint:
 
     def embedding_rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Rows `ids` (1-D) of transformer.vocab_embedding.weight, checked equal on every tp rank."""
+        import torch
+
         name = "transformer.vocab_embedding.weight"
         unique = sorted(set(ids.tolist()))
         rows = {}
@@ -219,6 +240,8 @@ class MergedCheckpoint:
 
     def lm_head_rows(self, start: int, stop: int) -> torch.Tensor:
         """Rows [start, stop) of the merged lm_head (vocab padding rows of the last rank excluded)."""
+        import torch
+
         files = self.stage_files(self.pp - 1)
         if "lm_head.weight" not in files[0].infos:  # shared embedding table (not written by trt-minitron)
             return self.stage_files(0)[0].read("transformer.vocab_embedding.weight", 0, start, stop)

@@ -1,26 +1,31 @@
-"""Rules that turn Hugging Face tensors into TensorRT-LLM tensors for one rank.
+"""What an architecture is, stated once: its names in every format, its config fields, its numerics, and the
+rules that turn Hugging Face tensors into TensorRT-LLM tensors for one rank.
 
-A rule is a function of the rank context returning `produce(reader) -> Tensor`; the reader is a
-checkpoint Source (real data) or a MetaReader (dry run), so the same code yields shapes and data.
-The rules here return a Recipe, whose Layout (which source rows, what cast) export uses to plan by
-arithmetic and to write without materialising the tensor (layout.py, transfer.py).
-Split conventions follow TensorRT-LLM: ColumnLinear (qkv, fc, gate, lm_head) splits dim 0,
-RowLinear (dense, proj) splits dim 1, norms and the (non-parallel) embedding are replicated.
+A rule is called with the rank context and the HF layer prefix and returns a Recipe: its Layout (which
+source rows, what cast) lets export plan by arithmetic and write without materialising the tensor
+(layout.py, transfer.py); called with a reader, the Recipe returns the tensor itself. Split conventions
+follow TensorRT-LLM: ColumnLinear (qkv, fc, gate, lm_head) splits dim 0, RowLinear (dense, proj) splits
+dim 1, norms and the (non-parallel) embedding are replicated.
+
+`register` (archs/__init__.py) checks every class attribute below at import, so an architecture missing a
+fact fails when its module is imported, not halfway through an export.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 from typing import Mapping as Mapping_
 
-import torch
-
-from ..config import ModelConfig
 from ..errors import ConfigError
 from ..layout import Block, Layout, materialize
 from ..mapping import Mapping
-from ..sources.base import MetaReader, RowStream, TensorInfo
+from ..tensors import MetaReader, RowStream, TensorInfo
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..config import ModelConfig
 
 
 class Reader(Protocol):
@@ -55,13 +60,14 @@ class Recipe:
         infos = _infos(reader)
         layout = self.layout(infos)
         if isinstance(reader, MetaReader):
+            import torch
+
             info = layout.info(infos)
             return torch.empty(info.shape, dtype=info.dtype, device="meta")
         return materialize(layout, reader)
 
 
 Produce = Callable[[Reader], "torch.Tensor | RowStream"]  # a Recipe, or any function of a reader
-Rule = Callable[[RankContext, str], Produce]  # (context, HF layer prefix "model.layers.3.") -> produce
 
 
 @dataclass(frozen=True)
@@ -84,50 +90,75 @@ def _all_rows(shapes: Mapping_[str, TensorInfo], name: str) -> Block:
     return Block(name, 0, _shape(shapes, name)[0])
 
 
-def copy(hf: str) -> Rule:
+class Rule:
+    """One TensorRT-LLM tensor made from the HF tensors `inputs` (names under the layer prefix for per-layer
+    rules): `rule(ctx, prefix)` is the Recipe of that tensor for the rank `ctx`."""
+
+    inputs: tuple[str, ...]
+
+    def __call__(self, ctx: RankContext, pre: str) -> Recipe:
+        return Recipe(lambda shapes: self.layout(ctx, pre, shapes))
+
+    def layout(self, ctx: RankContext, pre: str, shapes: Mapping_[str, TensorInfo]) -> Layout:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class copy(Rule):  # noqa: N801 - rules read as verbs in the tables
     """Replicated tensor (norm, embedding), cast to the export dtype."""
-    return lambda ctx, pre: Recipe(lambda shapes: Layout((_all_rows(shapes, pre + hf),), ctx.dtype))
+
+    hf: str
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.hf,)
+
+    def layout(self, ctx, pre, shapes):
+        return Layout((_all_rows(shapes, pre + self.hf),), ctx.dtype)
 
 
-def plus_one(hf: str) -> Rule:
+@dataclass(frozen=True)
+class plus_one(copy):  # noqa: N801
     """Zero-centred layernorm1p gamma folded to a plain LayerNorm weight: (gamma + 1) in float32, then cast."""
-    return lambda ctx, pre: Recipe(lambda shapes: Layout((_all_rows(shapes, pre + hf),), ctx.dtype, plus_one=True))
+
+    def layout(self, ctx, pre, shapes):
+        return Layout((_all_rows(shapes, pre + self.hf),), ctx.dtype, plus_one=True)
 
 
-def split_rows(hf: str) -> Rule:
+@dataclass(frozen=True)
+class split_rows(copy):  # noqa: N801
     """ColumnLinear weight: this rank's contiguous block of output rows."""
 
-    def rule(ctx: RankContext, pre: str) -> Recipe:
-        def layout(shapes: Mapping_[str, TensorInfo]) -> Layout:
-            # Block size from the tensor itself: the reader knows shapes without reading data.
-            per = _shape(shapes, pre + hf)[0] // ctx.tp
-            return Layout((Block(pre + hf, ctx.tp_rank * per, (ctx.tp_rank + 1) * per),), ctx.dtype)
-
-        return Recipe(layout)
-
-    return rule
+    def layout(self, ctx, pre, shapes):
+        per = _shape(shapes, pre + self.hf)[0] // ctx.tp  # from the tensor itself: shapes are known without data
+        return Layout((Block(pre + self.hf, ctx.tp_rank * per, (ctx.tp_rank + 1) * per),), ctx.dtype)
 
 
-def split_cols(hf: str) -> Rule:
+@dataclass(frozen=True)
+class split_cols(copy):  # noqa: N801
     """RowLinear weight: this rank's contiguous block of input columns."""
 
-    def rule(ctx: RankContext, pre: str) -> Recipe:
-        def layout(shapes: Mapping_[str, TensorInfo]) -> Layout:
-            rows, cols = (*_shape(shapes, pre + hf), 0)[:2]
-            per = cols // ctx.tp
-            span = (ctx.tp_rank * per, (ctx.tp_rank + 1) * per) if ctx.tp > 1 else None  # tp 1: whole rows
-            return Layout((Block(pre + hf, 0, rows, span),), ctx.dtype)
-
-        return Recipe(layout)
-
-    return rule
+    def layout(self, ctx, pre, shapes):
+        rows, cols = (*_shape(shapes, pre + self.hf), 0)[:2]
+        per = cols // ctx.tp
+        span = (ctx.tp_rank * per, (ctx.tp_rank + 1) * per) if ctx.tp > 1 else None  # tp 1: whole rows
+        return Layout((Block(pre + self.hf, 0, rows, span),), ctx.dtype)
 
 
-def fused_qkv(q: str, k: str, v: str) -> Rule:
+@dataclass(frozen=True)
+class fused_qkv(Rule):  # noqa: N801
     """[Q_rank; K_rank; V_rank]: query heads split by rank; KV heads split, or repeated when tp > kv heads
     (TensorRT-LLM dup_kv_weight: each KV head repeated tp/kv times consecutively, then chunked)."""
 
-    def rule(ctx: RankContext, pre: str) -> Recipe:
+    q: str
+    k: str
+    v: str
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.q, self.k, self.v)
+
+    def __call__(self, ctx: RankContext, pre: str) -> Recipe:
         cfg, d = ctx.cfg, ctx.cfg.head_dim
         q_per = cfg.num_attention_heads // ctx.tp
         g = cfg.num_key_value_heads
@@ -135,24 +166,72 @@ def fused_qkv(q: str, k: str, v: str) -> Rule:
             kv_first, kv_count = ctx.tp_rank * (g // ctx.tp), g // ctx.tp
         else:
             kv_first, kv_count = ctx.tp_rank // (ctx.tp // g), 1
-        blocks = (Block(pre + q, ctx.tp_rank * q_per * d, (ctx.tp_rank + 1) * q_per * d),
-                  Block(pre + k, kv_first * d, (kv_first + kv_count) * d),
-                  Block(pre + v, kv_first * d, (kv_first + kv_count) * d))
-        return Recipe(lambda _shapes: Layout(blocks, ctx.dtype))
+        blocks = (Block(pre + self.q, ctx.tp_rank * q_per * d, (ctx.tp_rank + 1) * q_per * d),
+                  Block(pre + self.k, kv_first * d, (kv_first + kv_count) * d),
+                  Block(pre + self.v, kv_first * d, (kv_first + kv_count) * d))
+        layout = Layout(blocks, ctx.dtype)  # independent of the source shapes: built once per rank
+        return Recipe(lambda _shapes: layout)
 
-    return rule
 
-
-def lm_head(hf: str) -> Rule:
+@dataclass(frozen=True)
+class lm_head(copy):  # noqa: N801
     """Vocab rows padded with zeros to a multiple of tp (TensorRT-LLM pad_vocab_size), then split."""
 
-    def rule(ctx: RankContext, pre: str) -> Recipe:
+    def layout(self, ctx, pre, shapes):
         vocab = ctx.cfg.vocab_size
         per = -(-vocab // ctx.tp)
         start, stop = ctx.tp_rank * per, min((ctx.tp_rank + 1) * per, vocab)
-        return Recipe(lambda _shapes: Layout((Block(hf, start, stop),), ctx.dtype, pad_rows=per - (stop - start)))
+        return Layout((Block(pre + self.hf, start, stop),), ctx.dtype, pad_rows=per - (stop - start))
 
-    return rule
+
+@dataclass(frozen=True)
+class function_rule(Rule):  # noqa: N801
+    """A rule written as a plain function `fn(ctx, prefix) -> produce(reader)` that reads the HF tensors `inputs`.
+    Export plans it on meta tensors and makes it in memory, whole: slower than a Recipe, for what a Layout
+    cannot say."""
+
+    fn: Callable[[RankContext, str], Produce]
+    inputs: tuple[str, ...]
+
+    def __call__(self, ctx: RankContext, pre: str) -> Produce:  # type: ignore[override]
+        return self.fn(ctx, pre)
+
+
+def _hidden(c: ModelConfig) -> tuple[int, ...]:
+    return (c.hidden_size,)
+
+
+def _vocab_rows(c: ModelConfig) -> tuple[int, ...]:
+    return (c.vocab_size, c.hidden_size)
+
+
+def _kv_rows(c: ModelConfig) -> tuple[int, ...]:
+    return (c.num_key_value_heads * c.head_dim, c.hidden_size)
+
+
+def _ffn_rows(c: ModelConfig) -> tuple[int, ...]:
+    return (c.intermediate_size, c.hidden_size)
+
+
+# Shapes the config implies for transformers' decoder tensor names (per-layer names under model.layers.{i}.).
+HF_SHAPES: dict[str, Callable[[ModelConfig], tuple[int, ...]]] = {
+    "model.embed_tokens.weight": _vocab_rows,
+    "lm_head.weight": _vocab_rows,
+    "model.norm.weight": _hidden,
+    "model.norm.bias": _hidden,
+    "input_layernorm.weight": _hidden,
+    "input_layernorm.bias": _hidden,
+    "post_attention_layernorm.weight": _hidden,
+    "post_attention_layernorm.bias": _hidden,
+    "self_attn.q_proj.weight": lambda c: (c.num_attention_heads * c.head_dim, c.hidden_size),
+    "self_attn.k_proj.weight": _kv_rows,
+    "self_attn.v_proj.weight": _kv_rows,
+    "self_attn.o_proj.weight": lambda c: (c.hidden_size, c.num_attention_heads * c.head_dim),
+    "mlp.gate_proj.weight": _ffn_rows,
+    "mlp.up_proj.weight": _ffn_rows,
+    "mlp.down_proj.weight": lambda c: (c.hidden_size, c.intermediate_size),
+}
+NORMS = ("rmsnorm", "layernorm")
 
 
 @dataclass(frozen=True)
@@ -167,46 +246,75 @@ class TransformersModules:
 
 
 class Arch:
-    """One architecture: HF tensor names in, TensorRT-LLM names and config.json out."""
+    """One architecture: every fact trt-minitron knows about it. Attributes without a default are required."""
 
-    hf_architecture: ClassVar[str]
-    trt_architecture: ClassVar[str]
-    per_layer: ClassVar[dict[str, Rule]]  # TRT name under transformer.layers.{i}. -> rule
-    embedding: ClassVar[str] = "model.embed_tokens.weight"
+    # --- names: each registered class states its own
+    hf_architecture: ClassVar[str]  # config.json "architectures" entry
+    model_type: ClassVar[str]  # config.json "model_type" (written by `export --format hf`)
+    trt_architecture: ClassVar[str]  # TensorRT-LLM config.json "architecture" export writes
+    trt_aliases: ClassVar[tuple[str, ...]] = ()  # other "architecture" values read back as this arch
+    # --- the HF config.json: field names and values
+    hidden_acts: ClassVar[tuple[str, ...]]  # accepted hidden_act spellings; the first is kept and written
+    norm_eps_keys: ClassVar[tuple[str, ...]]  # the norm epsilon key written, then other keys read as it
+    partial_rotary: ClassVar[bool] = False  # rope on the first partial_rotary_factor of each head
+    default_rotary_fraction: ClassVar[float] = 1.0  # when the config states none
+    rotary_fraction_aliases: ClassVar[tuple[str, ...]] = ()  # older names of partial_rotary_factor
+    # --- numerics (the reference model, TensorRT-LLM config.json)
+    gated: ClassVar[bool]  # MLP act(fc(x)) * gate(x) (HF act(gate_proj) * up_proj), else act(fc(x))
+    norm: ClassVar[str]  # "rmsnorm" or "layernorm" (with bias), weights as stored in the checkpoint
+    trt_hidden_act: ClassVar[str]  # TensorRT-LLM's name of the activation
+    # --- tensors: TRT name -> rule over HF names (the one table export, --format hf and reading back use)
+    per_layer: ClassVar[dict[str, Rule]]  # TRT name under transformer.layers.{i}. -> rule (HF prefix model.layers.{i}.)
     final_norm: ClassVar[dict[str, Rule]]  # TRT name under transformer.ln_f. -> rule (prefix "")
+    embedding: ClassVar[str] = "model.embed_tokens.weight"
     ignore_suffixes: ClassVar[tuple[str, ...]] = ("rotary_emb.inv_freq",)
+    hf_shapes: ClassVar[dict[str, Callable[[ModelConfig], tuple[int, ...]]]] = HF_SHAPES
     # HF tensors the export folds a constant into before rounding to the checkpoint dtype (name under
     # model.layers.{i}., or a full top-level name) -> the constant; verify rounds the source the same way.
     rounding_offsets: ClassVar[dict[str, float]] = {}
+    # --- what other formats and tools call it (None / (): no claim; two archs may not claim the same name)
+    gguf_architecture: ClassVar[str | None] = None  # GGUF general.architecture read as this arch
+    nemo_activations: ClassVar[tuple[str, ...]] = ()  # .nemo model_config.yaml activations read as this arch
+    nemo_normalization: ClassVar[str | None] = None  # the .nemo normalization those activations require
+    modelopt_decoder_type: ClassVar[str]  # ModelOpt's export decoder_type
 
+    REQUIRED: ClassVar[tuple[str, ...]] = (
+        "hf_architecture", "model_type", "trt_architecture", "hidden_acts", "norm_eps_keys", "gated", "norm",
+        "trt_hidden_act", "per_layer", "final_norm", "modelopt_decoder_type")
+    OWN: ClassVar[tuple[str, ...]] = ("hf_architecture", "model_type", "trt_architecture")
+
+    # --- hooks a new architecture may override
     def transformers_modules(self) -> TransformersModules:
+        """transformers' classes for this architecture (imported here, when verify needs them)."""
         raise NotImplementedError
 
+    def trt_config_fields(self, cfg: ModelConfig) -> dict[str, Any]:
+        """config.json fields of this architecture's TensorRT-LLM config class, besides the common ones."""
+        raise NotImplementedError
+
+    def check_hf_config(self, raw: dict, where: str) -> None:
+        """Refuse (ConfigError) what this architecture's config.json may say that trt-minitron does not compute."""
+
+    def hf_config_fields(self, cfg: ModelConfig) -> dict[str, Any]:
+        """config.json fields `export --format hf` writes for this architecture besides the common ones."""
+        return {}
+
+    # --- derived from the facts above
     def trt_config(self, cfg: ModelConfig, dtype: str, mapping: Mapping) -> dict:
-        raise NotImplementedError
+        return {**self.common_trt_config(cfg, dtype, mapping), **self.trt_config_fields(cfg)}
 
-    def hf_layer_tensors(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-        """Per-layer HF tensors besides attention (norms, MLP), under `model.layers.{i}.`."""
-        raise NotImplementedError
-
-    def hf_final_norm(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-        raise NotImplementedError
+    def final_norm_tensors(self) -> list[str]:
+        return [n for rule in self.final_norm.values() for n in rule.inputs]
 
     def hf_tensors(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-        """Every HF tensor this arch reads, with the shape the config implies."""
-        h, d = cfg.hidden_size, cfg.head_dim
-        out = {"model.embed_tokens.weight": (cfg.vocab_size, h), **self.hf_final_norm(cfg)}
+        """Every HF tensor this arch reads, in transformers' order, with the shape the config implies."""
+        out = {self.embedding: self.hf_shapes[self.embedding](cfg)}
+        out.update((n, self.hf_shapes[n](cfg)) for n in self.final_norm_tensors())
         if not cfg.tie_word_embeddings:
-            out["lm_head.weight"] = (cfg.vocab_size, h)
-        attention = {
-            "self_attn.q_proj.weight": (cfg.num_attention_heads * d, h),
-            "self_attn.k_proj.weight": (cfg.num_key_value_heads * d, h),
-            "self_attn.v_proj.weight": (cfg.num_key_value_heads * d, h),
-            "self_attn.o_proj.weight": (h, cfg.num_attention_heads * d),
-        }
-        for layer in range(cfg.num_hidden_layers):
-            for name, shape in {**attention, **self.hf_layer_tensors(cfg)}.items():
-                out[f"model.layers.{layer}.{name}"] = shape
+            out["lm_head.weight"] = self.hf_shapes["lm_head.weight"](cfg)
+        layer = {n: self.hf_shapes[n](cfg) for rule in self.per_layer.values() for n in rule.inputs}
+        for i in range(cfg.num_hidden_layers):
+            out.update((f"model.layers.{i}.{n}", shape) for n, shape in layer.items())
         return out
 
     def validate(self, cfg: ModelConfig, mapping: Mapping) -> None:
@@ -249,6 +357,7 @@ class Arch:
             "num_key_value_heads": cfg.num_key_value_heads,
             "head_size": cfg.head_dim,  # always explicit: the default hidden/heads is wrong for Minitron-8B
             "intermediate_size": cfg.intermediate_size,
+            "hidden_act": self.trt_hidden_act,
             "norm_epsilon": cfg.norm_eps,
             "position_embedding_type": "rope_gpt_neox",
             "rotary_base": cfg.rope_theta,
@@ -261,3 +370,29 @@ class Arch:
             "mapping": mapping.to_dict(),
             "quantization": {"quant_algo": None, "kv_cache_quant_algo": None},
         }
+
+
+def check_arch_class(cls: type[Arch]) -> None:
+    """Raise TypeError naming what an architecture class lacks or contradicts (run by `register`, at import)."""
+    name = cls.__name__
+    missing = [a for a in Arch.REQUIRED if not hasattr(cls, a)]
+    missing += [a for a in Arch.OWN if hasattr(cls, a) and a not in cls.__dict__ and a not in missing]
+    missing += [f"{m}()" for m in ("transformers_modules", "trt_config_fields")
+                if getattr(cls, m) is getattr(Arch, m)]
+    if missing:
+        raise TypeError(f"architecture {name} does not state {', '.join(missing)} (see archs/base.py Arch)")
+    problems = []
+    if cls.norm not in NORMS:
+        problems.append(f"norm {cls.norm!r} is not one of {NORMS}")
+    if not cls.hidden_acts or not cls.norm_eps_keys:
+        problems.append("hidden_acts and norm_eps_keys need at least one entry")
+    if cls.gated != ("mlp.gate.weight" in cls.per_layer):
+        problems.append(f"gated={cls.gated} but per_layer {'lacks' if cls.gated else 'has'} mlp.gate.weight")
+    names = [n for rule in (*cls.per_layer.values(), *cls.final_norm.values()) for n in rule.inputs]
+    unknown = sorted({n for n in [cls.embedding, *names] if n not in cls.hf_shapes})
+    if unknown:
+        problems.append(f"no shape in hf_shapes for {unknown}")
+    if bool(cls.nemo_activations) != (cls.nemo_normalization is not None):
+        problems.append("nemo_activations and nemo_normalization go together")
+    if problems:
+        raise TypeError(f"architecture {name}: {'; '.join(problems)}")

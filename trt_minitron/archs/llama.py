@@ -1,15 +1,26 @@
 """LlamaForCausalLM (Llama-3.1-Minitron-4B Width/Depth, Llama-3.1-8B, SmolLM2) -> TensorRT-LLM LLaMAForCausalLM."""
 
-from ..config import ModelConfig
-from ..mapping import Mapping
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from . import register
 from .base import Arch, TransformersModules, copy, fused_qkv, split_cols, split_rows
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
 
 
 @register
 class Llama(Arch):
     hf_architecture = "LlamaForCausalLM"
-    trt_architecture = "LlamaForCausalLM"
+    model_type = "llama"
+    trt_architecture = "LlamaForCausalLM"  # MODEL_MAP: LLaMAForCausalLM
+    hidden_acts = ("silu",)
+    norm_eps_keys = ("rms_norm_eps",)
+    gated = True
+    norm = "rmsnorm"
+    trt_hidden_act = "silu"
     per_layer = {
         "input_layernorm.weight": copy("input_layernorm.weight"),
         "attention.qkv.weight": fused_qkv("self_attn.q_proj.weight", "self_attn.k_proj.weight",
@@ -21,24 +32,14 @@ class Llama(Arch):
         "mlp.proj.weight": split_cols("mlp.down_proj.weight"),
     }
     final_norm = {"weight": copy("model.norm.weight")}
+    gguf_architecture = "llama"
+    nemo_activations = ("swiglu", "fast-swiglu")
+    nemo_normalization = "rmsnorm"
+    modelopt_decoder_type = "llama"
 
-    def trt_config(self, cfg: ModelConfig, dtype: str, mapping: Mapping) -> dict:
+    def trt_config_fields(self, cfg: ModelConfig) -> dict:
         # LLaMAConfig.to_dict fields (tensorrt_llm/models/llama/config.py).
-        return {
-            **self.common_trt_config(cfg, dtype, mapping),
-            "hidden_act": "silu",
-            "mlp_bias": False,
-            "attn_bias": False,
-            "residual_mlp": False,
-        }
-
-    def hf_layer_tensors(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-        h, i = cfg.hidden_size, cfg.intermediate_size
-        return {"input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,),
-                "mlp.gate_proj.weight": (i, h), "mlp.up_proj.weight": (i, h), "mlp.down_proj.weight": (h, i)}
-
-    def hf_final_norm(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-        return {"model.norm.weight": (cfg.hidden_size,)}
+        return {"mlp_bias": False, "attn_bias": False, "residual_mlp": False}
 
     def transformers_modules(self) -> TransformersModules:
         from transformers import LlamaConfig, LlamaForCausalLM

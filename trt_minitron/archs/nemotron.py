@@ -4,16 +4,32 @@ layernorm1p gammas are stored zero-centred; TensorRT-LLM's GPT LayerNorm has no 
 folded in at conversion. Squared ReLU makes the MLP non-gated: HF up_proj is TRT mlp.fc, no mlp.gate.
 """
 
-from ..config import ModelConfig
-from ..mapping import Mapping
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from . import register
 from .base import Arch, TransformersModules, copy, fused_qkv, plus_one, split_cols, split_rows
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
 
 
 @register
 class Nemotron(Arch):
     hf_architecture = "NemotronForCausalLM"
-    trt_architecture = "GPTForCausalLM"
+    model_type = "nemotron"
+    trt_architecture = "GPTForCausalLM"  # with gpt_variant "nemotron"
+    trt_aliases = ("NemotronForCausalLM",)  # MODEL_MAP maps it to GPTForCausalLM too
+    # Activation spellings that mean relu(x)^2 (transformers, Megatron/NeMo, TensorRT-LLM).
+    hidden_acts = ("relu2", "squared-relu", "squared_relu")
+    norm_eps_keys = ("norm_eps", "layer_norm_eps", "rms_norm_eps")
+    partial_rotary = True
+    default_rotary_fraction = 0.5  # transformers' NemotronConfig default
+    rotary_fraction_aliases = ("rope_percent",)
+    gated = False
+    norm = "layernorm"
+    trt_hidden_act = "squared-relu"
     per_layer = {
         "input_layernorm.weight": plus_one("input_layernorm.weight"),
         "input_layernorm.bias": copy("input_layernorm.bias"),
@@ -28,13 +44,15 @@ class Nemotron(Arch):
     final_norm = {"weight": plus_one("model.norm.weight"), "bias": copy("model.norm.bias")}
     rounding_offsets = {"input_layernorm.weight": 1.0, "post_attention_layernorm.weight": 1.0,
                         "model.norm.weight": 1.0}  # layernorm1p: the export rounds gamma + 1
+    gguf_architecture = "nemotron"
+    nemo_activations = ("squared-relu", "squared_relu")
+    nemo_normalization = "layernorm1p"
+    modelopt_decoder_type = "gpt"  # ModelOpt exports Nemotron through its GPT path ("nemotron" raises)
 
-    def trt_config(self, cfg: ModelConfig, dtype: str, mapping: Mapping) -> dict:
+    def trt_config_fields(self, cfg: ModelConfig) -> dict:
         # GPTConfig.to_dict fields (tensorrt_llm/models/gpt/config.py); gpt_variant is an extra
         # attribute for releases that predate it.
         return {
-            **self.common_trt_config(cfg, dtype, mapping),
-            "hidden_act": "squared-relu",
             "gpt_variant": "nemotron",
             "bias": False,
             "rotary_pct": cfg.partial_rotary_factor,
@@ -44,15 +62,6 @@ class Nemotron(Arch):
             "inner_layernorm": False,
             "norm_before_bmm1": False,
         }
-
-    def hf_layer_tensors(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-        h, i = cfg.hidden_size, cfg.intermediate_size
-        return {"input_layernorm.weight": (h,), "input_layernorm.bias": (h,),
-                "post_attention_layernorm.weight": (h,), "post_attention_layernorm.bias": (h,),
-                "mlp.up_proj.weight": (i, h), "mlp.down_proj.weight": (h, i)}
-
-    def hf_final_norm(self, cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-        return {"model.norm.weight": (cfg.hidden_size,), "model.norm.bias": (cfg.hidden_size,)}
 
     def transformers_modules(self) -> TransformersModules:
         from transformers import NemotronConfig, NemotronForCausalLM

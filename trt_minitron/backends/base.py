@@ -18,37 +18,9 @@ from typing import Callable, Protocol, runtime_checkable
 import torch
 
 from ..errors import ConfigError
+from ..options import Sampling
 
 TokenCallback = Callable[[int, int], None]  # (row, token id), called as tokens are produced
-
-
-@dataclass(frozen=True, kw_only=True)
-class Sampling:
-    """Decoding settings; greedy unless temperature > 0 (TensorRT-LLM's top_k=1 default is greedy too)."""
-
-    max_new_tokens: int = 100
-    temperature: float = 0.0
-    top_k: int = 0  # 0 = no top-k filter
-    top_p: float = 1.0
-    num_beams: int = 1
-    seed: int = 0
-
-    @property
-    def greedy(self) -> bool:
-        return self.num_beams == 1 and (self.temperature <= 0.0 or self.top_k == 1)
-
-    def validate(self) -> None:
-        """Reject settings no backend can honour."""
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.num_beams < 1:
-            raise ConfigError(f"num_beams must be >= 1, got {self.num_beams}")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k must be >= 0, got {self.top_k}")
 
 
 @dataclass(kw_only=True)

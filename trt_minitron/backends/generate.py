@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TextIO
 
 from ..errors import ConfigError
-from . import BackendSpec, Generation, Sampling, open_backend
-
-
-@dataclass(frozen=True, kw_only=True)
-class GenerateOptions:
-    backend: BackendSpec
-    prompts: tuple[str, ...]
-    sampling: Sampling = Sampling(max_new_tokens=64)
-    chat: bool = False
-    stream: bool = False
-
-    def validate(self) -> None:
-        if not self.prompts:
-            raise ConfigError("give at least one --prompt")
-        self.sampling.validate()
-        self.backend.validate()
+from ..options import GenerateOptions
+from . import Generation, open_backend
 
 
 def encode(tokenizer, text: str, chat: bool) -> list[int]:

@@ -35,12 +35,19 @@ class TorchBackend:
 
     def __init__(self, model: str | Path, *, device: str = "auto", dtype: str = "auto",
                  tokenizer: str | Path | None = None):
+        from ..config import load_json
         from ..reference import ReferenceModel
+        from ..trtllm_ckpt import folder_kind
 
         ckpt = Path(model)
         if not (ckpt / "config.json").is_file():
             raise ConfigError(f"{ckpt} is not a TensorRT-LLM checkpoint (no config.json); "
                               "make one with `trt-minitron export`")
+        kind = folder_kind(load_json(ckpt / "config.json"))
+        if kind is not None:
+            backend = "trtllm" if "engine" in kind else "hf"
+            raise ConfigError(f"{ckpt} is {kind}, not a TensorRT-LLM checkpoint: use --backend {backend} {ckpt} "
+                              "(the torch backend runs `trt-minitron export` output)")
         self.model = str(ckpt)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)

@@ -56,8 +56,7 @@ class TrtllmBackend:
     name = "trtllm"
 
     def __init__(self, model: str | Path, *, tokenizer: str | Path | None = None, max_batch_size: int = 8,
-                 max_input_len: int | None = None, max_output_len: int = 100, max_beam_width: int = 1,
-                 use_py_session: bool = False):
+                 max_input_len: int | None = None, max_output_len: int = 100, max_beam_width: int = 1):
         try:
             import tensorrt_llm
             import tensorrt_llm.runtime as rt
@@ -81,7 +80,7 @@ class TrtllmBackend:
         self.pad_id = int(self.tokenizer.pad_token_id)
 
         cpp = getattr(rt, "PYTHON_BINDINGS", False) and hasattr(rt, "ModelRunnerCpp")
-        self.runner_kind = "cpp" if cpp and not use_py_session and supports_inflight_batching(cfg) else "python"
+        self.runner_kind = "cpp" if cpp and supports_inflight_batching(cfg) else "python"
         if self.runner_kind == "cpp":
             self.runner = rt.ModelRunnerCpp.from_dir(
                 engine_dir=str(engine_dir), rank=self.rank, max_batch_size=max_batch_size,

@@ -8,10 +8,8 @@ from typing import Callable, List, Optional
 
 import typer
 
-from ..data import DEFAULT_TEMPLATE
 from ..errors import ConfigError
-from ..serving.bench import BenchOptions, RequestsFailed, run_bench
-from ..serving.stats import parse_slo
+from ..options import BenchOptions, parse_slo
 
 _D = BenchOptions  # defaults live on the options dataclass only
 
@@ -55,39 +53,39 @@ def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
         url: str = typer.Argument(..., metavar="URL", help="the server, http://HOST:PORT/v1"),
-        served_model: Optional[str] = typer.Option(None, "--served-model", help="model name to request (default: "
+        served_model: Optional[str] = typer.Option(_D.served_model, "--served-model", help="model name to request (default: "
                                                    "the only one /v1/models lists)"),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="tokenizer folder (default: the served "
+        tokenizer: Optional[str] = typer.Option(_D.tokenizer, "--tokenizer", help="tokenizer folder (default: the served "
                                                 "model's name when it is a local folder)"),
         api: str = typer.Option(_D.api, "--api", help="completions | chat"),
         dataset: str = typer.Option(_D.dataset, "--dataset", help="cnn_dailymail (scored with ROUGE) | random"),
-        dataset_file: Optional[Path] = typer.Option(None, "--dataset-file", help="jsonl/json/parquet with 'article' "
+        dataset_file: Optional[Path] = typer.Option(_D.dataset_file, "--dataset-file", help="jsonl/json/parquet with 'article' "
                                                     "and 'highlights' (default: hub CNN/DailyMail 3.0.0 test)"),
-        dataset_cache_dir: Optional[str] = typer.Option(None, "--dataset-cache-dir"),
+        dataset_cache_dir: Optional[str] = typer.Option(_D.dataset_cache_dir, "--dataset-cache-dir"),
         num_requests: int = typer.Option(_D.num_requests, "--num-requests", help="requests per sweep point"),
         input_len: int = typer.Option(_D.input_len, "--input-len", help="cnn_dailymail: prompt token budget; "
                                       "random: prompt tokens"),
         output_len: int = typer.Option(_D.output_len, "--output-len", help="max_tokens of every request"),
-        prompt_template: str = typer.Option(DEFAULT_TEMPLATE, "--prompt-template",
+        prompt_template: str = typer.Option(_D.prompt_template, "--prompt-template",
                                             help="text with {article}, or 'chat' for the tokenizer's chat template"),
         concurrency: Optional[str] = typer.Option(None, "--concurrency", help="sweep of requests in flight, e.g. "
                                                   "1,2,4,8 (default 1)"),
         request_rate: Optional[str] = typer.Option(None, "--request-rate", help="sweep of Poisson arrival rates in "
                                                    "requests/s, e.g. 0.5,1,2 (inf = all at once)"),
-        max_concurrency: Optional[int] = typer.Option(None, "--max-concurrency", help="cap in flight with "
+        max_concurrency: Optional[int] = typer.Option(_D.max_concurrency, "--max-concurrency", help="cap in flight with "
                                                       "--request-rate"),
         goodput: List[str] = typer.Option([], "--goodput", help="SLOs in ms, e.g. ttft:500,tpot:50 (keys ttft, "
                                           "tpot, e2el; comma-separated or repeated)"),
         temperature: float = typer.Option(_D.temperature, "--temperature", help="0 = greedy"),
-        ignore_eos: bool = typer.Option(False, "--ignore-eos", help="ask for exactly --output-len tokens (vLLM / "
+        ignore_eos: bool = typer.Option(_D.ignore_eos, "--ignore-eos", help="ask for exactly --output-len tokens (vLLM / "
                                         "trtllm-serve extension; strict servers reject it)"),
         seed: int = typer.Option(_D.seed, "--seed", help="arrivals, random prompts, sampling"),
         request_timeout: float = typer.Option(_D.request_timeout_s, "--request-timeout", help="seconds per request"),
-        max_duration: Optional[float] = typer.Option(None, "--max-duration", help="seconds per sweep point; "
+        max_duration: Optional[float] = typer.Option(_D.max_duration_s, "--max-duration", help="seconds per sweep point; "
                                                      "requests still running then are cancelled and counted failed"),
         warmup: int = typer.Option(_D.warmup_requests, "--warmup", help="untimed short requests before the sweep"),
-        report: Optional[Path] = typer.Option(None, "--report", help="write the JSON report here"),
-        plot: Optional[Path] = typer.Option(None, "--plot", help="write a PNG of throughput vs p50/p99 latency"),
+        report: Optional[Path] = typer.Option(_D.report, "--report", help="write the JSON report here"),
+        plot: Optional[Path] = typer.Option(_D.plot, "--plot", help="write a PNG of throughput vs p50/p99 latency"),
     ) -> None:
         """Benchmark a served model: TTFT, TPOT, ITL, E2E (mean/p50/p90/p99), throughput, goodput, ROUGE.
 
@@ -105,6 +103,7 @@ def register(app: typer.Typer) -> None:
             request_timeout_s=request_timeout, max_duration_s=max_duration, warmup_requests=warmup,
             report=report, plot=plot)
         opts.validate()
+        from ..serving.bench import RequestsFailed, run_bench
         from ..serving.report import failures, markdown
 
         factory, stop = live_progress()

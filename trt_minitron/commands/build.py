@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..build import BuildOptions
+from ..options import BuildOptions
 
 _D = BuildOptions  # defaults live on the options dataclass only
 
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
     @app.command("build")
     def build(
         checkpoint: Path = typer.Argument(..., help="TensorRT-LLM checkpoint folder (config.json + rank*.safetensors)."),
-        output: Path | None = typer.Option(None, "--output", "-o", help="Engine folder to create."),
+        output: Path | None = typer.Option(_D.output, "--output", "-o", help="Engine folder to create."),
         max_batch_size: int = typer.Option(_D.max_batch_size, help="Largest batch the engine schedules."),
         max_input_len: int = typer.Option(_D.max_input_len, help="Longest prompt, in tokens."),
         max_seq_len: int = typer.Option(_D.max_seq_len, help="Longest prompt + output, in tokens."),
@@ -28,10 +28,10 @@ def register(app: typer.Typer) -> None:
         gemm_plugin: str = typer.Option(_D.gemm_plugin, help="auto (= checkpoint dtype) | bfloat16 | float16 | "
                                         "float32 | disable."),
         workers: int = typer.Option(_D.workers, help="Ranks built in parallel (separate processes)."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output folder."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the BuildConfig and memory plan "
+        overwrite: bool = typer.Option(_D.overwrite, "--overwrite", help="Replace an existing --output folder."),
+        dry_run: bool = typer.Option(_D.dry_run, "--dry-run", help="Validate and print the BuildConfig and memory plan "
                                      "as JSON; needs no TensorRT-LLM, GPU or rank files."),
-        gpu_memory: float | None = typer.Option(None, "--gpu-memory", help="GPU memory per rank in GiB for the "
+        gpu_memory: float | None = typer.Option(_D.gpu_memory_gib, "--gpu-memory", help="GPU memory per rank in GiB for the "
                                                    "plan (default: the local GPU's, else 80)."),
     ) -> None:
         """Build TensorRT-LLM engines (in the checkpoint dtype) with paged KV cache, packed input and context FMHA."""

@@ -7,8 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from ..backends import BackendSpec, Sampling
-from ..backends.generate import GenerateOptions, run_generate
+from ..options import GENERATE_SAMPLING, BackendSpec, GenerateOptions, Sampling
+
+_S, _B, _G = GENERATE_SAMPLING, BackendSpec, GenerateOptions  # defaults live on the options classes only
 
 
 def register(app: typer.Typer) -> None:
@@ -18,20 +19,22 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(..., metavar="MODEL", help="trtllm ENGINE_DIR | hf HF_DIR_OR_GGUF | "
                                     "torch TRT_CKPT | openai http://HOST:PORT/v1"),
         prompt: List[str] = typer.Option(..., "--prompt", help="repeat for a batch"),
-        max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
-        temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy"),
-        top_k: int = typer.Option(0, "--top-k"),
-        top_p: float = typer.Option(1.0, "--top-p"),
-        num_beams: int = typer.Option(1, "--num-beams"),
-        seed: int = typer.Option(0, "--seed"),
-        stream: bool = typer.Option(False, "--stream", help="print tokens as they come (one prompt at a time)"),
-        chat: bool = typer.Option(False, "--chat", help="wrap each prompt in the tokenizer's chat template"),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="tokenizer folder (trtllm engines)"),
-        device: str = typer.Option("auto", "--device"),
-        dtype: str = typer.Option("auto", "--dtype"),
-        served_model: Optional[str] = typer.Option(None, "--served-model", help="openai: model name to request"),
+        max_new_tokens: int = typer.Option(_S.max_new_tokens, "--max-new-tokens"),
+        temperature: float = typer.Option(_S.temperature, "--temperature", help="0 = greedy"),
+        top_k: int = typer.Option(_S.top_k, "--top-k"),
+        top_p: float = typer.Option(_S.top_p, "--top-p"),
+        num_beams: int = typer.Option(_S.num_beams, "--num-beams"),
+        seed: int = typer.Option(_S.seed, "--seed"),
+        stream: bool = typer.Option(_G.stream, "--stream", help="print tokens as they come (one prompt at a time)"),
+        chat: bool = typer.Option(_G.chat, "--chat", help="wrap each prompt in the tokenizer's chat template"),
+        tokenizer: Optional[str] = typer.Option(_B.tokenizer, "--tokenizer", help="tokenizer folder (trtllm engines)"),
+        device: str = typer.Option(_B.device, "--device"),
+        dtype: str = typer.Option(_B.dtype, "--dtype"),
+        served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request"),
     ) -> None:
         """Generate completions for --prompt texts and print them with token counts and speed."""
+        from ..backends.generate import run_generate
+
         opts = GenerateOptions(
             backend=BackendSpec(kind=backend, model=model, device=device, dtype=dtype, tokenizer=tokenizer,
                                 max_batch_size=max(len(prompt), 1), max_output_len=max_new_tokens,

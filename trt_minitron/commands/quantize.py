@@ -4,9 +4,9 @@ from pathlib import Path
 
 import typer
 
-from ..quant.calib import CalibSettings
+from ..options import CalibSettings, QuantizeOptions
 
-_C = CalibSettings  # calibration defaults live on the settings dataclass only
+_C, _D = CalibSettings, QuantizeOptions  # defaults live on the options dataclasses only
 
 
 def register(app: typer.Typer) -> None:
@@ -19,26 +19,26 @@ def register(app: typer.Typer) -> None:
         src: str = typer.Argument(..., help="HF folder, .gguf file, .nemo file or folder, or hub id org/name"),
         output: Path = typer.Option(..., "--output", "-o", help="folder to create"),
         qformat: str = typer.Option(..., "--qformat", help="fp8 | int8_sq | int4_awq | w4a8_awq | nvfp4 (CUDA only)"),
-        group_size: int = typer.Option(None, "--group-size", help="int4_awq / w4a8_awq: input channels per INT4 "
+        group_size: int = typer.Option(_D.group_size, "--group-size", help="int4_awq / w4a8_awq: input channels per INT4 "
                                        "scale, 128 (default) or 64 (for widths like SmolLM2's 576)"),
-        kv_cache_dtype: str = typer.Option(None, "--kv-cache-dtype", help="fp8: also quantize the KV cache"),
+        kv_cache_dtype: str = typer.Option(_D.kv_cache_dtype, "--kv-cache-dtype", help="fp8: also quantize the KV cache"),
         calib_dataset: str = typer.Option(_C.dataset, "--calib-dataset", help="cnn_dailymail (the hub's train "
                                           "split) or a .jsonl/.json/.parquet file as summarize's --dataset-file "
                                           "(records with article and highlights)"),
         calib_size: int = typer.Option(_C.size, "--calib-size", help="calibration articles"),
         calib_max_len: int = typer.Option(_C.max_len, "--calib-max-len", help="tokens kept per article"),
         batch_size: int = typer.Option(_C.batch_size, "--batch-size", help="articles per calibration forward"),
-        tp: int = typer.Option(1, "--tp", help="tensor-parallel size of the written checkpoint"),
-        pp: int = typer.Option(1, "--pp", help="pipeline-parallel size of the written checkpoint"),
-        format: str = typer.Option("trtllm", "--format", help="trtllm (TensorRT-LLM checkpoint) | hf (ModelOpt's "
+        tp: int = typer.Option(_D.tp, "--tp", help="tensor-parallel size of the written checkpoint"),
+        pp: int = typer.Option(_D.pp, "--pp", help="pipeline-parallel size of the written checkpoint"),
+        format: str = typer.Option(_D.format, "--format", help="trtllm (TensorRT-LLM checkpoint) | hf (ModelOpt's "
                                    "unified HF checkpoint, for TensorRT-LLM's PyTorch backend and vLLM)"),
-        dtype: str = typer.Option("bfloat16", "--dtype", help="bfloat16 | float16: unquantized tensors and "
+        dtype: str = typer.Option(_D.dtype, "--dtype", help="bfloat16 | float16: unquantized tensors and "
                                   "pre-quant scales"),
-        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda: where calibration runs"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output folder"),
+        device: str = typer.Option(_D.device, "--device", help="auto | cpu | cuda: where calibration runs"),
+        overwrite: bool = typer.Option(_D.overwrite, "--overwrite", help="replace an existing output folder"),
     ) -> None:
         """`trt-minitron quantize` (help text above)."""
-        from ..quant.quantize import QuantizeOptions, run_quantize
+        from ..quant.quantize import run_quantize
 
         run_quantize(QuantizeOptions(
             src=src, output=output, qformat=qformat, group_size=group_size, kv_cache_dtype=kv_cache_dtype,

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ..serving.launch import ServeOptions, run_server
+from ..options import ServeOptions
 
 _D = ServeOptions  # defaults live on the options dataclass only
 
@@ -23,25 +23,26 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(_D.port, "--port"),
         server: str = typer.Option(_D.server, "--server", help="auto | trtllm | transformers (HF folders: auto = "
                                    "trtllm-serve when installed, else transformers serve)"),
-        tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer folder (default: the engine "
+        tokenizer: Optional[Path] = typer.Option(_D.tokenizer, "--tokenizer", help="tokenizer folder (default: the engine "
                                                  "folder's copy, else the checkpoint its manifest names)"),
-        max_batch_size: Optional[int] = typer.Option(None, "--max-batch-size", help="default: the engine's"),
-        max_num_tokens: Optional[int] = typer.Option(None, "--max-num-tokens", help="default: the engine's"),
-        max_seq_len: Optional[int] = typer.Option(None, "--max-seq-len", help="default: the engine's"),
-        tp_size: Optional[int] = typer.Option(None, "--tp-size", help="HF folders under trtllm-serve"),
-        pp_size: Optional[int] = typer.Option(None, "--pp-size", help="HF folders under trtllm-serve"),
+        max_batch_size: Optional[int] = typer.Option(_D.max_batch_size, "--max-batch-size", help="default: the engine's"),
+        max_num_tokens: Optional[int] = typer.Option(_D.max_num_tokens, "--max-num-tokens", help="default: the engine's"),
+        max_seq_len: Optional[int] = typer.Option(_D.max_seq_len, "--max-seq-len", help="default: the engine's"),
+        tp_size: Optional[int] = typer.Option(_D.tp_size, "--tp-size", help="HF folders under trtllm-serve"),
+        pp_size: Optional[int] = typer.Option(_D.pp_size, "--pp-size", help="HF folders under trtllm-serve"),
         kv_cache_free_gpu_memory_fraction: Optional[float] = typer.Option(
-            None, "--kv-cache-free-gpu-memory-fraction", help="trtllm-serve's KV-cache share of free GPU memory"),
-        mpirun: bool = typer.Option(False, "--mpirun", help="launch as `mpirun -n TP*PP trtllm-llmapi-launch "
+            _D.kv_cache_free_gpu_memory_fraction, "--kv-cache-free-gpu-memory-fraction",
+            help="trtllm-serve's KV-cache share of free GPU memory"),
+        mpirun: bool = typer.Option(_D.mpirun, "--mpirun", help="launch as `mpirun -n TP*PP trtllm-llmapi-launch "
                                     "trtllm-serve ...` (an MPI world you start: several nodes, Slurm)"),
-        continuous_batching: bool = typer.Option(False, "--continuous-batching", help="transformers serve: paged "
-                                                 "attention, continuous batching"),
-        device: Optional[str] = typer.Option(None, "--device", help="transformers serve: cpu, cuda:0, auto"),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="transformers serve: auto, float32, bfloat16"),
+        continuous_batching: bool = typer.Option(_D.continuous_batching, "--continuous-batching",
+                                                 help="transformers serve: paged attention, continuous batching"),
+        device: Optional[str] = typer.Option(_D.device, "--device", help="transformers serve: cpu, cuda:0, auto"),
+        dtype: Optional[str] = typer.Option(_D.dtype, "--dtype", help="transformers serve: auto, float32, bfloat16"),
         ready_timeout: float = typer.Option(_D.ready_timeout_s, "--ready-timeout", help="seconds to wait for /health"),
         stop_timeout: float = typer.Option(_D.stop_timeout_s, "--stop-timeout", help="seconds between SIGTERM and "
                                            "SIGKILL on stop"),
-        dry_run: bool = typer.Option(False, "--dry-run", help="print the route and the command, start nothing"),
+        dry_run: bool = typer.Option(_D.dry_run, "--dry-run", help="print the route and the command, start nothing"),
         extra: Optional[List[str]] = typer.Argument(None, metavar="[-- SERVER_ARGS...]",
                                                     help="passed to the server unchanged"),
     ) -> None:
@@ -53,6 +54,8 @@ def register(app: typer.Typer) -> None:
             kv_cache_free_gpu_memory_fraction=kv_cache_free_gpu_memory_fraction, mpirun=mpirun,
             continuous_batching=continuous_batching, device=device, dtype=dtype, ready_timeout_s=ready_timeout,
             stop_timeout_s=stop_timeout, dry_run=dry_run, extra_args=tuple(extra or ()))
+        from ..serving.launch import run_server
+
         code = run_server(opts, say=lambda line: print(line, flush=True))
         sys.stdout.flush()
         raise typer.Exit(code)

@@ -7,10 +7,10 @@ from typing import List, Optional
 
 import typer
 
-from ..backends import BackendSpec
-from ..data import DEFAULT_TEMPLATE
 from ..errors import ConfigError
-from ..summarize import AccuracyCheckFailed, SummarizeOptions, markdown, run_summarize
+from ..options import BackendSpec, SummarizeOptions
+
+_D, _B = SummarizeOptions, BackendSpec  # defaults live on the options classes only
 
 
 def rich_progress():
@@ -45,36 +45,38 @@ def register(app: typer.Typer) -> None:
                                           "`--backend KIND MODEL` to compare (the first is the baseline)"),
         model: List[str] = typer.Argument(..., metavar="MODEL...", help="one per --backend, in order: "
                                           "trtllm ENGINE_DIR | hf HF_DIR_OR_GGUF | torch TRT_CKPT | openai URL"),
-        dataset_file: Optional[Path] = typer.Option(None, "--dataset-file", help="jsonl/json/parquet with "
+        dataset_file: Optional[Path] = typer.Option(_D.dataset_file, "--dataset-file", help="jsonl/json/parquet with "
                                                     "'article' and 'highlights' (default: hub CNN/DailyMail 3.0.0 test)"),
-        dataset_cache_dir: Optional[str] = typer.Option(None, "--dataset-cache-dir"),
-        num_samples: int = typer.Option(20, "--num-samples"),
-        batch_size: int = typer.Option(1, "--batch-size"),
-        max_input_len: int = typer.Option(923, "--max-input-len"),
-        output_len: int = typer.Option(100, "--output-len"),
-        num_beams: int = typer.Option(1, "--num-beams"),
-        temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy"),
-        top_k: int = typer.Option(0, "--top-k"),
-        top_p: float = typer.Option(1.0, "--top-p"),
-        seed: int = typer.Option(0, "--seed"),
-        prompt_template: str = typer.Option(DEFAULT_TEMPLATE, "--prompt-template",
+        dataset_cache_dir: Optional[str] = typer.Option(_D.dataset_cache_dir, "--dataset-cache-dir"),
+        num_samples: int = typer.Option(_D.num_samples, "--num-samples"),
+        batch_size: int = typer.Option(_D.batch_size, "--batch-size"),
+        max_input_len: int = typer.Option(_D.max_input_len, "--max-input-len"),
+        output_len: int = typer.Option(_D.output_len, "--output-len"),
+        num_beams: int = typer.Option(_D.num_beams, "--num-beams"),
+        temperature: float = typer.Option(_D.temperature, "--temperature", help="0 = greedy"),
+        top_k: int = typer.Option(_D.top_k, "--top-k"),
+        top_p: float = typer.Option(_D.top_p, "--top-p"),
+        seed: int = typer.Option(_D.seed, "--seed"),
+        prompt_template: str = typer.Option(_D.prompt_template, "--prompt-template",
                                             help="text with {article}, or 'chat' for the tokenizer's chat template"),
-        no_add_special_tokens: bool = typer.Option(False, "--no-add-special-tokens"),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="tokenizer folder (trtllm engines)"),
-        device: str = typer.Option("auto", "--device"),
-        dtype: str = typer.Option("auto", "--dtype", help="hf/torch: auto (fp32 CPU, bf16 GPU) | float32 | "
+        no_add_special_tokens: bool = typer.Option(not _D.add_special_tokens, "--no-add-special-tokens"),
+        tokenizer: Optional[str] = typer.Option(_B.tokenizer, "--tokenizer", help="tokenizer folder (trtllm engines)"),
+        device: str = typer.Option(_B.device, "--device"),
+        dtype: str = typer.Option(_B.dtype, "--dtype", help="hf/torch: auto (fp32 CPU, bf16 GPU) | float32 | "
                                   "bfloat16 | float16"),
-        no_warmup: bool = typer.Option(False, "--no-warmup"),
-        check_accuracy: bool = typer.Option(False, "--check-accuracy"),
-        rouge1_threshold: float = typer.Option(15.0, "--rouge1-threshold"),
-        max_rouge_drop: Optional[float] = typer.Option(None, "--max-rouge-drop", help="fail when the 2nd backend's "
+        no_warmup: bool = typer.Option(not _D.warmup, "--no-warmup"),
+        check_accuracy: bool = typer.Option(_D.check_accuracy, "--check-accuracy"),
+        rouge1_threshold: float = typer.Option(_D.rouge1_threshold, "--rouge1-threshold"),
+        max_rouge_drop: Optional[float] = typer.Option(_D.max_rouge_drop, "--max-rouge-drop", help="fail when the 2nd backend's "
                                                        "rouge1 is significantly (95%) more than D below the 1st"),
-        report: Optional[Path] = typer.Option(None, "--report", help="write the JSON report here"),
-        concurrency: int = typer.Option(1, "--concurrency", help="openai: requests in flight"),
-        served_model: Optional[str] = typer.Option(None, "--served-model", help="openai: model name to request "
+        report: Optional[Path] = typer.Option(_D.report, "--report", help="write the JSON report here"),
+        concurrency: int = typer.Option(_D.concurrency, "--concurrency", help="openai: requests in flight"),
+        served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request "
                                                    "(default: the only one the server's /v1/models lists)"),
     ) -> None:
         """Summarize CNN/DailyMail articles, score ROUGE, time batches, compare backends."""
+        from ..summarize import AccuracyCheckFailed, markdown, run_summarize
+
         opts = SummarizeOptions(
             backends=parse_backends(backend, model, device=device, dtype=dtype, tokenizer=tokenizer,
                                     max_batch_size=batch_size, max_input_len=max_input_len,

@@ -4,8 +4,6 @@ from pathlib import Path
 
 import typer
 
-from ..verify import run_verify
-
 
 def register(app: typer.Typer) -> None:
     @app.command("verify")
@@ -20,6 +18,8 @@ def register(app: typer.Typer) -> None:
 
         Exit 0: every layer and the logits agree within float32 noise; 1: they disagree; 2: bad input.
         """
+        from ..verify import run_verify
+
         result = run_verify(ckpt, reference, prompt=prompt, full=full)
         print(result.summary())
         if not result.ok:

@@ -6,32 +6,16 @@ articles are sorted by length and each batch is cut to its shortest member inste
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..data import DatasetError, read_dataset_file
 from ..errors import MissingDependencyError
+from ..options import HUB_CALIBRATION_NAME as HUB_NAME
+from ..options import CalibSettings
 
 HUB_CALIBRATION = ("abisee/cnn_dailymail", "3.0.0", "train")  # ModelOpt's llm_ptq calibrates on train
-HUB_NAME = "cnn_dailymail"
-
-
-@dataclass(frozen=True, kw_only=True)
-class CalibSettings:
-    dataset: str = HUB_NAME  # "cnn_dailymail" (the hub's train split) or a .jsonl/.json/.parquet file
-    size: int = 512  # articles
-    max_len: int = 512  # tokens per article
-    batch_size: int = 8
-
-    def validate(self) -> None:
-        for name, value, low in (("--calib-size", self.size, 1), ("--calib-max-len", self.max_len, 2),
-                                 ("--batch-size", self.batch_size, 1)):
-            if value < low:
-                raise DatasetError(f"{name} must be >= {low}, got {value}")
-
-
 def load_articles(settings: CalibSettings, cache_dir: str | None = None) -> list[str]:
     """The first `size` articles of the calibration set."""
     if settings.dataset != HUB_NAME:

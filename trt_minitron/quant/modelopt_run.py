@@ -15,11 +15,9 @@ from typing import Callable
 
 import torch
 
+from ..archs import get_arch
 from ..errors import MissingDependencyError
 from .formats import QuantFormat
-
-# ModelOpt's decoder_type per HF architecture: Nemotron exports through the GPT path ("nemotron" raises).
-DECODER_TYPES = {"LlamaForCausalLM": "llama", "NemotronForCausalLM": "gpt"}
 
 
 def require_modelopt():
@@ -89,7 +87,7 @@ def export_trtllm(model: torch.nn.Module, architecture: str, dtype: torch.dtype,
 
     with torch.no_grad(), stdout_to_stderr(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        export_tensorrt_llm_checkpoint(model, DECODER_TYPES[architecture], dtype, export_dir=out_dir,
+        export_tensorrt_llm_checkpoint(model, get_arch(architecture).modelopt_decoder_type, dtype, export_dir=out_dir,
                                        inference_tensor_parallel=tp, inference_pipeline_parallel=pp)
 
 

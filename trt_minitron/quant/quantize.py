@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -27,11 +27,12 @@ from ..errors import ConfigError, MissingDependencyError, VerificationFailed
 from ..export import peak_rss_bytes, source_paths
 from ..hf_writer import write_hf_checkpoint
 from ..mapping import Mapping
+from ..options import QuantizeOptions
 from ..outputs import atomic_output_dir, check_output, write_marker
 from ..sources import Source, TensorInfo, open_source
 from ..sources.hf import HFSource
 from .assemble import assemble_checkpoint
-from .calib import CalibSettings, calibration_batches, load_articles
+from .calib import calibration_batches, load_articles
 from .checkpoint import RankTensors
 from .formats import KV_CACHE_DTYPES, QuantFormat, get_format
 from .teacher import FLIP_FRACTION, LayerCheck, check_conversion, failures
@@ -41,22 +42,6 @@ EXPORT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}  # ModelO
 DEVICES = ("auto", "cpu", "cuda")
 REPORT = "trt_minitron_quantize.json"
 CHECK_TOKENS = 128
-
-
-@dataclass(frozen=True, kw_only=True)
-class QuantizeOptions:
-    src: str
-    output: Path
-    qformat: str
-    group_size: int | None = None  # int4_awq / w4a8_awq: 128 (default) or 64
-    kv_cache_dtype: str | None = None
-    calib: CalibSettings = field(default_factory=CalibSettings)
-    tp: int = 1
-    pp: int = 1
-    format: str = "trtllm"
-    dtype: str = "bfloat16"
-    device: str = "auto"
-    overwrite: bool = False
 
 
 @dataclass(frozen=True)

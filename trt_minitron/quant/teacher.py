@@ -27,11 +27,11 @@ from typing import Iterator
 import torch
 
 from ..archs import get_arch
-from ..archs.base import RankContext, Recipe
+from ..archs.base import RankContext
 from ..config import ModelConfig, load_json
 from ..errors import CheckpointError
 from ..mapping import Mapping as TPMapping
-from ..sources.base import MetaReader, TensorInfo
+from ..sources.base import TensorInfo
 from .checkpoint import COLUMN_LINEARS, LINEARS, QuantSpec, RankTensors
 from .formats import cat_cols
 
@@ -79,18 +79,6 @@ def rel_diff(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got.float() - want.float()).abs().max() / want.float().abs().max().clamp(min=1e-30))
 
 
-class _Recorder(MetaReader):
-    """Meta reader that remembers which source tensors a rule reads."""
-
-    def __init__(self, infos: dict[str, TensorInfo]):
-        super().__init__(infos)
-        self.names: list[str] = []
-
-    def read(self, name, dim=None, start=0, stop=None):
-        self.names.append(name)
-        return super().read(name, dim, start, stop)
-
-
 class _TensorReader:
     """Named float32 tensors served to the arch rules in place of a checkpoint."""
 
@@ -105,16 +93,8 @@ class _TensorReader:
 
 def hf_modules(cfg: ModelConfig, layer: int, trt_name: str) -> list[str]:
     """Hugging Face modules a TensorRT-LLM linear is built from, in order (e.g. q, k, v for attention.qkv)."""
-    arch = get_arch(cfg.architecture)
-    rec = _Recorder({n: TensorInfo(s, torch.float32) for n, s in arch.hf_tensors(cfg).items()})
-    ctx = RankContext(cfg, TPMapping(1, 1), 0, torch.float32)
-    produce = arch.per_layer[f"{trt_name}.weight"](ctx, f"model.layers.{layer}.")
-    if isinstance(produce, Recipe):  # a layout names its source blocks without reading them
-        names = list(dict.fromkeys(b.name for b in produce.layout(rec.infos).blocks))
-    else:
-        produce(rec)
-        names = rec.names
-    return [n.removesuffix(".weight") for n in names]
+    rule = get_arch(cfg.architecture).per_layer[f"{trt_name}.weight"]
+    return [f"model.layers.{layer}.{n.removesuffix('.weight')}" for n in rule.inputs]
 
 
 @contextmanager

@@ -9,18 +9,17 @@ request by --request-timeout and the point by --max-duration; failures are count
 from __future__ import annotations
 
 import asyncio
-import math
-import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ..data import DEFAULT_TEMPLATE, PromptBuilder, load_records
-from ..errors import ConfigError, TrtMinitronError
+from ..data import PromptBuilder, load_records
+from ..errors import TrtMinitronError
 from ..metrics import ROUGE_KEYS, bootstrap_mean, rouge_scores
+from ..options import BenchOptions
 from .client import (
     RequestParams,
     RequestRecord,
@@ -33,7 +32,6 @@ from .client import (
 )
 from .stats import SLO, aggregate, tpot_s
 
-DATASETS = ("cnn_dailymail", "random")
 WARMUP_TOKENS = 8
 
 
@@ -64,81 +62,6 @@ class BenchPrompt:
     text: str
     tokens: int  # the local tokenizer's count
     reference: str | None = None  # CNN/DailyMail highlights
-
-
-@dataclass(frozen=True, kw_only=True)
-class BenchOptions:
-    url: str
-    served_model: str | None = None
-    tokenizer: str | None = None
-    api: str = "completions"
-    dataset: str = "cnn_dailymail"
-    dataset_file: Path | None = None
-    dataset_cache_dir: str | None = None
-    num_requests: int = 16
-    input_len: int = 923  # cnn_dailymail: the prompt budget (summarize's); random: prompt tokens
-    output_len: int = 100
-    prompt_template: str = DEFAULT_TEMPLATE
-    concurrency: tuple[int, ...] = ()
-    request_rate: tuple[float, ...] = ()
-    max_concurrency: int | None = None  # cap in flight under --request-rate
-    slo: SLO = field(default_factory=SLO)
-    temperature: float = 0.0
-    ignore_eos: bool = False
-    seed: int = 0
-    request_timeout_s: float = 600.0
-    max_duration_s: float | None = None  # per sweep point
-    warmup_requests: int = 1
-    bootstrap_samples: int = 1000
-    report: Path | None = None
-    plot: Path | None = None
-
-    def validate(self) -> None:
-        normalize_url(self.url)
-        if self.dataset not in DATASETS:
-            raise ConfigError(f"unknown --dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        if self.dataset == "random" and self.dataset_file is not None:
-            raise ConfigError("--dataset-file holds CNN/DailyMail-style records; it cannot be used with --dataset random")
-        for name in ("num_requests", "input_len", "output_len"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.concurrency and self.request_rate:
-            raise ConfigError("give --concurrency or --request-rate, not both (cap a rate with --max-concurrency)")
-        if any(c < 1 for c in self.concurrency):
-            raise ConfigError(f"--concurrency values must be >= 1, got {list(self.concurrency)}")
-        if any(not r > 0 for r in self.request_rate):
-            raise ConfigError(f"--request-rate values must be > 0 (inf = all at once), got {list(self.request_rate)}")
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise ConfigError(f"--max-concurrency must be >= 1, got {self.max_concurrency}")
-        if self.max_duration_s is not None and self.max_duration_s <= 0:
-            raise ConfigError(f"--max-duration must be > 0 s, got {self.max_duration_s}")
-        if self.warmup_requests < 0:
-            raise ConfigError(f"--warmup must be >= 0, got {self.warmup_requests}")
-        self.params().validate()
-        for flag, path in (("--report", self.report), ("--plot", self.plot)):
-            if path is not None:
-                check_writable(Path(path), flag)
-
-    def points(self) -> list[SweepPoint]:
-        if self.request_rate:
-            return [SweepPoint(self.max_concurrency, None if math.isinf(r) else r) for r in self.request_rate]
-        return [SweepPoint(c) for c in (self.concurrency or (1,))]
-
-    def params(self, max_tokens: int | None = None) -> RequestParams:
-        return RequestParams(max_tokens=max_tokens or self.output_len, api=self.api, temperature=self.temperature,
-                             seed=self.seed if self.temperature > 0 else None, ignore_eos=self.ignore_eos,
-                             timeout_s=self.request_timeout_s)
-
-
-def check_writable(path: Path, flag: str) -> None:
-    """Refuse before the run, not after it, an output path that cannot be written."""
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder; give a file name")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ConfigError(f"{flag} {path}: {parent} is not a writable folder")
 
 
 def build_prompts(opts: BenchOptions, tokenizer) -> list[BenchPrompt]:

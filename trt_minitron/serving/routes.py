@@ -24,54 +24,16 @@ from pathlib import Path
 
 from ..config import load_json
 from ..errors import ConfigError, MissingDependencyError
+from ..options import ServeOptions
+from ..outputs import TOKENIZER_CORE
 
-SERVERS = ("auto", "trtllm", "transformers")
 MANIFEST = "trt_minitron_manifest.json"  # written by build.py
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TRTLLM_HINT = ("trtllm-serve (TensorRT-LLM) is not installed here; use the image: docker build -f docker/Dockerfile "
                "--target serve -t trt-minitron:serve . && docker run --gpus all -p 8000:8000 -v $PWD/engines:/engines "
                "trt-minitron:serve serve /engines/NAME (or pip install tensorrt-llm on a CUDA machine)")
 TRANSFORMERS_HINT = "transformers serve needs its serving extra: pip install 'trt-minitron[serve]' " \
                     "(or pip install 'transformers[serving]')"
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServeOptions:
-    model: Path
-    host: str = "127.0.0.1"
-    port: int = 8000
-    server: str = "auto"  # auto | trtllm | transformers (HF folders only; engines always use trtllm-serve)
-    tokenizer: Path | None = None
-    max_batch_size: int | None = None  # None: the engine's value (engines) or the server's default
-    max_num_tokens: int | None = None
-    max_seq_len: int | None = None
-    tp_size: int | None = None  # HF folders under trtllm-serve; engines carry their own
-    pp_size: int | None = None
-    kv_cache_free_gpu_memory_fraction: float | None = None
-    mpirun: bool = False
-    continuous_batching: bool = False  # transformers serve
-    device: str | None = None  # transformers serve
-    dtype: str | None = None  # transformers serve
-    ready_timeout_s: float = 1800.0
-    stop_timeout_s: float = 30.0
-    dry_run: bool = False
-    extra_args: tuple[str, ...] = ()
-
-    def validate(self) -> None:
-        if self.server not in SERVERS:
-            raise ConfigError(f"unknown --server {self.server!r}; choose one of {', '.join(SERVERS)}")
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"--port must be in 1..65535, got {self.port}")
-        for name in ("max_batch_size", "max_num_tokens", "max_seq_len", "tp_size", "pp_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        frac = self.kv_cache_free_gpu_memory_fraction
-        if frac is not None and not 0 < frac <= 1:
-            raise ConfigError(f"--kv-cache-free-gpu-memory-fraction must be in (0, 1], got {frac}")
-        if self.ready_timeout_s <= 0 or self.stop_timeout_s <= 0:
-            raise ConfigError("--ready-timeout and --stop-timeout must be > 0 seconds")
 
 
 @dataclass(frozen=True)
@@ -141,7 +103,7 @@ def read_engine(path: Path) -> EngineInfo:
 
 
 def _has_tokenizer(folder: Path) -> bool:
-    return any((folder / f).is_file() for f in TOKENIZER_FILES)
+    return any((folder / f).is_file() for f in TOKENIZER_CORE)
 
 
 def _engine_tokenizer(path: Path) -> Path | None:

@@ -15,50 +15,13 @@ requests only; failed requests are counted with their messages.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..options import SLO
 from .client import RequestRecord
 
 PERCENTILES = (50, 90, 99)
-SLO_KEYS = ("ttft", "tpot", "e2el")
-
-
-@dataclass(frozen=True)
-class SLO:
-    """Goodput targets in milliseconds (None: not constrained)."""
-
-    ttft_ms: float | None = None
-    tpot_ms: float | None = None
-    e2el_ms: float | None = None
-
-    @property
-    def any(self) -> bool:
-        return any(v is not None for v in (self.ttft_ms, self.tpot_ms, self.e2el_ms))
-
-    def to_dict(self) -> dict:
-        return {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "e2el_ms": self.e2el_ms}
-
-
-def parse_slo(items: list[str] | tuple[str, ...]) -> SLO:
-    """`ttft:MS tpot:MS e2el:MS` (any subset) -> SLO."""
-    values: dict[str, float] = {}
-    for item in items:
-        key, sep, value = item.partition(":")
-        if not sep or key not in SLO_KEYS:
-            raise ConfigError(f"--goodput {item!r}: expected KEY:MS with KEY one of {', '.join(SLO_KEYS)}")
-        try:
-            ms = float(value)
-        except ValueError:
-            raise ConfigError(f"--goodput {item!r}: {value!r} is not a number of milliseconds") from None
-        if ms <= 0:
-            raise ConfigError(f"--goodput {item!r}: the target must be > 0 ms")
-        values[f"{key}_ms"] = ms
-    return SLO(**values)
-
-
 def distribution_ms(values_s: list[float]) -> dict[str, float | None]:
     """mean / p50 / p90 / p99 in milliseconds (None when there is no value)."""
     v = np.asarray(values_s, dtype=np.float64) * 1000.0

@@ -22,7 +22,9 @@ def open_source(src: str | Path) -> Source:
         from .nemo import is_nemo, open_nemo
 
         if is_nemo(path):  # .nemo file, any tar holding one, or an extracted .nemo folder
-            return open_nemo(path)
+            from ..archs import hf_tensor_shapes
+
+            return open_nemo(path, hf_tensor_shapes)
         if path.is_dir() and (path / "config.json").is_file():
             return HFSource(path)
         if path.is_dir():

@@ -6,40 +6,17 @@ is one new reader, and a new architecture is one new arch file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import torch
+from ..tensors import MetaReader, RowStream, TensorInfo
 
-from ..config import ModelConfig
+if TYPE_CHECKING:
+    import torch
 
+    from ..config import ModelConfig
 
-@dataclass(frozen=True)
-class TensorInfo:
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-
-    @property
-    def nbytes(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n * self.dtype.itemsize
-
-
-@dataclass(frozen=True)
-class RowStream:
-    """Rows of a stored tensor as byte chunks of one reused buffer (each chunk must be consumed before the
-    next); `file_range` says where they lie in a file, so the export writer (transfer.py) can copy them
-    file to file or read them in row blocks without asking the source again."""
-
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    chunks: Callable[[], Iterator[memoryview]]
-    # (file, byte offset) only when these rows lie in that file contiguous, row-major, in `dtype`, byte for
-    # byte what read() returns (no permutation, no quantization): export then copies them file to file.
-    file_range: tuple[Path, int] | None = None
+__all__ = ["MetaReader", "RowStream", "Source", "TensorInfo"]
 
 
 class Source(Protocol):
@@ -61,18 +38,3 @@ class Source(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class MetaReader:
-    """Reads nothing: returns meta tensors, so a plan can be dry-run for shapes and dtypes."""
-
-    def __init__(self, infos: dict[str, TensorInfo]):
-        self.infos = infos
-
-    def read(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        info = self.infos[name]
-        t = torch.empty(info.shape, dtype=info.dtype, device="meta")
-        if dim is None:
-            return t
-        stop = info.shape[dim] if stop is None else stop
-        return t.narrow(dim, start, stop - start)

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError
 from .base import TensorInfo
-from .gguf_config import ARCHITECTURES, ROPE_FREQS, hf_config, llama3_from_rope_freqs
+from .gguf_config import ROPE_FREQS, check_architecture, hf_config, llama3_from_rope_freqs
 from .gguf_dequant import read_rows
 from .gguf_format import GGUFTensor, import_gguf, read_header
 from .gguf_tokenizer import save_tokenizer
@@ -41,9 +41,7 @@ class GGUFSource:
         header = read_header(path)
         meta, table = header.metadata, dict(header.tensors)
         arch = meta.get("general.architecture")
-        if not isinstance(arch, str) or arch not in ARCHITECTURES:
-            raise ConfigError(f"{path}: GGUF architecture {arch!r} is not supported; supported: "
-                              + ", ".join(f"{g} ({hf})" for g, (hf, _) in ARCHITECTURES.items()))
+        check_architecture(arch, str(path))
         self.meta = meta
         rope_freqs = table.pop(ROPE_FREQS, None)
         hf = hf_config(meta, arch, has_output="output.weight" in table, where=str(path))

@@ -11,16 +11,22 @@ import math
 
 import torch
 
+from ..archs import arch_for_gguf, supported
 from ..errors import CheckpointError, ConfigError
 
-# GGUF architecture -> (HF architecture, hidden_act)
-ARCHITECTURES = {"llama": ("LlamaForCausalLM", "silu"), "nemotron": ("NemotronForCausalLM", "relu2")}
 ROPE_FREQS = "rope_freqs.weight"  # llama.cpp stores llama3 rope scaling as per-frequency factors
+
+
+def check_architecture(arch: object, where: str) -> None:
+    """A GGUF general.architecture some registered architecture reads (Arch.gguf_architecture), or a ConfigError."""
+    if not isinstance(arch, str) or arch_for_gguf(arch) is None:
+        raise ConfigError(f"{where}: GGUF architecture {arch!r} is not supported; supported: "
+                          + ", ".join(f"{g} ({arch_for_gguf(g).hf_architecture})" for g in supported("gguf")))
 
 
 def hf_config(meta: dict, arch: str, has_output: bool, where: str) -> dict:
     """A transformers config.json dict from GGUF metadata (the keys transformers' GGUF loader maps)."""
-    hf_arch, act = ARCHITECTURES[arch]
+    target = arch_for_gguf(arch)
 
     def get(key: str, default=None):
         name = key.format(arch=arch)
@@ -46,8 +52,8 @@ def hf_config(meta: dict, arch: str, has_output: bool, where: str) -> dict:
     tokens = meta.get("tokenizer.ggml.tokens")
     head_dim = int(get("{arch}.attention.key_length") or (rope_dim if arch == "llama" else 0) or hidden // heads)
     hf = {
-        "architectures": [hf_arch],
-        "model_type": arch,
+        "architectures": [target.hf_architecture],
+        "model_type": target.model_type,
         "vocab_size": int(get("{arch}.vocab_size") or (len(tokens) if isinstance(tokens, list) else 0)) or None,
         "hidden_size": hidden,
         "intermediate_size": need("{arch}.feed_forward_length"),
@@ -55,7 +61,7 @@ def hf_config(meta: dict, arch: str, has_output: bool, where: str) -> dict:
         "num_attention_heads": heads,
         "num_key_value_heads": get("{arch}.attention.head_count_kv", heads),
         "head_dim": head_dim,
-        "hidden_act": act,
+        "hidden_act": target.hidden_acts[0],
         "max_position_embeddings": get("{arch}.context_length"),
         "rope_theta": float(get("{arch}.rope.freq_base", 10000.0)),
         "tie_word_embeddings": not has_output,
@@ -67,7 +73,7 @@ def hf_config(meta: dict, arch: str, has_output: bool, where: str) -> dict:
         if rope_dim is not None and int(rope_dim) != head_dim:
             raise ConfigError(f"{where}: llama.rope.dimension_count={rope_dim} != head dim {head_dim}; "
                               "partial rotary is not supported for llama")
-        hf["rms_norm_eps"] = need("{arch}.attention.layer_norm_rms_epsilon")
+        hf[target.norm_eps_keys[0]] = need("{arch}.attention.layer_norm_rms_epsilon")
     else:
         # llama.cpp writes rope.dimension_count = int(partial_rotary_factor * hidden) // heads: the model's
         # rotary size only when head_dim == hidden / heads (not so for Minitron-8B).
@@ -76,7 +82,8 @@ def hf_config(meta: dict, arch: str, has_output: bool, where: str) -> dict:
                               f"({hidden}/{heads}): its rope.dimension_count cannot be trusted; export the HF "
                               "or .nemo checkpoint instead")
         hf["partial_rotary_factor"] = int(need("{arch}.rope.dimension_count")) / head_dim
-        hf["norm_eps"] = get("{arch}.attention.layer_norm_epsilon") or need("{arch}.attention.layer_norm_rms_epsilon")
+        hf[target.norm_eps_keys[0]] = (get("{arch}.attention.layer_norm_epsilon")
+                                       or need("{arch}.attention.layer_norm_rms_epsilon"))
     scaling = get("{arch}.rope.scaling.type")
     if scaling == "linear":
         hf["rope_scaling"] = {"rope_type": "linear", "factor": float(need("{arch}.rope.scaling.factor"))}

@@ -14,11 +14,10 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError, MissingDependencyError, torch_load_reason
+from ..outputs import TOKENIZER_FILES
 from .base import TensorInfo
 from .stfile import SafetensorsFile
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "generation_config.json")
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 

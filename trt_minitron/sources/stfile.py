@@ -7,22 +7,17 @@ copies just the bytes of one tensor, or of one row block of it, into a fresh buf
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
 from ..errors import CheckpointError
+from ..stheader import read_header
 from .base import RowStream, TensorInfo
 
 CHUNK_BYTES = 64 * 2**20
-MAX_HEADER_BYTES = 100 * 2**20
-
-ST_TO_TORCH = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-               "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-               "BOOL": torch.bool}
+READABLE = ("F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL")  # dtypes a source may hold
 
 
 class SafetensorsFile:
@@ -30,24 +25,10 @@ class SafetensorsFile:
 
     def __init__(self, path: Path):
         self.path = path
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            raw_len = f.read(8)
-            if len(raw_len) < 8:
-                raise CheckpointError(f"{path}: not a safetensors file (shorter than 8 bytes)")
-            (n,) = struct.unpack("<Q", raw_len)
-            if n < 2 or n > size - 8 or n > MAX_HEADER_BYTES:
-                raise CheckpointError(f"{path}: not a safetensors file (header length {n} for a {size}-byte file)")
-            try:
-                header = json.loads(f.read(n), object_pairs_hook=_no_duplicate_keys)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
-            except _DuplicateKey as e:
-                raise CheckpointError(f"{path}: the safetensors header has the key {e.key!r} twice") from None
-        self.data_start = 8 + n
-        self.infos, self._offsets = parse_header(header, size - self.data_start, str(path))
-        for name, begin in self._offsets.items():
-            self._offsets[name] = self.data_start + begin
+        header = read_header(path, READABLE)
+        self.data_start = header.data_start
+        self.infos = {n: TensorInfo(e.shape, e.dtype.torch) for n, e in header.entries.items()}
+        self._offsets = {n: header.data_start + e.begin for n, e in header.entries.items()}
 
     def read(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:
         info = self.infos[name]
@@ -99,69 +80,3 @@ class SafetensorsFile:
                     raise CheckpointError(f"{self.path}: unexpected end of file reading {name}")
                 got += n
         return buf.view(info.dtype).reshape([stop - start] + shape[1:])
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str):
-        self.key = key
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
-    out: dict = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(k)
-        out[k] = v
-    return out
-
-
-def parse_header(header: object, data_bytes: int, where: str) -> tuple[dict[str, TensorInfo], dict[str, int]]:
-    """Infos and data offsets (relative to the data section) of a safetensors header, or a CheckpointError.
-
-    Entries are objects with a known dtype, a shape of non-negative integers and two data_offsets
-    [begin, end) with end - begin = prod(shape) x itemsize, inside the data section, not overlapping.
-    """
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{where}: the safetensors header must be a JSON object, found a {type(header).__name__}")
-    meta = header.get("__metadata__")
-    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
-        raise CheckpointError(f"{where}: __metadata__ must map strings to strings")
-    infos: dict[str, TensorInfo] = {}
-    spans: list[tuple[int, int, str]] = []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        bad = f"{where}: tensor {name!r}"
-        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
-            raise CheckpointError(f"{bad} must be an object with dtype, shape and data_offsets, found {entry!r:.80}")
-        dtype = ST_TO_TORCH.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None
-        if dtype is None:
-            raise CheckpointError(f"{bad} has unsupported dtype {entry['dtype']!r}; supported: {', '.join(ST_TO_TORCH)}")
-        shape, offsets = entry["shape"], entry["data_offsets"]
-        if not isinstance(shape, list) or not all(_count(d) for d in shape):
-            raise CheckpointError(f"{bad} has shape {shape!r}; expected a list of non-negative integers")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_count(o) for o in offsets)
-                and offsets[0] <= offsets[1]):
-            raise CheckpointError(f"{bad} has data_offsets {offsets!r}; expected [begin, end] with 0 <= begin <= end")
-        info = TensorInfo(tuple(shape), dtype)
-        begin, end = offsets
-        if end - begin != info.nbytes:
-            raise CheckpointError(f"{bad} spans {end - begin} bytes, but {entry['dtype']}{shape} needs {info.nbytes}")
-        if end > data_bytes:
-            raise CheckpointError(f"{bad} runs past the end of the file ({end} > {data_bytes} data bytes; truncated?)")
-        infos[name] = info
-        spans.append((begin, end, name))
-    spans.sort()
-    reach, holder = 0, ""  # furthest end so far, and whose it is; empty tensors occupy nothing
-    for begin, end, name in spans:
-        if begin == end:
-            continue
-        if begin < reach:
-            raise CheckpointError(f"{where}: tensors {holder!r} and {name!r} overlap in the file "
-                                  f"(data bytes {begin}-{min(end, reach)})")
-        reach, holder = end, name
-    return infos, {name: b for b, _e, name in spans}
-
-
-def _count(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0

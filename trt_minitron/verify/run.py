@@ -7,9 +7,10 @@ from pathlib import Path
 import torch
 
 from ..config import ModelConfig
+from ..dtypes import torch_dtype
 from ..errors import CheckpointError, ConfigError, MissingDependencyError
 from ..sources import open_source
-from ..trtllm_ckpt import DTYPES, MergedCheckpoint, TrtCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
+from ..trtllm_ckpt import MergedCheckpoint, TrtCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
 from .criterion import VerifyResult, logit_tolerance
 
 # Long enough (227 tokens with SmolLM2's tokenizer) that rope differences at far positions
@@ -52,7 +53,7 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
         vocab, notes = match_reference(ckpt.model, source.config, str(reference_src))
         from .source_side import SourceSide
 
-        src = SourceSide(source, DTYPES[ckpt.dtype])
+        src = SourceSide(source, torch_dtype(ckpt.dtype))
         if full:
             from .full import compare_full as compare
         else:

@@ -91,7 +91,7 @@ class SourceSide:
     def final_norm(self, rounded: bool) -> tuple[torch.nn.Module, bool]:
         """transformers' final norm with the source's weights, and whether rounding them is exact."""
         norm = self.modules.norm(self.cfg.hidden_size, eps=self.cfg.norm_eps)
-        names = self.arch.hf_final_norm(self.cfg)
+        names = self.arch.final_norm_tensors()
         weights = {n.rsplit(".", 1)[1]: self.read(n, rounded) for n in names}
         norm.load_state_dict(weights, strict=True)
         return norm.eval(), all(self.exact(n) for n in names)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tarfile
 from pathlib import Path
 
-from .source import NemoSource
+from .source import ExpectedTensors, NemoSource
 
 
 def is_nemo(path: Path) -> bool:
@@ -18,9 +18,9 @@ def is_nemo(path: Path) -> bool:
     return path.is_file() and tarfile.is_tarfile(path)
 
 
-def open_nemo(path: Path) -> NemoSource:
-    """Open a `.nemo` as a Source with Hugging Face tensor names (see source.py)."""
-    return NemoSource(Path(path))
+def open_nemo(path: Path, expected: ExpectedTensors) -> NemoSource:
+    """Open a `.nemo` as a Source with Hugging Face tensor names, those `expected` lists (see source.py)."""
+    return NemoSource(Path(path), expected)
 
 
 __all__ = ["NemoSource", "is_nemo", "open_nemo"]

@@ -7,7 +7,6 @@ that run past the end of the file are refused, so a bad archive fails before any
 from __future__ import annotations
 
 import errno
-import io
 import os
 import posixpath
 import shutil
@@ -15,7 +14,6 @@ import tarfile
 import tempfile
 import zlib
 from pathlib import Path
-from typing import BinaryIO
 
 from ...errors import CheckpointError, DiskFullError
 from ...outputs import human_bytes
@@ -279,34 +277,3 @@ def _extract_gz(path: Path) -> ExtractedContainer:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return ExtractedContainer(path, tmp, list(files))
-
-
-class MemberFile(io.RawIOBase):
-    """A seekable read-only file object over one member, for readers that want a file (torch.load)."""
-
-    def __init__(self, c: Container, name: str):
-        self._c, self._name, self._pos, self._size = c, name, 0, c.size(name)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self._pos = {0: pos, 1: self._pos + pos, 2: self._size + pos}[whence]
-        return self._pos
-
-    def readinto(self, b) -> int:
-        n = max(0, min(len(b), self._size - self._pos))
-        if n:
-            b[:n] = self._c.read_bytes(self._name, self._pos, n)
-            self._pos += n
-        return n
-
-
-def open_member(c: Container, name: str) -> BinaryIO:
-    return io.BufferedReader(MemberFile(c, name))

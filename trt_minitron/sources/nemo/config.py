@@ -11,11 +11,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ...archs import arch_for_nemo, supported
 from ...config import ModelConfig, RopeScaling
 from ...errors import ConfigError
-
-GATED = ("swiglu", "fast-swiglu")
-SQUARED_RELU = ("squared-relu", "squared_relu")
 
 
 @dataclass(frozen=True)
@@ -25,7 +23,6 @@ class NemoModel:
     architecture: str
     fields: dict  # ModelConfig keyword arguments, minus vocab_size / bos / eos / torch_dtype
     gated: bool
-    layernorm1p: bool
     make_vocab_size_divisible_by: int
     tp: int
     pp: int
@@ -85,20 +82,14 @@ def parse_model_config(raw: Any, where: str) -> NemoModel:
 
     act = str(_get(cfg, "activation", "gelu"))
     norm = str(_get(cfg, "normalization", "layernorm"))
-    zero_centered = flag("layernorm_zero_centered_gamma", False)
-    if act in SQUARED_RELU:
-        if not (norm == "layernorm1p" or (norm == "layernorm" and zero_centered)):
-            raise ConfigError(f"activation={act!r} with normalization={norm!r} in {where} is not supported; "
-                              "squared-relu models must use layernorm1p (Nemotron)")
-        arch, hidden_act, gated, ln1p = "NemotronForCausalLM", "relu2", False, True
-    elif act in GATED:
-        if norm != "rmsnorm":
-            raise ConfigError(f"activation={act!r} with normalization={norm!r} in {where} is not supported; "
-                              "swiglu models must use rmsnorm (Llama)")
-        arch, hidden_act, gated, ln1p = "LlamaForCausalLM", "silu", True, False
-    else:
-        raise ConfigError(f"unsupported activation {act!r} in {where}; supported: squared-relu (Nemotron), "
-                          "swiglu / fast-swiglu (Llama)")
+    if norm == "layernorm" and flag("layernorm_zero_centered_gamma", False):
+        norm = "layernorm1p"  # the same norm, spelled as mcore spells it
+    arch = arch_for_nemo(act)
+    if arch is None:
+        raise ConfigError(f"unsupported activation {act!r} in {where}; supported: {', '.join(supported('nemo'))}")
+    if norm != arch.nemo_normalization:
+        raise ConfigError(f"activation={act!r} with normalization={norm!r} in {where} is not supported; "
+                          f"{act} models must use {arch.nemo_normalization} ({arch.hf_architecture})")
 
     for name, default in (("bias", True), ("qkv_bias", False)):
         if flag(name, default):
@@ -129,14 +120,14 @@ def parse_model_config(raw: Any, where: str) -> NemoModel:
 
     seq = _get(cfg, "encoder_seq_length", 512)
     fields = dict(
-        architecture=arch,
+        architecture=arch.hf_architecture,
         hidden_size=hidden,
         intermediate_size=ffn,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=groups,
         head_dim=head_dim,
-        hidden_act=hidden_act,
+        hidden_act=arch.hidden_acts[0],
         norm_eps=as_float("layernorm_epsilon", _get(cfg, "layernorm_epsilon", 1e-5)),
         max_position_embeddings=as_int("max_position_embeddings", _get(cfg, "max_position_embeddings", seq)),
         rope_theta=as_float("rotary_base", _get(cfg, "rotary_base", 10000.0)),
@@ -148,7 +139,7 @@ def parse_model_config(raw: Any, where: str) -> NemoModel:
         raise ConfigError(f"num_attention_heads={heads} is not a multiple of num_query_groups={groups} in {where}")
     tok = cfg.get("tokenizer") if isinstance(cfg.get("tokenizer"), dict) else {}
     return NemoModel(
-        architecture=arch, fields=fields, gated=gated, layernorm1p=ln1p,
+        architecture=arch.hf_architecture, fields=fields, gated=arch.gated,
         make_vocab_size_divisible_by=as_int("make_vocab_size_divisible_by",
                                             _get(cfg, "make_vocab_size_divisible_by", 128)),
         tp=as_int("tensor_model_parallel_size", _get(cfg, "tensor_model_parallel_size", 1)),

@@ -14,11 +14,12 @@ import posixpath
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import yaml
 
-from ...archs import get_arch
+from ...config import ModelConfig
 from ...errors import CheckpointError, ConfigError, one_line
 from ..base import TensorInfo
 from .archive import open_container
@@ -57,11 +58,18 @@ class _Entry:
     part: str  # "all", "q", "k", "v", "gate", "up", "vocab"
 
 
-class NemoSource:
-    """A `.nemo` file or folder (zarr, torch_dist or legacy weights) with HF tensor names."""
+ExpectedTensors = Callable[[ModelConfig], "dict[str, tuple[int, ...]]"]  # HF name -> shape, for a config
 
-    def __init__(self, path: Path):
+
+class NemoSource:
+    """A `.nemo` file or folder (zarr, torch_dist or legacy weights) with HF tensor names.
+
+    `expected`: the HF tensors (and shapes) the model's architecture reads (archs.hf_tensor_shapes): the
+    reader maps mcore keys to exactly those and refuses any key left over."""
+
+    def __init__(self, path: Path, expected: ExpectedTensors):
         self.path = Path(path)
+        self._expected_for = expected
         self._c = open_container(self.path)
         self._cache: tuple | None = None
         try:
@@ -199,7 +207,7 @@ class NemoSource:
                 raise CheckpointError(f"{where} lacks output_layer.weight (share_embeddings_and_output_weights is false)")
             check(head, None, self._infos[emb].shape)
             out["lm_head.weight"] = _Entry(head, None, "vocab")
-        expected = get_arch(cfg.architecture).hf_tensors(cfg)
+        expected = self._expected_for(cfg)
         for hf, mc in _TOP_MAP.items():
             if hf in expected and hf not in out:
                 key = self._resolve_top(mc)

@@ -1,0 +1,42 @@
+"""The one dtype table: names as configs and flags spell them, safetensors codes, sizes, and torch's dtype
+(looked up only when asked, so planning and headers need no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class DType:
+    name: str  # torch's and the configs' spelling: "bfloat16"
+    safetensors: str  # the safetensors header code: "BF16"
+    itemsize: int
+
+    @property
+    def torch(self) -> torch.dtype:
+        import torch
+
+        return getattr(torch, self.name)
+
+
+TABLE = (DType("float32", "F32", 4), DType("float16", "F16", 2), DType("bfloat16", "BF16", 2),
+         DType("float64", "F64", 8), DType("int64", "I64", 8), DType("int32", "I32", 4), DType("int16", "I16", 2),
+         DType("int8", "I8", 1), DType("uint8", "U8", 1), DType("bool", "BOOL", 1),
+         DType("float8_e4m3fn", "F8_E4M3", 1))  # FP8 weights and activations of quantized checkpoints
+BY_NAME = {d.name: d for d in TABLE}
+BY_SAFETENSORS = {d.safetensors: d for d in TABLE}
+CHECKPOINT_DTYPES = ("bfloat16", "float16", "float32")  # what export writes and a TensorRT-LLM checkpoint holds
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """torch's dtype for a name of the table ("bfloat16" -> torch.bfloat16)."""
+    return BY_NAME[name].torch
+
+
+def of_torch(dtype: torch.dtype) -> DType:
+    """The table's entry for a torch dtype."""
+    return BY_NAME[str(dtype).removeprefix("torch.")]

@@ -1,0 +1,426 @@
+"""Every command's options and their defaults, in one module that imports neither torch nor numpy.
+
+The CLI (commands/) takes each flag's default from these classes and imports a command's implementation
+only when that command runs, so `trt-minitron --help` starts at once. The implementations re-export the
+class they take (export.ExportOptions is this ExportOptions).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .data import DEFAULT_TEMPLATE, DatasetError
+from .errors import ConfigError, OutputError
+
+if TYPE_CHECKING:
+    from .serving.bench import SweepPoint
+    from .serving.client import RequestParams
+
+# --- export ------------------------------------------------------------------------------------------------------
+
+EXPORT_FORMATS = ("trtllm", "hf")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    src: str
+    output: Path
+    dtype: str = "bfloat16"
+    tp: int = 1
+    pp: int = 1
+    overwrite: bool = False
+    dry_run: bool = False
+    format: str = "trtllm"
+
+
+# --- build -------------------------------------------------------------------------------------------------------
+
+# DefaultPluginDtype (plugin/plugin.py @c20322ffd3dc) restricted to the float dtypes a checkpoint can have.
+PLUGIN_CHOICES = ("auto", "bfloat16", "float16", "float32", "disable")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOptions:
+    checkpoint: Path
+    output: Path | None = None  # required unless dry_run
+    max_batch_size: int = 8
+    max_input_len: int = 1024
+    max_seq_len: int = 2048
+    max_num_tokens: int = 8192
+    max_beam_width: int = 1
+    gpt_attention_plugin: str = "auto"  # = the checkpoint dtype
+    gemm_plugin: str = "auto"
+    workers: int = 1
+    overwrite: bool = False
+    dry_run: bool = False
+    gpu_memory_gib: float | None = None  # default: the local GPU's memory, else 80 GiB
+
+    def validate(self) -> None:
+        for name in ("max_batch_size", "max_input_len", "max_seq_len", "max_num_tokens", "max_beam_width",
+                     "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_input_len > self.max_seq_len:
+            raise ConfigError(f"--max-input-len {self.max_input_len} is larger than --max-seq-len {self.max_seq_len}")
+        if self.max_num_tokens < self.max_input_len:
+            raise ConfigError(f"--max-num-tokens {self.max_num_tokens} is smaller than --max-input-len "
+                              f"{self.max_input_len}: a full-length prompt could not be scheduled")
+        for name in ("gpt_attention_plugin", "gemm_plugin"):
+            if getattr(self, name) not in PLUGIN_CHOICES:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r}; choose one of "
+                                  f"{', '.join(PLUGIN_CHOICES)}")
+        if self.gpt_attention_plugin == "disable":
+            raise ConfigError("--gpt-attention-plugin disable is not possible: the paged KV cache and "
+                              "remove-input-padding (always on here) need the GPT attention plugin")
+        if self.gpu_memory_gib is not None and not (math.isfinite(self.gpu_memory_gib) and self.gpu_memory_gib > 0):
+            raise ConfigError(f"--gpu-memory must be a positive, finite number of GiB, got {self.gpu_memory_gib}")
+        if not self.dry_run and self.output is None:
+            raise ConfigError("--output ENGINE_DIR is required (or pass --dry-run)")
+
+
+# --- generation (generate, summarize) ----------------------------------------------------------------------------
+
+BACKENDS = ("trtllm", "hf", "torch", "openai")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sampling:
+    """Decoding settings; greedy unless temperature > 0 (TensorRT-LLM's top_k=1 default is greedy too)."""
+
+    max_new_tokens: int = 100
+    temperature: float = 0.0
+    top_k: int = 0  # 0 = no top-k filter
+    top_p: float = 1.0
+    num_beams: int = 1
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.num_beams == 1 and (self.temperature <= 0.0 or self.top_k == 1)
+
+    def validate(self) -> None:
+        """Reject settings no backend can honour."""
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.num_beams < 1:
+            raise ConfigError(f"num_beams must be >= 1, got {self.num_beams}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be >= 0, got {self.top_k}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendSpec:
+    """One `--backend KIND MODEL` pair plus the settings every backend may need."""
+
+    kind: str
+    model: str
+    device: str = "auto"
+    dtype: str = "auto"
+    tokenizer: str | None = None
+    # trtllm runtime limits (ModelRunnerCpp.from_dir); ignored by hf/torch.
+    max_batch_size: int = 8
+    max_input_len: int | None = None  # None: the engine's own limit
+    max_output_len: int = 100
+    max_beam_width: int = 1
+    # openai: MODEL is the server URL; the name it serves (default: the only one /v1/models lists).
+    served_model: str | None = None
+    concurrency: int = 1  # openai: requests in flight
+
+    def validate(self) -> None:
+        if self.kind not in BACKENDS:
+            raise ConfigError(f"unknown backend {self.kind!r}; choose one of {', '.join(BACKENDS)}")
+        if self.concurrency < 1:
+            raise ConfigError(f"--concurrency must be >= 1, got {self.concurrency}")
+        if self.kind == "openai":
+            from .serving.client import normalize_url
+            normalize_url(self.model)
+        elif not Path(self.model).exists():
+            raise ConfigError(f"{self.kind} model path {self.model} does not exist")
+
+
+GENERATE_SAMPLING = Sampling(max_new_tokens=64)  # `generate`'s decoding defaults
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerateOptions:
+    backend: BackendSpec
+    prompts: tuple[str, ...]
+    sampling: Sampling = GENERATE_SAMPLING
+    chat: bool = False
+    stream: bool = False
+
+    def validate(self) -> None:
+        if not self.prompts:
+            raise ConfigError("give at least one --prompt")
+        self.sampling.validate()
+        self.backend.validate()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SummarizeOptions:
+    backends: tuple[BackendSpec, ...]
+    dataset_file: Path | None = None  # None: the hub CNN/DailyMail 3.0.0 test split
+    dataset_cache_dir: str | None = None
+    num_samples: int = 20
+    batch_size: int = 1
+    max_input_len: int = 923
+    output_len: int = 100
+    num_beams: int = 1
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    prompt_template: str = DEFAULT_TEMPLATE
+    add_special_tokens: bool = True
+    warmup: bool = True
+    sort_by_length: bool = True
+    check_accuracy: bool = False
+    rouge1_threshold: float = 15.0
+    max_rouge_drop: float | None = None
+    bootstrap_samples: int = 1000
+    report: Path | None = None
+    concurrency: int = 1  # openai backends: requests in flight (all prompts go out as one stream of requests)
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(max_new_tokens=self.output_len, temperature=self.temperature, top_k=self.top_k,
+                        top_p=self.top_p, num_beams=self.num_beams, seed=self.seed)
+
+    def validate(self) -> None:
+        if not self.backends:
+            raise ConfigError("give at least one --backend KIND MODEL")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.max_rouge_drop is not None and len(self.backends) < 2:
+            raise ConfigError("--max-rouge-drop compares two backends; give a second --backend")
+        self.sampling.validate()
+        for b in self.backends:
+            b.validate()
+        if self.report is not None:
+            check_report_path(Path(self.report))
+
+
+def check_report_path(report: Path) -> None:
+    """Refuse, before any sample runs, a --report that could not be written at the end."""
+    if report.is_dir():
+        raise OutputError(f"--report {report} is a folder; give a file path such as {report / 'summarize.json'}")
+    if report.exists():
+        try:
+            with open(report, "a"):
+                pass
+        except OSError as e:
+            raise OutputError(f"--report {report} cannot be written: {e.strerror}") from None
+        return
+    ancestor = report.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"--report {report} cannot be written: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"--report {report} cannot be written: no permission to create files in {ancestor}")
+
+
+# --- quantize ----------------------------------------------------------------------------------------------------
+
+HUB_CALIBRATION_NAME = "cnn_dailymail"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CalibSettings:
+    dataset: str = HUB_CALIBRATION_NAME  # "cnn_dailymail" (the hub's train split) or a .jsonl/.json/.parquet file
+    size: int = 512  # articles
+    max_len: int = 512  # tokens per article
+    batch_size: int = 8
+
+    def validate(self) -> None:
+        for name, value, low in (("--calib-size", self.size, 1), ("--calib-max-len", self.max_len, 2),
+                                 ("--batch-size", self.batch_size, 1)):
+            if value < low:
+                raise DatasetError(f"{name} must be >= {low}, got {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeOptions:
+    src: str
+    output: Path
+    qformat: str
+    group_size: int | None = None  # int4_awq / w4a8_awq: 128 (default) or 64
+    kv_cache_dtype: str | None = None
+    calib: CalibSettings = field(default_factory=CalibSettings)
+    tp: int = 1
+    pp: int = 1
+    format: str = "trtllm"
+    dtype: str = "bfloat16"
+    device: str = "auto"
+    overwrite: bool = False
+
+
+# --- serve -------------------------------------------------------------------------------------------------------
+
+SERVERS = ("auto", "trtllm", "transformers")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeOptions:
+    model: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    server: str = "auto"  # auto | trtllm | transformers (HF folders only; engines always use trtllm-serve)
+    tokenizer: Path | None = None
+    max_batch_size: int | None = None  # None: the engine's value (engines) or the server's default
+    max_num_tokens: int | None = None
+    max_seq_len: int | None = None
+    tp_size: int | None = None  # HF folders under trtllm-serve; engines carry their own
+    pp_size: int | None = None
+    kv_cache_free_gpu_memory_fraction: float | None = None
+    mpirun: bool = False
+    continuous_batching: bool = False  # transformers serve
+    device: str | None = None  # transformers serve
+    dtype: str | None = None  # transformers serve
+    ready_timeout_s: float = 1800.0
+    stop_timeout_s: float = 30.0
+    dry_run: bool = False
+    extra_args: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        if self.server not in SERVERS:
+            raise ConfigError(f"unknown --server {self.server!r}; choose one of {', '.join(SERVERS)}")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"--port must be in 1..65535, got {self.port}")
+        for name in ("max_batch_size", "max_num_tokens", "max_seq_len", "tp_size", "pp_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        frac = self.kv_cache_free_gpu_memory_fraction
+        if frac is not None and not 0 < frac <= 1:
+            raise ConfigError(f"--kv-cache-free-gpu-memory-fraction must be in (0, 1], got {frac}")
+        if self.ready_timeout_s <= 0 or self.stop_timeout_s <= 0:
+            raise ConfigError("--ready-timeout and --stop-timeout must be > 0 seconds")
+
+
+# --- bench -------------------------------------------------------------------------------------------------------
+
+BENCH_DATASETS = ("cnn_dailymail", "random")
+SLO_KEYS = ("ttft", "tpot", "e2el")
+
+
+@dataclass(frozen=True)
+class SLO:
+    """Goodput targets in milliseconds (None: not constrained)."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2el_ms: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.ttft_ms, self.tpot_ms, self.e2el_ms))
+
+    def to_dict(self) -> dict:
+        return {"ttft_ms": self.ttft_ms, "tpot_ms": self.tpot_ms, "e2el_ms": self.e2el_ms}
+
+
+def parse_slo(items: list[str] | tuple[str, ...]) -> SLO:
+    """`ttft:MS tpot:MS e2el:MS` (any subset) -> SLO."""
+    values: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition(":")
+        if not sep or key not in SLO_KEYS:
+            raise ConfigError(f"--goodput {item!r}: expected KEY:MS with KEY one of {', '.join(SLO_KEYS)}")
+        try:
+            ms = float(value)
+        except ValueError:
+            raise ConfigError(f"--goodput {item!r}: {value!r} is not a number of milliseconds") from None
+        if ms <= 0:
+            raise ConfigError(f"--goodput {item!r}: the target must be > 0 ms")
+        values[f"{key}_ms"] = ms
+    return SLO(**values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchOptions:
+    url: str
+    served_model: str | None = None
+    tokenizer: str | None = None
+    api: str = "completions"
+    dataset: str = "cnn_dailymail"
+    dataset_file: Path | None = None
+    dataset_cache_dir: str | None = None
+    num_requests: int = 16
+    input_len: int = 923  # cnn_dailymail: the prompt budget (summarize's); random: prompt tokens
+    output_len: int = 100
+    prompt_template: str = DEFAULT_TEMPLATE
+    concurrency: tuple[int, ...] = ()
+    request_rate: tuple[float, ...] = ()
+    max_concurrency: int | None = None  # cap in flight under --request-rate
+    slo: SLO = field(default_factory=SLO)
+    temperature: float = 0.0
+    ignore_eos: bool = False
+    seed: int = 0
+    request_timeout_s: float = 600.0
+    max_duration_s: float | None = None  # per sweep point
+    warmup_requests: int = 1
+    bootstrap_samples: int = 1000
+    report: Path | None = None
+    plot: Path | None = None
+
+    def validate(self) -> None:
+        from .serving.client import normalize_url
+
+        normalize_url(self.url)
+        if self.dataset not in BENCH_DATASETS:
+            raise ConfigError(f"unknown --dataset {self.dataset!r}; choose one of {', '.join(BENCH_DATASETS)}")
+        if self.dataset == "random" and self.dataset_file is not None:
+            raise ConfigError("--dataset-file holds CNN/DailyMail-style records; it cannot be used with --dataset random")
+        for name in ("num_requests", "input_len", "output_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.concurrency and self.request_rate:
+            raise ConfigError("give --concurrency or --request-rate, not both (cap a rate with --max-concurrency)")
+        if any(c < 1 for c in self.concurrency):
+            raise ConfigError(f"--concurrency values must be >= 1, got {list(self.concurrency)}")
+        if any(not r > 0 for r in self.request_rate):
+            raise ConfigError(f"--request-rate values must be > 0 (inf = all at once), got {list(self.request_rate)}")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ConfigError(f"--max-concurrency must be >= 1, got {self.max_concurrency}")
+        if self.max_duration_s is not None and self.max_duration_s <= 0:
+            raise ConfigError(f"--max-duration must be > 0 s, got {self.max_duration_s}")
+        if self.warmup_requests < 0:
+            raise ConfigError(f"--warmup must be >= 0, got {self.warmup_requests}")
+        self.params().validate()
+        for flag, path in (("--report", self.report), ("--plot", self.plot)):
+            if path is not None:
+                check_writable(Path(path), flag)
+
+    def points(self) -> list[SweepPoint]:
+        from .serving.bench import SweepPoint
+
+        if self.request_rate:
+            return [SweepPoint(self.max_concurrency, None if math.isinf(r) else r) for r in self.request_rate]
+        return [SweepPoint(c) for c in (self.concurrency or (1,))]
+
+    def params(self, max_tokens: int | None = None) -> RequestParams:
+        from .serving.client import RequestParams
+
+        return RequestParams(max_tokens=max_tokens or self.output_len, api=self.api, temperature=self.temperature,
+                             seed=self.seed if self.temperature > 0 else None, ignore_eos=self.ignore_eos,
+                             timeout_s=self.request_timeout_s)
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse before the run, not after it, an output path that cannot be written."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError(f"{flag} {path}: {parent} is not a writable folder")
