@@ -1,7 +1,8 @@
 """MistralForCausalLM (Mistral-NeMo-Minitron-8B-Base/-Instruct, pruned from Mistral NeMo 12B) -> TensorRT-LLM
 LLaMAForCausalLM.
 
-Numerically a Llama: RMSNorm, SwiGLU, full-head rope, GQA, head_dim stated (128 != 4096/32). TensorRT-LLM's own
+Numerically a Llama: RMSNorm, SwiGLU, full-head rope, GQA, head_dim stated in config.json
+(128 for the 8B, which is 4096/32; Mistral NeMo 12B's 128 is not 5120/32, so it is read, never derived). TensorRT-LLM's own
 converter (LLaMAConfig.from_hugging_face, tensorrt_llm/models/llama/config.py) writes
 architecture = hf_config.architectures[0], which MODEL_MAP maps to LLaMAForCausalLM, and converts the weights
 with the Llama rules. Sliding-window attention is a build/runtime setting there, not a checkpoint field, so a
