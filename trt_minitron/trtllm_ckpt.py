@@ -4,6 +4,7 @@ every rank file must hold (derived by dry-running the same arch rules that expor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -32,8 +33,13 @@ class TrtCheckpoint:
     def rank_file(self, rank: int) -> Path:
         return self.path / f"rank{rank}.safetensors"
 
+    @cached_property
+    def quant(self):
+        """The checkpoint's quantization (quant/checkpoint.QuantSpec), None when its weights are not quantized."""
+        return quant_spec(self.raw, str(self.path / "config.json"))
+
     def expected_tensors(self, rank: int) -> dict[str, TensorInfo]:
-        """Name -> shape/dtype that rank{rank}.safetensors must contain."""
+        """Name -> shape/dtype that rank{rank}.safetensors must contain (a quantized checkpoint's scales included)."""
         arch = get_arch(self.model.architecture)
         infos = {n: TensorInfo(s, torch.float32) for n, s in arch.hf_tensors(self.model).items()}
         ctx = RankContext(self.model, self.mapping, rank, DTYPES[self.dtype])
@@ -42,7 +48,14 @@ class TrtCheckpoint:
         for o in arch.rank_plan(ctx):
             t = o.produce(reader)
             out[o.name] = TensorInfo(tuple(t.shape), t.dtype)
-        return out
+        return out if self.quant is None else self.quant.expected_tensors(out)
+
+
+def quant_spec(raw: dict, where: str = "config.json"):
+    """QuantSpec of a config.json (None when unquantized); a quantization this tool cannot read is a CheckpointError."""
+    from .quant.checkpoint import QuantSpec
+
+    return QuantSpec.from_config(raw, where)
 
 
 def read_checkpoint(path: str | Path) -> TrtCheckpoint:
@@ -62,8 +75,7 @@ def model_config_from_trt(d: dict, where: str = "config.json") -> tuple[ModelCon
     dtype = d.get("dtype")
     if dtype not in DTYPES:
         raise ConfigError(f"unsupported dtype {dtype!r} in {where}; supported: {', '.join(DTYPES)}")
-    if (d.get("quantization") or {}).get("quant_algo"):
-        raise ConfigError(f"quantized checkpoints are not supported here ({where})")
+    quant_spec(d, where)  # a quantization this tool cannot read is refused here, with the config
     try:
         heads = int(d["num_attention_heads"])
         hidden = int(d["hidden_size"])
@@ -123,7 +135,7 @@ def check_rank_files(ckpt: TrtCheckpoint) -> None:
                 for name, info in expected.items():
                     sl = st.get_slice(name)
                     shape, dt = tuple(sl.get_shape()), sl.get_dtype()
-                    want_dt = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}[info.dtype]
+                    want_dt = _ST_NAMES[info.dtype]
                     if shape != info.shape or dt != want_dt:
                         raise CheckpointError(f"{f}: tensor {name} is {dt}{list(shape)}, expected "
                                               f"{want_dt}{list(info.shape)}")
@@ -131,6 +143,10 @@ def check_rank_files(ckpt: TrtCheckpoint) -> None:
             raise
         except Exception as e:  # safetensors raises its own error types for corrupt files
             raise CheckpointError(f"{f}: unreadable safetensors file ({e})") from None
+
+
+_ST_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int8: "I8",
+             torch.uint8: "U8", torch.float8_e4m3fn: "F8_E4M3"}
 
 
 # How tensor-parallel ranks hold each per-layer TensorRT-LLM tensor: ColumnLinear splits rows (dim 0),
@@ -149,6 +165,8 @@ class MergedCheckpoint:
         from .sources.stfile import SafetensorsFile
 
         self.ckpt = ckpt
+        if ckpt.quant is not None:  # float8 weights: a reader that accepts them (the source reader refuses them)
+            from .quant.checkpoint import PlainRankFile as SafetensorsFile  # noqa: N814
         self.files = [SafetensorsFile(ckpt.rank_file(r)) for r in range(ckpt.mapping.world_size)]
         m, cfg = ckpt.mapping, ckpt.model
         self.tp, self.pp = m.tp_size, m.pp_size
@@ -181,15 +199,59 @@ class MergedCheckpoint:
         out = {}
         for full in sorted(n for n in files[0].infos if n.startswith(pre)):
             name = full[len(pre):]
-            if name == "attention.qkv.weight":
-                out[name] = self._merge_qkv([f.read(full) for f in files])
-            elif name in _LAYER_SPLIT:
-                out[name] = torch.cat([f.read(full) for f in files], _LAYER_SPLIT[name])
-            else:
-                out[name] = self.replicated(stage, full)
+            out[name] = self._merge_plain(stage, full, name)
             if dtype is not None:
                 out[name] = out[name].to(dtype)
         return out
+
+    def _merge_plain(self, stage: int, full: str, name: str) -> torch.Tensor:
+        files = self.stage_files(stage)
+        if name == "attention.qkv.weight":
+            return self._merge_qkv([f.read(full) for f in files])
+        if name in _LAYER_SPLIT:
+            return torch.cat([f.read(full) for f in files], _LAYER_SPLIT[name])
+        return self.replicated(stage, full)
+
+    def quantized_layer(self, layer: int) -> dict:
+        """Global layer `layer` of a quantized checkpoint: each quantized linear dequantized per rank and merged
+        as tensor-parallel execution combines it (`attention.qkv` ... -> QuantLinear), its KV-cache rounding
+        (`kv_cache` -> KVQuant or None), every other tensor as `layer` gives it."""
+        from .quant.checkpoint import K_SCALE, LINEARS, V_SCALE
+        from .quant.formats import KV_SCALE, cat_cols, cat_rows
+
+        spec = self.ckpt.quant
+        stage, local = divmod(layer, self.per_stage)
+        pre = f"transformer.layers.{local}."
+        files = self.stage_files(stage)
+        names = sorted(n for n in files[0].infos if n.startswith(pre))
+        quantized = [b for b in LINEARS if f"{pre}{b}.weight" in files[0].infos and spec.quantizes(pre + b)]
+        out: dict = {}
+        for full in names:
+            name = full[len(pre):]
+            base, leaf = name.rsplit(".", 1)
+            if base not in quantized and leaf not in (KV_SCALE, K_SCALE, V_SCALE):
+                out[name] = self._merge_plain(stage, full, name)
+        for base in quantized:
+            prefix = pre + base
+            parts = [spec.linear(_linear_tensors(f, prefix), prefix) for f in files]
+            if base == "attention.qkv":
+                out[base] = cat_rows(parts).with_weight(self._merge_qkv([p.weight for p in parts]))
+            else:
+                out[base] = cat_cols(parts) if _LAYER_SPLIT[f"{base}.weight"] == 1 else cat_rows(parts)
+        out["kv_cache"] = self._merge_kv(spec, [spec.kv_quant(_linear_tensors(f, pre + "attention"), pre + "attention")
+                                                for f in files])
+        return out
+
+    def _merge_kv(self, spec, per_rank: list):
+        """One KVQuant over the merged KV heads: a single scale, or each rank's scale on its own heads."""
+        from .quant.formats import KVQuant
+
+        if per_rank[0] is None:
+            return None
+        scales = torch.stack([k.scale.reshape(()) for k in per_rank])
+        if bool((scales == scales[0]).all()):
+            return per_rank[0]
+        return KVQuant(scales.repeat_interleave(self.kv_per_rank)[:, None, None])
 
     def _merge_qkv(self, per_rank: list[torch.Tensor]) -> torch.Tensor:
         d = self.ckpt.model.head_dim
@@ -229,6 +291,11 @@ class MergedCheckpoint:
             if lo < hi:
                 parts.append(f.read("lm_head.weight", 0, lo - r * per, hi - r * per))
         return torch.cat(parts, 0)
+
+
+def _linear_tensors(f, prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors directly under `prefix.` in one rank file (a linear's weight and scales), read now."""
+    return {n: f.read(n) for n in f.infos if n.rsplit(".", 1)[0] == prefix}
 
 
 def check_replicated_norms(merged: MergedCheckpoint) -> None:
