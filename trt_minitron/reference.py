@@ -203,6 +203,15 @@ def attention_block(sem: Semantics, x: torch.Tensor, w: LayerWeights, cos: torch
     return x + linear(attn.transpose(1, 2).reshape(B, T, H * d), w.dense)
 
 
+def attention_kv(sem: Semantics, x: torch.Tensor, w: LayerWeights, cos: torch.Tensor,
+                 sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K (after rope) and V [B, kv heads, T, head size] that attention_block caches, before any KV-cache rounding."""
+    B, T, _ = x.shape
+    d, H, G = sem.head_size, sem.num_heads, sem.num_kv
+    _, k, v = torch.split(linear(norm(sem, x, w.ln_in_w, w.ln_in_b), w.qkv), [H * d, G * d, G * d], -1)
+    return _rope(sem, k.view(B, T, G, d).transpose(1, 2), cos, sin), v.view(B, T, G, d).transpose(1, 2)
+
+
 def mlp_block(sem: Semantics, x: torch.Tensor, w: LayerWeights) -> torch.Tensor:
     """x + mlp(norm(x)): the residual stream after one layer's MLP sub-block."""
     h = norm(sem, x, w.ln_post_w, w.ln_post_b)

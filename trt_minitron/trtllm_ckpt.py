@@ -234,10 +234,13 @@ class MergedCheckpoint:
         for base in quantized:
             prefix = pre + base
             parts = [spec.linear(_linear_tensors(f, prefix), prefix) for f in files]
-            if base == "attention.qkv":
-                out[base] = cat_rows(parts).with_weight(self._merge_qkv([p.weight for p in parts]))
-            else:
-                out[base] = cat_cols(parts) if _LAYER_SPLIT[f"{base}.weight"] == 1 else cat_rows(parts)
+            try:
+                if base == "attention.qkv":
+                    out[base] = cat_rows(parts).with_weight(self._merge_qkv([p.weight for p in parts]))
+                else:
+                    out[base] = cat_cols(parts) if _LAYER_SPLIT[f"{base}.weight"] == 1 else cat_rows(parts)
+            except CheckpointError as e:
+                raise CheckpointError(f"{prefix} (layer {layer}): {e}") from None
         out["kv_cache"] = self._merge_kv(spec, [spec.kv_quant(_linear_tensors(f, pre + "attention"), pre + "attention")
                                                 for f in files])
         return out

@@ -79,13 +79,14 @@ def rank_entries(planned: list[PlannedTensor], source: Source, modelopt: RankTen
 
 def _check_unchanged(p: PlannedTensor, source: Source, modelopt: RankTensors, info: TensorInfo, where: str) -> None:
     """A tensor both write (norms) must be identical: ModelOpt folding a scale into it would change the maths."""
-    ours = _materialise(p.out.produce(source))
+    ours = materialise(p.out.produce(source))
     if info != p.info or not torch.equal(ours, modelopt[p.name]):
         raise CheckpointError(f"{where}: ModelOpt changed {p.name} relative to the source "
                               "(a scale folded into it?); this tool cannot place such a checkpoint")
 
 
-def _materialise(t) -> torch.Tensor:
+def materialise(t) -> torch.Tensor:
+    """A produced tensor, or the bytes of a pass-through RowStream, as a tensor."""
     if isinstance(t, torch.Tensor):
         return t
     data = bytearray()
