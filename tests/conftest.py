@@ -1,5 +1,6 @@
 """Shared fixtures."""
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,3 +21,14 @@ def fake_trtllm_path(monkeypatch):
     monkeypatch.syspath_prepend(str(FAKES))
     yield FAKES
     _drop_tensorrt_llm()
+
+
+@pytest.fixture(scope="session")
+def quant_ckpts(tmp_path_factory):
+    """Every CPU quantization format of the tiny Llama and Nemotron at tp 1 and 2 (tests/quant_fixtures.py), written
+    once for test_quant_build.py and test_quant_verify.py and removed when the session ends."""
+    from quant_fixtures import write_quantized_checkpoints
+
+    root = tmp_path_factory.mktemp("quant_ckpts")
+    yield write_quantized_checkpoints(root)
+    shutil.rmtree(root, ignore_errors=True)
