@@ -45,13 +45,22 @@ def make_quant_model(kind: str, path: Path, **overrides) -> Path:
     return path
 
 
-# Every CPU format ModelOpt quantizes, on both tiny models, at tp 1 and 2 (an FP8 KV cache on two of them).
-FORMATS = (("fp8", True), ("int8_sq", False), ("int4_awq", True), ("w4a8_awq", False))
+# Every CPU format ModelOpt quantizes, on both tiny models, at tp 1 and 2: "+kv" adds an FP8 KV cache (on FP8 and on a
+# weight-only format, whose plugin settings differ).
+FORMATS = ("fp8", "fp8+kv", "int8_sq", "int4_awq+kv", "w4a8_awq")
+
+
+def qformat_of(variant: str) -> str:
+    return variant.removesuffix("+kv")
+
+
+def has_fp8_kv(variant: str) -> bool:
+    return variant.endswith("+kv")
 CALIB = ["--calib-dataset", str(SHARED), "--calib-size", "8", "--calib-max-len", "48", "--batch-size", "4"]
 
 
 def write_quantized_checkpoints(root: Path) -> dict:
-    """{(kind, qformat, tp): checkpoint} plus {(kind, "bf16", tp): export} and {kind: source}, written under `root`
+    """{(kind, variant, tp): checkpoint} plus {(kind, "bf16", tp): export} and {kind: source}, written under `root`
     by the real CLI (`quantize`, `export`); conftest's session fixture `quant_ckpts` calls it once and removes root."""
     import torch
 
@@ -66,11 +75,11 @@ def write_quantized_checkpoints(root: Path) -> dict:
             for tp in (1, 2):
                 out = ckpts[(kind, "bf16", tp)] = root / f"{kind}_bf16_tp{tp}"
                 assert main(["export", str(src), "-o", str(out), "--tp", str(tp)]) == 0
-                for qformat, kv in FORMATS:
-                    out = ckpts[(kind, qformat, tp)] = root / f"{kind}_{qformat}_tp{tp}"
-                    extra = ["--kv-cache-dtype", "fp8"] if kv else []
-                    assert main(["quantize", str(src), "-o", str(out), "--qformat", qformat, "--tp", str(tp), *CALIB,
-                                 *extra]) == 0
+                for variant in FORMATS:
+                    out = ckpts[(kind, variant, tp)] = root / f"{kind}_{variant.replace('+', '_')}_tp{tp}"
+                    extra = ["--kv-cache-dtype", "fp8"] if has_fp8_kv(variant) else []
+                    assert main(["quantize", str(src), "-o", str(out), "--qformat", qformat_of(variant), "--tp", str(tp),
+                                 *CALIB, *extra]) == 0
     finally:
         torch.set_num_threads(threads)
     return ckpts

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from quant_fixtures import FORMATS
+from quant_fixtures import FORMATS, has_fp8_kv, qformat_of
 from safetensors.torch import load_file, save_file
 from test_build import fake_trtllm  # noqa: F401  (fixture)
 from test_plan import MINITRON_4B, SMOLLM2_135M, config_only_checkpoint
@@ -18,7 +18,7 @@ import trt_minitron.build as b
 from trt_minitron.cli import main
 
 ALGOS = {"fp8": "FP8", "int8_sq": "W8A8_SQ_PER_CHANNEL", "int4_awq": "W4A16_AWQ", "w4a8_awq": "W4A8_AWQ"}
-CASES = [(kind, qformat, tp) for kind in ("llama", "nemotron") for qformat, _ in FORMATS for tp in (1, 2)]
+CASES = [(kind, variant, tp) for kind in ("llama", "nemotron") for variant in FORMATS for tp in (1, 2)]
 IDS = [f"{k}-{q}-tp{t}" for k, q, t in CASES]
 
 
@@ -28,13 +28,13 @@ def dry_run(capsys, ckpt, *extra) -> tuple[int, dict | str]:
     return code, json.loads(out) if code == 0 else err
 
 
-@pytest.mark.parametrize("kind, qformat, tp", CASES, ids=IDS)
-def test_dry_run_accepts_each_format_with_its_plugins_and_kv_bytes(quant_ckpts, capsys, kind, qformat, tp):
-    code, plan = dry_run(capsys, quant_ckpts[(kind, qformat, tp)])
+@pytest.mark.parametrize("kind, variant, tp", CASES, ids=IDS)
+def test_dry_run_accepts_each_format_with_its_plugins_and_kv_bytes(quant_ckpts, capsys, kind, variant, tp):
+    code, plan = dry_run(capsys, quant_ckpts[(kind, variant, tp)])
     assert code == 0, plan
     _, base = dry_run(capsys, quant_ckpts[(kind, "bf16", tp)])
     q = plan["checkpoint"]["quantization"]
-    fp8_kv = dict(FORMATS)[qformat]
+    qformat, fp8_kv = qformat_of(variant), has_fp8_kv(variant)
     assert q["quant_algo"] == ALGOS[qformat] and q["kv_cache_quant_algo"] == ("FP8" if fp8_kv else None)
     pc = plan["build_config"]["plugin_config"]
     assert pc["use_fused_mlp"] is (qformat == "fp8")
@@ -48,10 +48,11 @@ def test_dry_run_accepts_each_format_with_its_plugins_and_kv_bytes(quant_ckpts, 
     assert "quantization" not in base["checkpoint"]
 
 
-@pytest.mark.parametrize("kind, qformat, tp", CASES, ids=IDS)
-def test_fake_tensorrt_llm_builds_each_format(quant_ckpts, tmp_path, capsys, fake_trtllm, kind, qformat, tp):  # noqa: F811
+@pytest.mark.parametrize("kind, variant, tp", CASES, ids=IDS)
+def test_fake_tensorrt_llm_builds_each_format(quant_ckpts, tmp_path, capsys, fake_trtllm, kind, variant, tp):  # noqa: F811
     """from_checkpoint of the fake (quantize() + preprocess_weights + the quantized layer trees) takes every rank file."""
-    code = main(["build", str(quant_ckpts[(kind, qformat, tp)]), "-o", str(tmp_path / "engine")])
+    qformat = qformat_of(variant)
+    code = main(["build", str(quant_ckpts[(kind, variant, tp)]), "-o", str(tmp_path / "engine")])
     assert code == 0, capsys.readouterr().err
     loads = [c for n, c in fake_trtllm.CALLS if n.endswith("from_checkpoint")]
     assert [c["rank"] for c in loads] == list(range(tp))
@@ -74,15 +75,15 @@ def _edit(ckpt, tmp_path, edit):
     return out
 
 
-@pytest.mark.parametrize("qformat, name, change, message", [
+@pytest.mark.parametrize("variant, name, change, message", [
     ("fp8", "transformer.layers.1.mlp.fc.activation_scaling_factor", "drop", "missing tensors"),
     ("int8_sq", "transformer.layers.0.attention.dense.weights_scaling_factor", "shape", "is F32[128], expected F32[256]"),
-    ("int4_awq", "transformer.layers.0.mlp.fc.weights_scaling_factor", "shape", "expected F32[256, 2]"),
+    ("int4_awq+kv", "transformer.layers.0.mlp.fc.weights_scaling_factor", "shape", "expected F32[256, 2]"),
     ("w4a8_awq", "transformer.layers.1.attention.qkv.weights_scaling_factor_2", "drop", "missing tensors"),
     ("w4a8_awq", "transformer.layers.0.mlp.proj.prequant_scaling_factor", "dtype", "is F32[256], expected BF16[256]"),
-    ("fp8", "transformer.layers.0.attention.kv_cache_scaling_factor", "drop", "missing tensors"),
+    ("fp8+kv", "transformer.layers.0.attention.kv_cache_scaling_factor", "drop", "missing tensors"),
 ])
-def test_a_missing_or_misshaped_scale_is_refused(quant_ckpts, tmp_path, capsys, fake_trtllm, qformat, name, change,  # noqa: F811
+def test_a_missing_or_misshaped_scale_is_refused(quant_ckpts, tmp_path, capsys, fake_trtllm, variant, name, change,  # noqa: F811
                                                   message):
     def edit(t):
         v = t.pop(name)
@@ -91,7 +92,7 @@ def test_a_missing_or_misshaped_scale_is_refused(quant_ckpts, tmp_path, capsys, 
         elif change == "dtype":
             t[name] = v.float()
 
-    bad = _edit(quant_ckpts[("llama", qformat, 2)], tmp_path, edit)
+    bad = _edit(quant_ckpts[("llama", variant, 2)], tmp_path, edit)
     for args in (["--dry-run"], ["-o", str(tmp_path / "engine")]):
         code = main(["build", str(bad), *args])
         err = capsys.readouterr().err
@@ -101,7 +102,7 @@ def test_a_missing_or_misshaped_scale_is_refused(quant_ckpts, tmp_path, capsys, 
 
 def test_the_fake_rejects_a_wrong_tree_even_past_trt_minitrons_checks(quant_ckpts, tmp_path, fake_trtllm):  # noqa: F811
     """The fake's own load, called directly: a group scale of the wrong shape after preprocess_weights."""
-    bad = _edit(quant_ckpts[("nemotron", "int4_awq", 2)], tmp_path, lambda t: t.__setitem__(
+    bad = _edit(quant_ckpts[("nemotron", "int4_awq+kv", 2)], tmp_path, lambda t: t.__setitem__(
         "transformer.layers.0.mlp.fc.weights_scaling_factor",
         t["transformer.layers.0.mlp.fc.weights_scaling_factor"][:, :1].contiguous()))
     config = fake_trtllm.PretrainedConfig.from_json_file(str(bad / "config.json"))

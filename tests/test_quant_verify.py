@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 import torch
-from quant_fixtures import FORMATS, SHARED
+from quant_fixtures import FORMATS, SHARED, has_fp8_kv
 from safetensors.torch import load_file, save_file
 
 from trt_minitron.cli import main
@@ -24,7 +24,7 @@ from trt_minitron.reference import ReferenceModel
 from trt_minitron.verify.divergence import Divergence
 
 TEXTS = ["--dataset-file", str(SHARED), "--num-samples", "3", "--max-tokens", "40"]
-CASES = [(kind, qformat, tp) for kind in ("llama", "nemotron") for qformat, _ in FORMATS for tp in (1, 2)]
+CASES = [(kind, variant, tp) for kind in ("llama", "nemotron") for variant in FORMATS for tp in (1, 2)]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -41,14 +41,14 @@ def verify(capsys, ckpt, source, *extra) -> tuple[int, str]:
     return code, out + err
 
 
-@pytest.mark.parametrize("kind, qformat, tp", CASES, ids=[f"{k}-{q}-tp{t}" for k, q, t in CASES])
-def test_verify_passes_the_conversion_check_and_reports_the_cost(quant_ckpts, capsys, kind, qformat, tp):
-    code, out = verify(capsys, quant_ckpts[(kind, qformat, tp)], quant_ckpts[kind])
+@pytest.mark.parametrize("kind, variant, tp", CASES, ids=[f"{k}-{v}-tp{t}" for k, v, t in CASES])
+def test_verify_passes_the_conversion_check_and_reports_the_cost(quant_ckpts, capsys, kind, variant, tp):
+    code, out = verify(capsys, quant_ckpts[(kind, variant, tp)], quant_ckpts[kind])
     assert code == 0 and out.rstrip().endswith("PASS"), out
-    algo = QuantSpec.from_config(json.loads((quant_ckpts[(kind, qformat, tp)] / "config.json").read_text())).quant_algo
+    algo = QuantSpec.from_config(json.loads((quant_ckpts[(kind, variant, tp)] / "config.json").read_text())).quant_algo
     assert f"verify (quantized {algo}" in out and "3 CNN/DailyMail texts x 40 tokens" in out
     linears = 5 if kind == "llama" else 4
-    kv = 2 if dict(FORMATS)[qformat] else 0
+    kv = 2 if has_fp8_kv(variant) else 0
     assert f"every linear and rank): {2 * (linears + kv)} checks" in out  # 2 layers
     assert "unquantized tensors (" in out and "identical to export's rounding of the source" in out
     cost = next(line for line in out.splitlines() if "quantization cost" in line)
@@ -56,13 +56,13 @@ def test_verify_passes_the_conversion_check_and_reports_the_cost(quant_ckpts, ca
 
 
 @pytest.mark.parametrize("kind", ["llama", "nemotron"])
-@pytest.mark.parametrize("qformat", [q for q, _ in FORMATS])
-def test_tensor_parallel_ranks_merge_to_the_same_model(quant_ckpts, kind, qformat):
+@pytest.mark.parametrize("variant", FORMATS)
+def test_tensor_parallel_ranks_merge_to_the_same_model(quant_ckpts, kind, variant):
     """ModelOpt writes the same codes and scales at tp 1 and 2 (per-channel and group scales split with their
     rows/columns, per-tensor scales replicated): merged, both run bit-identically."""
     ids = torch.randint(0, 256, (2, 24), generator=torch.Generator().manual_seed(0))
     pos = torch.arange(24)[None]
-    logits = [ReferenceModel.from_checkpoint(quant_ckpts[(kind, qformat, tp)]).forward(ids, pos) for tp in (1, 2)]
+    logits = [ReferenceModel.from_checkpoint(quant_ckpts[(kind, variant, tp)]).forward(ids, pos) for tp in (1, 2)]
     assert torch.equal(logits[0], logits[1])
     plain = ReferenceModel.from_checkpoint(quant_ckpts[(kind, "bf16", 1)]).forward(ids, pos)
     assert not torch.equal(logits[0], plain)  # the quantization is emulated, not skipped
@@ -90,7 +90,7 @@ def _plant(ckpt, tmp_path, name: str, ranks, how: str):
 PLANTED = [
     ("fp8", "transformer.layers.1.mlp.fc.weights_scaling_factor", [0, 1], "x2", "layer 1 mlp.fc"),
     ("int8_sq", "transformer.layers.1.attention.dense.weights_scaling_factor", [1], "x2", "layer 1 attention.dense"),
-    ("int4_awq", "transformer.layers.1.attention.qkv.weight", [1], "swap", "layer 1 attention.qkv"),
+    ("int4_awq+kv", "transformer.layers.1.attention.qkv.weight", [1], "swap", "layer 1 attention.qkv"),
     ("w4a8_awq", "transformer.layers.0.mlp.proj.weights_scaling_factor", [0], "x2", "layer 0 mlp.proj"),
     ("w4a8_awq", "transformer.layers.1.attention.qkv.prequant_scaling_factor", [0, 1], "ones",
      "layer 1 attention.qkv"),
@@ -99,10 +99,10 @@ PLANTED = [
 
 
 @pytest.mark.parametrize("kind", ["llama", "nemotron"])
-@pytest.mark.parametrize("qformat, name, ranks, how, where", PLANTED,
+@pytest.mark.parametrize("variant, name, ranks, how, where", PLANTED,
                          ids=[f"{p[0]}-{p[1].split('.', 3)[3]}-{p[3]}" for p in PLANTED])
-def test_a_planted_error_fails_the_conversion_check(quant_ckpts, capsys, tmp_path, kind, qformat, name, ranks, how, where):
-    planted = _plant(quant_ckpts[(kind, qformat, 2)], tmp_path, name, ranks, how)
+def test_a_planted_error_fails_the_conversion_check(quant_ckpts, capsys, tmp_path, kind, variant, name, ranks, how, where):
+    planted = _plant(quant_ckpts[(kind, variant, 2)], tmp_path, name, ranks, how)
     code, out = verify(capsys, planted, quant_ckpts[kind])
     assert code == 1 and out.rstrip().endswith("FAIL"), out
     first = next(line for line in out.splitlines() if "first failure" in line)
@@ -117,7 +117,7 @@ def test_a_changed_norm_fails_as_an_unquantized_difference(quant_ckpts, capsys, 
 
 
 def test_quantized_verify_refuses_prompt_full_and_a_missing_sidecar(quant_ckpts, capsys, tmp_path):
-    ckpt, src = quant_ckpts[("llama", "int4_awq", 1)], quant_ckpts["llama"]
+    ckpt, src = quant_ckpts[("llama", "int4_awq+kv", 1)], quant_ckpts["llama"]
     for extra, message in ((["--prompt", "hello"], "not --prompt/--full"), (["--full"], "not --prompt/--full")):
         code, out = verify(capsys, ckpt, src, *extra)
         assert code == 2 and message in out and "Traceback" not in out
