@@ -140,9 +140,14 @@ def test_generate_and_summarize_run_quantized_checkpoints(quant_ckpts, capsys, t
                  "--dataset-file", str(SHARED), "--num-samples", "2", "--output-len", "4", "--max-input-len", "64",
                  "--report", str(report)]) == 0
     out = capsys.readouterr().out
-    assert "paired bootstrap, 2 samples" in out
-    comp = json.loads(report.read_text())["comparisons"][0]
-    assert set(comp["rouge_diff"]) >= {"rouge1", "rouge2", "rougeL"}
+    base_dtype = json.loads((quant_ckpts[("llama", "bf16", 1)] / "config.json").read_text())["dtype"]
+    assert f"torch W4A8_AWQ - torch {base_dtype} (paired bootstrap, 2 samples" in out, out
+    rep = json.loads(report.read_text())
+    assert [b["format"] for b in rep["backends"]] == [base_dtype, "W4A8_AWQ"]
+    diff = rep["comparisons"][0]["rouge_diff"]
+    for k in ("rouge1", "rouge2", "rougeL"):
+        assert diff[k]["ci95_low"] <= diff[k]["mean"] <= diff[k]["ci95_high"]
+        assert k in rep["backends"][1]["aggregate"]["rouge"]
 
 
 def test_kv_scales_are_read_as_tensorrt_llm_uses_them():
