@@ -58,16 +58,18 @@ def gguf() -> Path:
     return sorted(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))[0]
 
 
-def run(args: list[str], threads: int | None) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS and stdout of `trt-minitron ARGS` in a fresh interpreter."""
+def run(args: list[str], threads: int | None, show_progress: bool = False) -> tuple[float, int, str]:
+    """Wall seconds, peak RSS and stdout of `trt-minitron ARGS` in a fresh interpreter (its stderr passed through
+    with `show_progress`)."""
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", RUN, *args], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-c", RUN, *args], stdout=subprocess.PIPE,
+                          stderr=None if show_progress else subprocess.PIPE, text=True, env=env)
     seconds = time.perf_counter() - t0
     if proc.returncode:
-        raise SystemExit(f"{' '.join(args[:2])} failed:\n{proc.stderr[-2000:]}")
+        raise SystemExit(f"{' '.join(args[:2])} failed:\n{(proc.stderr or '(stderr above)')[-2000:]}")
     peak = next(int(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("VMHWM"))
     return seconds, peak, proc.stdout
 
@@ -119,7 +121,7 @@ def main() -> None:
     ap.add_argument("--kl-tokens", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for every step")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/trt-minitron-quant"))
-    ap.add_argument("--skip-quantize", action="store_true", help="reuse the checkpoints already in --workdir")
+    ap.add_argument("--skip-quantize", action="store_true", help="reuse the quantized checkpoints in --workdir")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     formats = args.formats.split(",")
@@ -137,15 +139,10 @@ def main() -> None:
     scored.write_text("\n".join(lines[: len(lines) - args.calib_size]) + "\n")
 
     rows, ckpts = [], {}
-    base = args.workdir / "bf16"
-    if not args.skip_quantize:
-        shutil.rmtree(base, ignore_errors=True)
-        s, peak, _ = run(["export", str(src), "-o", str(base), "--dtype", "bfloat16", "--tp", str(args.tp)],
-                         args.threads)
-        rows.append({"format": "bf16", "seconds": s, "peak_rss": peak})
-    else:
-        rows.append({"format": "bf16"})
-    rows[0]["weight_bytes"] = weight_bytes(base)
+    base = args.workdir / "bf16"  # re-exported even with --skip-quantize: seconds, not minutes
+    shutil.rmtree(base, ignore_errors=True)
+    s, peak, _ = run(["export", str(src), "-o", str(base), "--dtype", "bfloat16", "--tp", str(args.tp)], args.threads)
+    rows.append({"format": "bf16", "seconds": s, "peak_rss": peak, "weight_bytes": weight_bytes(base)})
     for fmt in formats:
         out = ckpts[fmt] = args.workdir / fmt.replace("+", "_")
         row = {"format": fmt}
@@ -171,7 +168,7 @@ def main() -> None:
     cmd += ["--dataset-file", str(scored), "--num-samples", str(args.num_samples), "--max-input-len",
             str(args.max_input_len), "--output-len", str(args.output_len), "--batch-size", str(args.batch_size),
             "--dtype", "float32", "--device", "cpu", "--report", str(summ)]
-    run(cmd, args.threads)
+    run(cmd, args.threads, show_progress=True)
     summarize_seconds = time.perf_counter() - t0
     report = json.loads(summ.read_text())
     records = [json.loads(x) for x in lines[: args.kl_samples]]
@@ -204,7 +201,7 @@ def main() -> None:
         scores = " | ".join(ci(r["rouge"][k]) for k in ROUGE)
         size = f"{r['weight_bytes'] / 1e6:.1f} | {r['weight_bytes'] / b['weight_bytes']:.2f}"
         if r is b:
-            print(f"| bf16 | {size} | {r.get('seconds', 0):.1f} (export) | {scores} | - | - | - | - | - | - |")
+            print(f"| bf16 | {size} | {r['seconds']:.1f} (export) | {scores} | - | - | - | - | - | - |")
             continue
         kl_r = r["kl_vs_bf16"]
         print(f"| {r['format']} | {size} | {r['quantize_seconds']:.1f} | {scores} | "
