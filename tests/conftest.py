@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 FAKES = Path(__file__).parent / "fakes"
+SESSION_PREFIX = "session-"  # module cleanup leaves these folders to their session fixture
 
 
 def _drop_tensorrt_llm() -> None:
@@ -29,7 +30,8 @@ def _module_tmp_cleanup(request, tmp_path_factory):
 
     Exports of SmolLM2 are ~0.5 GB each; kept for every module they fill a small CI disk. A module with a
     failure keeps its folders for inspection (tmp_path folders of passing tests go per test:
-    tmp_path_retention_policy = "failed" in pyproject.toml).
+    tmp_path_retention_policy = "failed" in pyproject.toml). Session fixtures name their folders SESSION_PREFIX...
+    and remove them themselves.
     """
     base = tmp_path_factory.getbasetemp()
     before = set(base.iterdir())
@@ -38,7 +40,20 @@ def _module_tmp_cleanup(request, tmp_path_factory):
     if request.session.testsfailed != failed_before:
         return
     for entry in set(base.iterdir()) - before:
+        if entry.name.startswith(SESSION_PREFIX):
+            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def quant_ckpts(tmp_path_factory):
+    """Every CPU quantization format of the tiny Llama and Nemotron at tp 1 and 2 (tests/quant_fixtures.py), written
+    once for test_quant_build.py and test_quant_verify.py and removed when the session ends."""
+    from quant_fixtures import write_quantized_checkpoints
+
+    root = tmp_path_factory.mktemp(SESSION_PREFIX + "quant_ckpts")
+    yield write_quantized_checkpoints(root)
+    shutil.rmtree(root, ignore_errors=True)

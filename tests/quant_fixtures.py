@@ -43,3 +43,43 @@ def make_quant_model(kind: str, path: Path, **overrides) -> Path:
     MAKERS[kind](path, **dims)
     write_tokenizer(path, dims["vocab_size"])
     return path
+
+
+# Every CPU format ModelOpt quantizes, on both tiny models, at tp 1 and 2: "+kv" adds an FP8 KV cache (on FP8 and on a
+# weight-only format, whose plugin settings differ).
+FORMATS = ("fp8", "fp8+kv", "int8_sq", "int4_awq+kv", "w4a8_awq")
+
+
+def qformat_of(variant: str) -> str:
+    return variant.removesuffix("+kv")
+
+
+def has_fp8_kv(variant: str) -> bool:
+    return variant.endswith("+kv")
+CALIB = ["--calib-dataset", str(SHARED), "--calib-size", "8", "--calib-max-len", "48", "--batch-size", "4"]
+
+
+def write_quantized_checkpoints(root: Path) -> dict:
+    """{(kind, variant, tp): checkpoint} plus {(kind, "bf16", tp): export} and {kind: source}, written under `root`
+    by the real CLI (`quantize`, `export`); conftest's session fixture `quant_ckpts` calls it once and removes root."""
+    import torch
+
+    from trt_minitron.cli import main
+
+    ckpts: dict = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 shared cores: two threads spin against each other
+    try:
+        for kind in MAKERS:
+            src = ckpts[kind] = make_quant_model(kind, root / kind)
+            for tp in (1, 2):
+                out = ckpts[(kind, "bf16", tp)] = root / f"{kind}_bf16_tp{tp}"
+                assert main(["export", str(src), "-o", str(out), "--tp", str(tp)]) == 0
+                for variant in FORMATS:
+                    out = ckpts[(kind, variant, tp)] = root / f"{kind}_{variant.replace('+', '_')}_tp{tp}"
+                    extra = ["--kv-cache-dtype", "fp8"] if has_fp8_kv(variant) else []
+                    assert main(["quantize", str(src), "-o", str(out), "--qformat", qformat_of(variant), "--tp", str(tp),
+                                 *CALIB, *extra]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return ckpts

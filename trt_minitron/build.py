@@ -27,23 +27,30 @@ from pathlib import Path
 from . import __version__, build_api, outputs
 from .archs import get_arch
 from .errors import ConfigError, MissingDependencyError
-from .options import BuildOptions
+from .options import FP8_GEMM, BuildOptions
 from .plan import DEFAULT_GPU_MEMORY, GIB, MemoryPlan, PlanRequest, make_plan
 from .stheader import read_header
 from .trtllm_ckpt import TrtCheckpoint, check_rank_files, read_checkpoint
 
+# quant_algo values whose builds keep FP8 context FMHA (builder.build(), file id 205252225).
+FP8_FMHA_ALGOS = ("FP8", "W4A8_AWQ")
+GROUPWISE_ALGOS = ("W4A16_AWQ", "W4A8_AWQ")
 MANIFEST = outputs.ENGINE_MANIFEST
 DOCKER_HINT = ("docker build -f docker/Dockerfile --target build -t trt-minitron:build . && "
                "docker run --gpus all ... trt-minitron:build build ...")
 
 
-def build_settings(opts: BuildOptions, dtype: str) -> dict:
+def build_settings(opts: BuildOptions, dtype: str, quant=None) -> dict:
     """The BuildConfig fields trt-minitron sets: every size explicit (older from_dict pops them without
-    defaults), paged KV cache, packed input and context FMHA on; plugin dtypes "auto" or the checkpoint dtype."""
+    defaults), paged KV cache, packed input and context FMHA on; plugin dtypes "auto" or the checkpoint dtype;
+    for a quantized checkpoint (`quant`: its QuantSpec) the plugin settings of `quant_plugin_settings`."""
+    algo = None if quant is None else quant.quant_algo
+    if opts.gemm_plugin == FP8_GEMM and algo != "FP8":
+        raise ConfigError(f"--gemm-plugin fp8 needs an FP8 checkpoint (quant_algo FP8); this one's is {algo}")
     for name in ("gpt_attention_plugin", "gemm_plugin"):
         value = getattr(opts, name)
         # An explicit plugin dtype is used as given; "auto" is TensorRT-LLM's way to say "the model dtype".
-        if value not in ("auto", "disable") and value != dtype:
+        if value not in ("auto", "disable", FP8_GEMM) and value != dtype:
             raise ConfigError(f"--{name.replace('_', '-')} {value} does not match the checkpoint dtype {dtype}; "
                               f"use {dtype} or auto")
     plugin = lambda v: None if v == "disable" else v  # None = plugin off, in 0.12 and 1.x
@@ -61,8 +68,33 @@ def build_settings(opts: BuildOptions, dtype: str) -> dict:
             "context_fmha": True,
             "paged_kv_cache": True,
             "remove_input_padding": True,
+            **quant_plugin_settings(quant),
         },
     }
+
+
+def quant_plugin_settings(quant) -> dict:
+    """PluginConfig fields a quantized checkpoint gets, stated here rather than left to TensorRT-LLM's silent
+    adjustments, so the manifest shows what the engine was built with (sources: build_api.py):
+      - use_fused_mlp off unless quant_algo is FP8: trtllm-build turns it off for every other algorithm
+        (commands/build.py @008b2b8d, "avoid ValueError if not supported quantization is chosen");
+      - weight_only_groupwise_quant_matmul_plugin "auto" (= the checkpoint dtype) for W4A16_AWQ and W4A8_AWQ: the
+        int4 group GEMM is a plugin (builder.build() sets it for per-group weight-only modes; the models'
+        default_plugin_config says "auto");
+      - use_fp8_context_fmha only for FP8 / W4A8_AWQ weights with an FP8 KV cache, and paged context FMHA off for
+        an FP8 KV cache without it: builder.build() forces exactly this (paged context FMHA is on by default in
+        1.2), warning each time; whether the GPU supports FP8 FMHA (SM >= 89) it still decides itself.
+    W8A8_SQ_PER_CHANNEL needs no plugin (not in W8A8_SQ_PLUGIN_LIST: TensorRT's own int8 GEMM, quantization/mode.py)."""
+    if quant is None:
+        return {}
+    algo, fp8_kv = quant.quant_algo, quant.kv_cache_quant_algo == "FP8"
+    out: dict = {"use_fused_mlp": algo == "FP8"}
+    if algo in GROUPWISE_ALGOS:
+        out["weight_only_groupwise_quant_matmul_plugin"] = "auto"
+    out["use_fp8_context_fmha"] = algo in FP8_FMHA_ALGOS and fp8_kv
+    if fp8_kv and not out["use_fp8_context_fmha"]:
+        out["use_paged_context_fmha"] = False
+    return out
 
 
 # --- checkpoint inspection -------------------------------------------------------------------------
@@ -85,6 +117,7 @@ def inspect_checkpoint(path: Path, *, require_rank_files: bool) -> CheckedCheckp
     when present (always for a real build; a dry run accepts a config-only folder)."""
     ckpt = read_checkpoint(path)
     get_arch(ckpt.model.architecture).validate(ckpt.model, ckpt.mapping)
+    check_groupwise_widths(ckpt)
     present = [ckpt.rank_file(r).is_file() for r in range(ckpt.mapping.world_size)]
     if require_rank_files or any(present):
         check_rank_files(ckpt)
@@ -93,6 +126,29 @@ def inspect_checkpoint(path: Path, *, require_rank_files: bool) -> CheckedCheckp
     weights = max(sum(math.prod(s) for s in ckpt.expected_shapes(r).values()) * ckpt.dtype_bytes
                   for r in range(ckpt.mapping.world_size))
     return CheckedCheckpoint(ckpt, False, weights, "expected tensors (config-only checkpoint)")
+
+
+def check_groupwise_widths(ckpt: TrtCheckpoint) -> None:
+    """AWQ checkpoints whose linears TensorRT-LLM would pad cannot load: refuse them before a build.
+
+    WeightOnlyGroupwiseQuantLinear / RowLinear round their in and out features up to a multiple of
+    max(128 for W4A8 else 64, group_size) x tp_size (quantization/layers.py, file id 790827869), while
+    from_checkpoint loads the rank files as stored, so an unpadded width fails with "not the same shape"."""
+    q, cfg, tp = ckpt.quant, ckpt.model, ckpt.mapping.tp_size
+    if q is None or q.quant_algo not in GROUPWISE_ALGOS:
+        return
+    multiple = max(128 if q.quant_algo == "W4A8_AWQ" else 64, q.format.group_size) * tp
+    qkv_out = (cfg.num_attention_heads + 2 * -(-cfg.num_key_value_heads // tp) * tp) * cfg.head_dim
+    widths = {"hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size,
+              "num_attention_heads*head_dim": cfg.num_attention_heads * cfg.head_dim,
+              "qkv width (heads + 2 x kv heads) x head_dim": qkv_out}
+    bad = {name: w for name, w in widths.items() if w % multiple}
+    if bad:
+        name, width = next(iter(bad.items()))
+        raise ConfigError(f"{ckpt.path}: {q.quant_algo} linears are padded by TensorRT-LLM to a multiple of "
+                          f"{multiple} (max({128 if q.quant_algo == 'W4A8_AWQ' else 64}, group {q.format.group_size}) "
+                          f"x tp {tp}), but {name}={width} is not, so its engine build would fail to load this "
+                          "checkpoint; quantize with another format, group size or tp")
 
 
 def gpu_memory(opts: BuildOptions) -> tuple[int, str]:
@@ -110,14 +166,16 @@ def plan_for(opts: BuildOptions, checked: CheckedCheckpoint) -> MemoryPlan:
                       max_num_tokens=opts.max_num_tokens, max_beam_width=opts.max_beam_width,
                       gpu_memory_bytes=mem, gpu_memory_source=source)
     c = checked.ckpt
-    return make_plan(c.model, c.mapping, c.dtype, checked.weight_bytes_per_rank, checked.weight_bytes_source, req)
+    kv_dtype = "fp8" if c.quant is not None and c.quant.kv_cache_quant_algo == "FP8" else None
+    return make_plan(c.model, c.mapping, c.dtype, checked.weight_bytes_per_rank, checked.weight_bytes_source, req,
+                     kv_dtype)
 
 
 def dry_run(opts: BuildOptions) -> dict:
     """Validate, resolve the BuildConfig and plan memory; touches no TensorRT-LLM. Raises if it cannot fit."""
     opts.validate()
     checked = inspect_checkpoint(opts.checkpoint, require_rank_files=False)
-    bc = build_settings(opts, checked.ckpt.dtype)
+    bc = build_settings(opts, checked.ckpt.dtype, checked.ckpt.quant)
     plan = plan_for(opts, checked)
     plan.check()
     return {"checkpoint": _checkpoint_info(checked), "build_config": bc, "plan": plan.to_dict()}
@@ -182,7 +240,7 @@ def build(opts: BuildOptions) -> Path:
     out = Path(opts.output)
     out = check_output(out, Path(opts.checkpoint), opts.overwrite)
     checked = inspect_checkpoint(opts.checkpoint, require_rank_files=True)
-    bc = build_settings(opts, checked.ckpt.dtype)
+    bc = build_settings(opts, checked.ckpt.dtype, checked.ckpt.quant)
     trtllm_version = require_trtllm()
     plan = plan_for(opts, checked)
     plan.check()
@@ -222,7 +280,7 @@ def _build_all(ckpt_dir: str, world_size: int, bc: dict, engine_dir: str, worker
 def _checkpoint_info(checked: CheckedCheckpoint) -> dict:
     c = checked.ckpt
     cfg_bytes = (c.path / "config.json").read_bytes()
-    return {
+    info = {
         "path": str(c.path.resolve()),
         "config_sha256": hashlib.sha256(cfg_bytes).hexdigest(),
         "architecture": c.raw.get("architecture"),
@@ -231,3 +289,7 @@ def _checkpoint_info(checked: CheckedCheckpoint) -> dict:
         "pp_size": c.mapping.pp_size,
         "rank_files": "validated" if checked.rank_files_present else "absent (config-only dry run)",
     }
+    if c.quant is not None:
+        info["quantization"] = {"quant_algo": c.quant.quant_algo, "kv_cache_quant_algo": c.quant.kv_cache_quant_algo,
+                                "group_size": c.quant.format.group_size}
+    return info

@@ -21,6 +21,21 @@ The BuildConfig, two shapes, detected (issubclass of pydantic.BaseModel), never 
   0.12-1.1, dataclass: BuildConfig.from_dict(settings) (commands/build.py @65f1d1536e18, builder.py
       @008b2b8d): older from_dict pops the six sizes without defaults, and kv_cache_type ("PAGED", parsed by the
       C++ enum's from_string) whenever plugin_config is given; trt-minitron passes all of them.
+Quantized checkpoints (ModelOpt's TensorRT-LLM export; the plugin choices are build.quant_plugin_settings):
+  quant_algo -> QuantMode, W8A8_SQ_PLUGIN_LIST      quantization/mode.py id 472971060 (W8A8_SQ_PER_CHANNEL is not
+                                                    a plugin algorithm: out-of-the-box int8 layers)
+  PretrainedModel.__post_init__ -> quantize()       quantization/quantize.py id 235018984 (linears replaced unless
+                                                    exclude_modules matches; kv_cache_quantize adds
+                                                    kv_cache_scaling_factor + kv_cache_rcp_scaling_factor)
+  quantized linear parameters (names, shapes, dtypes) quantization/layers.py id 790827869 (FP8Linear,
+                                                    Int8SmoothQuantLinear, WeightOnlyGroupwiseQuantLinear: AWQ widths
+                                                    padded to max(64 | 128 for W4A8, group) x tp)
+  preprocess_weights (checkpoint -> parameters)     models/modeling_utils.py id 1189552800 (k/v scales -> max, rcp
+                                                    added; AWQ weights re-laid out; W4A8 alpha)
+  plugin adjustments per quant mode in build()      builder.py id 205252225 (FP8 context FMHA only for FP8 / W4A8_AWQ
+                                                    / NVFP4 and with paged context FMHA only with an FP8 KV cache;
+                                                    weight_only_groupwise_quant_matmul_plugin for per-group modes)
+  use_fused_mlp off for quant_algo other than FP8   commands/build.py @008b2b8d (main)
 MPI: tensorrt_llm.mpi_world_size() (exported by tensorrt_llm/__init__.py @c40f1157; _utils.py id 52995752:
   the MPI communicator's size, 1 without multi-device support).
 """

@@ -37,10 +37,17 @@ class ExportOptions:
     format: str = "trtllm"
 
 
+# --- verify ------------------------------------------------------------------------------------------------------
+
+QUANT_TEXTS, QUANT_TOKENS = 8, 128  # quantized checkpoints: CNN/DailyMail articles x tokens each
+
+
 # --- build -------------------------------------------------------------------------------------------------------
 
-# DefaultPluginDtype (plugin/plugin.py @c20322ffd3dc) restricted to the float dtypes a checkpoint can have.
+# DefaultPluginDtype (plugin/plugin.py @c20322ffd3dc) restricted to the float dtypes a checkpoint can have;
+# gemm_plugin also takes "fp8" (FP8 checkpoints only: FP8Linear then calls the FP8 GEMM plugin).
 PLUGIN_CHOICES = ("auto", "bfloat16", "float16", "float32", "disable")
+FP8_GEMM = "fp8"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +77,7 @@ class BuildOptions:
             raise ConfigError(f"--max-num-tokens {self.max_num_tokens} is smaller than --max-input-len "
                               f"{self.max_input_len}: a full-length prompt could not be scheduled")
         for name in ("gpt_attention_plugin", "gemm_plugin"):
-            if getattr(self, name) not in PLUGIN_CHOICES:
+            if getattr(self, name) not in PLUGIN_CHOICES and (name, getattr(self, name)) != ("gemm_plugin", FP8_GEMM):
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r}; choose one of "
                                   f"{', '.join(PLUGIN_CHOICES)}")
         if self.gpt_attention_plugin == "disable":

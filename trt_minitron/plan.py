@@ -25,7 +25,7 @@ GIB = 1 << 30
 DEFAULT_GPU_MEMORY = 80 * GIB  # an A100/H100 80 GB card, when no GPU is visible and --gpu-memory is not given
 FIXED_RESERVE = 1 * GIB
 LOGITS_BYTES = 4  # logits_dtype float32 in the checkpoints trt-minitron writes
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "fp8": 1}  # fp8: the KV cache of kv_cache_quant_algo FP8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,16 +109,20 @@ def activation_reserve(cfg: ModelConfig, mapping: Mapping, dtype: str, req: Plan
 
 
 def make_plan(cfg: ModelConfig, mapping: Mapping, dtype: str, weight_bytes_per_rank: int,
-              weight_bytes_source: str, req: PlanRequest) -> MemoryPlan:
-    """The memory plan for one checkpoint and one build request (KV cache in the checkpoint dtype)."""
-    kv_tok = kv_bytes_per_token(cfg, mapping, dtype)
+              weight_bytes_source: str, req: PlanRequest, kv_dtype: str | None = None) -> MemoryPlan:
+    """The memory plan for one checkpoint and one build request.
+
+    The KV cache is in `kv_dtype` ("fp8" for kv_cache_quant_algo FP8), by default the checkpoint dtype;
+    activations stay in the checkpoint dtype (quantized formats dequantize or quantize per GEMM)."""
+    kv_dtype = kv_dtype or dtype
+    kv_tok = kv_bytes_per_token(cfg, mapping, kv_dtype)
     reserve = activation_reserve(cfg, mapping, dtype, req)
     budget = req.gpu_memory_bytes - weight_bytes_per_rank - reserve
     max_tokens = max(budget, 0) // kv_tok
     return MemoryPlan(
         tp_size=mapping.tp_size,
         pp_size=mapping.pp_size,
-        kv_dtype=dtype,
+        kv_dtype=kv_dtype,
         weight_bytes_per_rank=weight_bytes_per_rank,
         weight_bytes_source=weight_bytes_source,
         kv_cache_bytes_per_token=kv_tok,

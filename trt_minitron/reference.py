@@ -14,16 +14,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import torch
 import torch.nn.functional as F
 
 from .archs import arch_for_trt
 from .errors import CheckpointError
+from .quant.formats import KVQuant, QuantLinear
 from .trtllm_ckpt import MergedCheckpoint, read_checkpoint
 
 # TensorRT-LLM hidden_act -> the function (tensorrt_llm/functional.py ACT2FN names).
 ACTIVATIONS = {"silu": F.silu, "squared-relu": lambda x: torch.relu(x).square()}
+# A linear layer's weight as stored (out, in), or a quantized checkpoint's dequantized layer (quant/formats.py).
+Linear = Union[torch.Tensor, QuantLinear]
 
 
 @dataclass
@@ -73,17 +77,18 @@ class Semantics:
 
 @dataclass
 class LayerWeights:
-    """One decoder layer, tp-merged, TensorRT-LLM tensors as stored."""
+    """One decoder layer, tp-merged, TensorRT-LLM tensors as stored (or dequantized, for a quantized checkpoint)."""
 
     ln_in_w: torch.Tensor
     ln_in_b: torch.Tensor | None
-    qkv: torch.Tensor
-    dense: torch.Tensor
+    qkv: Linear
+    dense: Linear
     ln_post_w: torch.Tensor
     ln_post_b: torch.Tensor | None
-    fc: torch.Tensor
-    gate: torch.Tensor | None
-    proj: torch.Tensor
+    fc: Linear
+    gate: Linear | None
+    proj: Linear
+    kv_cache: KVQuant | None = None  # FP8 KV cache: K (after rope) and V rounded before they are cached
 
     @classmethod
     def from_merged(cls, t: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
@@ -96,6 +101,22 @@ class LayerWeights:
                    qkv=cast("attention.qkv.weight"), dense=cast("attention.dense.weight"),
                    ln_post_w=cast("post_layernorm.weight"), ln_post_b=cast("post_layernorm.bias"),
                    fc=cast("mlp.fc.weight"), gate=cast("mlp.gate.weight"), proj=cast("mlp.proj.weight"))
+
+    @classmethod
+    def from_quantized(cls, t: dict, dtype: torch.dtype = torch.float32,
+                       device: str | torch.device = "cpu") -> LayerWeights:
+        """From MergedCheckpoint.quantized_layer(i): quantized linears stay float32 (their exact dequantized
+        values), unquantized tensors are cast to `dtype`."""
+        def get(name: str):
+            v = t.get(name, t.get(f"{name}.weight"))
+            if v is None:
+                return None
+            return v.to(device) if isinstance(v, (QuantLinear, KVQuant)) else v.to(device=device, dtype=dtype)
+
+        return cls(ln_in_w=get("input_layernorm.weight"), ln_in_b=get("input_layernorm.bias"),
+                   qkv=get("attention.qkv"), dense=get("attention.dense"),
+                   ln_post_w=get("post_layernorm.weight"), ln_post_b=get("post_layernorm.bias"),
+                   fc=get("mlp.fc"), gate=get("mlp.gate"), proj=get("mlp.proj"), kv_cache=get("kv_cache"))
 
 
 def rope_inv_freq(config: dict, rot_dim: int) -> torch.Tensor:
@@ -148,6 +169,13 @@ def norm(sem: Semantics, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | Non
     return y.to(x.dtype)
 
 
+def linear(x: torch.Tensor, w: Linear) -> torch.Tensor:
+    """x @ w.T for a stored weight; a quantized layer's emulated GEMM (input transform, float32) otherwise."""
+    if isinstance(w, torch.Tensor):
+        return x @ w.T
+    return w(x).to(x.dtype)
+
+
 def _rope(sem: Semantics, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     # x [B, heads, T, d]; rotate_half (GPT-NeoX) on the first rot_dim channels only.
     rot, rest = x[..., : sem.rot_dim].float(), x[..., sem.rot_dim:]
@@ -162,10 +190,12 @@ def attention_block(sem: Semantics, x: torch.Tensor, w: LayerWeights, cos: torch
     B, T, _ = x.shape
     d, H, G = sem.head_size, sem.num_heads, sem.num_kv
     h = norm(sem, x, w.ln_in_w, w.ln_in_b)
-    q, k, v = torch.split(h @ w.qkv.T, [H * d, G * d, G * d], -1)
+    q, k, v = torch.split(linear(h, w.qkv), [H * d, G * d, G * d], -1)
     q = _rope(sem, q.view(B, T, H, d).transpose(1, 2), cos, sin)
     k = _rope(sem, k.view(B, T, G, d).transpose(1, 2), cos, sin)
     v = v.view(B, T, G, d).transpose(1, 2)
+    if w.kv_cache is not None:
+        k, v = w.kv_cache(k), w.kv_cache(v)
     if cache is not None:
         past = cache.length
         cache.k[layer, :, :, past:past + T] = k
@@ -174,16 +204,25 @@ def attention_block(sem: Semantics, x: torch.Tensor, w: LayerWeights, cos: torch
     k = k.repeat_interleave(H // G, dim=1)
     v = v.repeat_interleave(H // G, dim=1)
     attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(d))
-    return x + attn.transpose(1, 2).reshape(B, T, H * d) @ w.dense.T
+    return x + linear(attn.transpose(1, 2).reshape(B, T, H * d), w.dense)
+
+
+def attention_kv(sem: Semantics, x: torch.Tensor, w: LayerWeights, cos: torch.Tensor,
+                 sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """K (after rope) and V [B, kv heads, T, head size] that attention_block caches, before any KV-cache rounding."""
+    B, T, _ = x.shape
+    d, H, G = sem.head_size, sem.num_heads, sem.num_kv
+    _, k, v = torch.split(linear(norm(sem, x, w.ln_in_w, w.ln_in_b), w.qkv), [H * d, G * d, G * d], -1)
+    return _rope(sem, k.view(B, T, G, d).transpose(1, 2), cos, sin), v.view(B, T, G, d).transpose(1, 2)
 
 
 def mlp_block(sem: Semantics, x: torch.Tensor, w: LayerWeights) -> torch.Tensor:
     """x + mlp(norm(x)): the residual stream after one layer's MLP sub-block."""
     h = norm(sem, x, w.ln_post_w, w.ln_post_b)
-    a = ACTIVATIONS[sem.act](h @ w.fc.T)
+    a = ACTIVATIONS[sem.act](linear(h, w.fc))
     if sem.gated:
-        a = a * (h @ w.gate.T)
-    return x + a @ w.proj.T
+        a = a * linear(h, w.gate)
+    return x + linear(a, w.proj)
 
 
 def check_mlp_kind(sem: Semantics, w: LayerWeights, where: str) -> None:
@@ -205,8 +244,12 @@ class ReferenceModel:
         self.ln_f_w, self.ln_f_b = cast(ln_f["weight"]), cast(ln_f.get("bias"))
         self.lm_head = cast(merged.lm_head_rows(0, self.vocab_size))
         self.layers = []
+        quantized = merged.ckpt.quant is not None
         for i in range(int(config["num_hidden_layers"])):
-            layer = LayerWeights.from_merged(merged.layer(i), dtype, self.device)
+            if quantized:
+                layer = LayerWeights.from_quantized(merged.quantized_layer(i), dtype, self.device)
+            else:
+                layer = LayerWeights.from_merged(merged.layer(i), dtype, self.device)
             check_mlp_kind(self.sem, layer, f"layer {i}")
             self.layers.append(layer)
 

@@ -109,6 +109,17 @@ def backend_spec(backend) -> BackendSpec:
     return getattr(backend, "spec", None) or BackendSpec(kind=backend.name, model=backend.model)
 
 
+def checkpoint_format(spec: BackendSpec) -> str | None:
+    """The quantization (or dtype) of a torch backend's checkpoint, e.g. "FP8 + FP8 KV"; None for other backends."""
+    config = Path(spec.model) / "config.json"
+    if spec.kind != "torch" or not config.is_file():
+        return None
+    cfg = json.loads(config.read_text())
+    quant = cfg.get("quantization") or {}
+    kv = quant.get("kv_cache_quant_algo")
+    return (quant.get("quant_algo") or cfg.get("dtype", "?")) + (f" + {kv} KV" if kv else "")
+
+
 def compare(runs: list[BackendRun], n_boot: int) -> list[dict]:
     """Every later backend against the first: paired-bootstrap ROUGE differences and identical outputs."""
     out = []
@@ -153,7 +164,7 @@ def build_report(opts: SummarizeOptions, records: list[Record], runs: list[Backe
         "dataset": {"source": str(opts.dataset_file) if opts.dataset_file else "abisee/cnn_dailymail 3.0.0 test",
                     "num_samples": len(records)},
         "backends": [{
-            "kind": r.spec.kind, "model": r.spec.model, "aggregate": agg,
+            "kind": r.spec.kind, "model": r.spec.model, "format": checkpoint_format(r.spec), "aggregate": agg,
             "samples": [{"index": i, "id": rec.id, "prompt_tokens": r.prompt_tokens[i], "reference": rec.highlights,
                          "prediction": g.text, "token_ids": g.tokens, "generated_tokens": g.num_tokens,
                          "finish_reason": g.finish_reason, "rouge": r.rouge[i]}
@@ -164,6 +175,10 @@ def build_report(opts: SummarizeOptions, records: list[Record], runs: list[Backe
     }
 
 
+def _label(backend: dict) -> str:
+    return backend["kind"] + (f" {backend['format']}" if backend.get("format") else "")
+
+
 def markdown(report: dict) -> str:
     """Per-backend table and, with two or more backends, the difference table."""
     lines = ["| backend | model | ROUGE-1 [95% CI] | ROUGE-2 | ROUGE-L | ROUGE-Lsum | batch latency mean / p50 / p90 (s)"
@@ -172,15 +187,15 @@ def markdown(report: dict) -> str:
         a, r = b["aggregate"], b["aggregate"]["rouge"]
         lt = a["latency_per_batch"]
         ttft = f"{a['ttft']['mean_s']:.3f}" if a["ttft"] else "n/a"
-        lines.append(f"| {b['kind']} | {Path(b['model']).name} | {r['rouge1']['mean']:.2f} "
+        lines.append(f"| {_label(b)} | {Path(b['model']).name} | {r['rouge1']['mean']:.2f} "
                      f"[{r['rouge1']['ci95_low']:.2f}, {r['rouge1']['ci95_high']:.2f}] | {r['rouge2']['mean']:.2f} | "
                      f"{r['rougeL']['mean']:.2f} | {r['rougeLsum']['mean']:.2f} | {lt['mean_s']:.3f} / "
                      f"{lt['p50_s']:.3f} / {lt['p90_s']:.3f} | {a['generated_tokens']} | {a['tokens_per_s']:.1f} | {ttft} |")
     for c in report["comparisons"]:
         base, cand = report["backends"][c["baseline"]], report["backends"][c["candidate"]]
-        lines += ["", f"{cand['kind']} - {base['kind']} (paired bootstrap, {c['num_samples']} samples, "
+        lines += ["", f"{_label(cand)} - {_label(base)} (paired bootstrap, {c['num_samples']} samples, "
                       f"identical outputs {c['identical_outputs']}/{c['num_samples']}):", "",
-                  f"| metric | {base['kind']} | {cand['kind']} | difference [95% CI] |", "|---|---|---|---|"]
+                  f"| metric | {_label(base)} | {_label(cand)} | difference [95% CI] |", "|---|---|---|---|"]
         for k in ROUGE_KEYS:
             d = c["rouge_diff"][k]
             lines.append(f"| {k} | {base['aggregate']['rouge'][k]['mean']:.2f} | "

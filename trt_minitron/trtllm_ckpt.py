@@ -4,13 +4,14 @@ every rank file must hold (derived by dry-running the same arch rules that expor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .archs import arch_for_trt, get_arch
 from .archs.base import RankContext, Recipe
 from .config import ModelConfig, RopeScaling, load_json
-from .dtypes import BY_NAME, CHECKPOINT_DTYPES, torch_dtype
+from .dtypes import BY_NAME, CHECKPOINT_DTYPES, of_torch, torch_dtype
 from .errors import CheckpointError, ConfigError
 from .mapping import Mapping
 from .stheader import read_header
@@ -31,14 +32,22 @@ class TrtCheckpoint:
     def rank_file(self, rank: int) -> Path:
         return self.path / f"rank{rank}.safetensors"
 
+    @cached_property
+    def quant(self):
+        """The checkpoint's quantization (quant/checkpoint.QuantSpec), None when its weights are not quantized."""
+        return quant_spec(self.raw, str(self.path / "config.json"))
+
     def expected_tensors(self, rank: int) -> dict[str, TensorInfo]:
-        """Name -> shape/dtype (torch's) that rank{rank}.safetensors must contain."""
+        """Name -> shape/dtype (torch's) that rank{rank}.safetensors must contain (a quantized checkpoint's
+        scales included)."""
         dtype = torch_dtype(self.dtype)
-        return {n: TensorInfo(shape, dtype) for n, shape in self.expected_shapes(rank).items()}
+        plain = {n: TensorInfo(shape, dtype) for n, shape in self.expected_shapes(rank).items()}
+        return plain if self.quant is None else self.quant.expected_tensors(plain)
 
     def expected_shapes(self, rank: int) -> dict[str, tuple[int, ...]]:
-        """Name -> shape of every tensor of rank{rank}.safetensors (all in the checkpoint dtype), by arithmetic
-        on the export rules' layouts: no torch unless an architecture has a rule without a layout."""
+        """Name -> shape of every tensor of rank{rank}.safetensors before quantization (all in the checkpoint
+        dtype), by arithmetic on the export rules' layouts: no torch unless an architecture has a rule without
+        a layout."""
         arch = get_arch(self.model.architecture)
         f32 = BY_NAME["float32"]
         infos = {n: TensorInfo(s, f32) for n, s in arch.hf_tensors(self.model).items()}
@@ -57,6 +66,13 @@ class TrtCheckpoint:
     @property
     def dtype_bytes(self) -> int:
         return BY_NAME[self.dtype].itemsize
+
+
+def quant_spec(raw: dict, where: str = "config.json"):
+    """QuantSpec of a config.json (None when unquantized); a quantization this tool cannot read is a CheckpointError."""
+    from .quant.checkpoint import QuantSpec
+
+    return QuantSpec.from_config(raw, where)
 
 
 def read_checkpoint(path: str | Path) -> TrtCheckpoint:
@@ -86,8 +102,7 @@ def model_config_from_trt(d: dict, where: str = "config.json") -> tuple[ModelCon
     dtype = d.get("dtype")
     if dtype not in CHECKPOINT_DTYPES:
         raise ConfigError(f"unsupported dtype {dtype!r} in {where}; supported: {', '.join(CHECKPOINT_DTYPES)}")
-    if (d.get("quantization") or {}).get("quant_algo"):
-        raise ConfigError(f"quantized checkpoints are not supported here ({where})")
+    quant_spec(d, where)  # a quantization this tool cannot read is refused here, with the config
     try:
         heads = int(d["num_attention_heads"])
         hidden = int(d["hidden_size"])
@@ -134,16 +149,20 @@ def check_rank_files(ckpt: TrtCheckpoint) -> None:
         raise CheckpointError(f"{ckpt.path}: missing rank files {missing}")
     for rank in range(ckpt.mapping.world_size):
         f = ckpt.rank_file(rank)
-        expected = ckpt.expected_shapes(rank)
-        want_dt = BY_NAME[ckpt.dtype].safetensors
+        if ckpt.quant is None:
+            want_dt = BY_NAME[ckpt.dtype].safetensors
+            expected = {n: (shape, want_dt) for n, shape in ckpt.expected_shapes(rank).items()}
+        else:  # scales and packed weights have dtypes of their own
+            expected = {n: (i.shape, of_torch(i.dtype).safetensors) for n, i in ckpt.expected_tensors(rank).items()}
         entries = read_header(f).entries
         lacking = sorted(set(expected) - set(entries))
         if lacking:
             raise CheckpointError(f"{f}: missing tensors {lacking[:5]}{' ...' if len(lacking) > 5 else ''}")
-        for name, shape in expected.items():
+        for name, (shape, want) in expected.items():
             dt, got = entries[name].dtype.safetensors, entries[name].shape
-            if got != shape or dt != want_dt:
-                raise CheckpointError(f"{f}: tensor {name} is {dt}{list(got)}, expected {want_dt}{list(shape)}")
+            if got != shape or dt != want:
+                raise CheckpointError(f"{f}: tensor {name} is {dt}{list(got)}, expected {want}{list(shape)}")
+
 
 
 # How tensor-parallel ranks hold each per-layer TensorRT-LLM tensor: ColumnLinear splits rows (dim 0),
@@ -162,6 +181,8 @@ class MergedCheckpoint:
         from .sources.stfile import SafetensorsFile
 
         self.ckpt = ckpt
+        if ckpt.quant is not None:  # float8 weights: a reader that accepts them (the source reader refuses them)
+            from .quant.checkpoint import PlainRankFile as SafetensorsFile  # noqa: N814
         self.files = [SafetensorsFile(ckpt.rank_file(r)) for r in range(ckpt.mapping.world_size)]
         m, cfg = ckpt.mapping, ckpt.model
         self.tp, self.pp = m.tp_size, m.pp_size
@@ -190,7 +211,6 @@ class MergedCheckpoint:
     def layer(self, layer: int, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """Global layer `layer`'s tensors, TensorRT-LLM names relative to `transformer.layers.{local}.`,
         each cast to `dtype` (if given) as soon as it is read."""
-        import torch
 
         stage, local = divmod(layer, self.per_stage)
         pre = f"transformer.layers.{local}."
@@ -198,15 +218,66 @@ class MergedCheckpoint:
         out = {}
         for full in sorted(n for n in files[0].infos if n.startswith(pre)):
             name = full[len(pre):]
-            if name == "attention.qkv.weight":
-                out[name] = self._merge_qkv([f.read(full) for f in files])
-            elif name in _LAYER_SPLIT:
-                out[name] = torch.cat([f.read(full) for f in files], _LAYER_SPLIT[name])
-            else:
-                out[name] = self.replicated(stage, full)
+            out[name] = self._merge_plain(stage, full, name)
             if dtype is not None:
                 out[name] = out[name].to(dtype)
         return out
+
+    def _merge_plain(self, stage: int, full: str, name: str) -> torch.Tensor:
+        import torch
+
+        files = self.stage_files(stage)
+        if name == "attention.qkv.weight":
+            return self._merge_qkv([f.read(full) for f in files])
+        if name in _LAYER_SPLIT:
+            return torch.cat([f.read(full) for f in files], _LAYER_SPLIT[name])
+        return self.replicated(stage, full)
+
+    def quantized_layer(self, layer: int) -> dict:
+        """Global layer `layer` of a quantized checkpoint: each quantized linear dequantized per rank and merged
+        as tensor-parallel execution combines it (`attention.qkv` ... -> QuantLinear), its KV-cache rounding
+        (`kv_cache` -> KVQuant or None), every other tensor as `layer` gives it."""
+        from .quant.checkpoint import K_SCALE, LINEARS, V_SCALE
+        from .quant.formats import KV_SCALE, cat_cols, cat_rows
+
+        spec = self.ckpt.quant
+        stage, local = divmod(layer, self.per_stage)
+        pre = f"transformer.layers.{local}."
+        files = self.stage_files(stage)
+        names = sorted(n for n in files[0].infos if n.startswith(pre))
+        quantized = [b for b in LINEARS if f"{pre}{b}.weight" in files[0].infos and spec.quantizes(pre + b)]
+        out: dict = {}
+        for full in names:
+            name = full[len(pre):]
+            base, leaf = name.rsplit(".", 1)
+            if base not in quantized and leaf not in (KV_SCALE, K_SCALE, V_SCALE):
+                out[name] = self._merge_plain(stage, full, name)
+        for base in quantized:
+            prefix = pre + base
+            parts = [spec.linear(_linear_tensors(f, prefix), prefix) for f in files]
+            try:
+                if base == "attention.qkv":
+                    out[base] = cat_rows(parts).with_weight(self._merge_qkv([p.weight for p in parts]))
+                else:
+                    out[base] = cat_cols(parts) if _LAYER_SPLIT[f"{base}.weight"] == 1 else cat_rows(parts)
+            except CheckpointError as e:
+                raise CheckpointError(f"{prefix} (layer {layer}): {e}") from None
+        out["kv_cache"] = self._merge_kv(spec, [spec.kv_quant(_linear_tensors(f, pre + "attention"), pre + "attention")
+                                                for f in files])
+        return out
+
+    def _merge_kv(self, spec, per_rank: list):
+        """One KVQuant over the merged KV heads: a single scale, or each rank's scale on its own heads."""
+        import torch
+
+        from .quant.formats import KVQuant
+
+        if per_rank[0] is None:
+            return None
+        scales = torch.stack([k.scale.reshape(()) for k in per_rank])
+        if bool((scales == scales[0]).all()):
+            return per_rank[0]
+        return KVQuant(scales.repeat_interleave(self.kv_per_rank)[:, None, None])
 
     def _merge_qkv(self, per_rank: list[torch.Tensor]) -> torch.Tensor:
         import torch
@@ -252,6 +323,11 @@ class MergedCheckpoint:
             if lo < hi:
                 parts.append(f.read("lm_head.weight", 0, lo - r * per, hi - r * per))
         return torch.cat(parts, 0)
+
+
+def _linear_tensors(f, prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors directly under `prefix.` in one rank file (a linear's weight and scales), read now."""
+    return {n: f.read(n) for n in f.infos if n.rsplit(".", 1)[0] == prefix}
 
 
 def check_replicated_norms(merged: MergedCheckpoint) -> None:

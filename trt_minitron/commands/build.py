@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
                                                  "bfloat16 | float16 | float32; an explicit dtype must match "
                                                  "the checkpoint."),
         gemm_plugin: str = typer.Option(_D.gemm_plugin, help="auto (= checkpoint dtype) | bfloat16 | float16 | "
-                                        "float32 | disable."),
+                                        "float32 | disable | fp8 (FP8 checkpoints only)."),
         workers: int = typer.Option(_D.workers, help="Ranks built in parallel (separate processes)."),
         overwrite: bool = typer.Option(_D.overwrite, "--overwrite", help="Replace an existing --output folder."),
         dry_run: bool = typer.Option(_D.dry_run, "--dry-run", help="Validate and print the BuildConfig and memory plan "

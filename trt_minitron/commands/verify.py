@@ -4,6 +4,8 @@ from pathlib import Path
 
 import typer
 
+from ..options import QUANT_TEXTS, QUANT_TOKENS
+
 
 def register(app: typer.Typer) -> None:
     @app.command("verify")
@@ -13,14 +15,24 @@ def register(app: typer.Typer) -> None:
         prompt: str = typer.Option(None, "--prompt", help="text to run (default: a fixed ~150-token paragraph)"),
         full: bool = typer.Option(False, "--full", help="whole models instead of layer by layer "
                                   "(memory: the whole model in float32; no localisation)"),
+        dataset_file: Path = typer.Option(None, "--dataset-file", help="quantized checkpoints: jsonl/json/parquet "
+                                          "with 'article' and 'highlights' (default: hub CNN/DailyMail 3.0.0 test)"),
+        num_samples: int = typer.Option(QUANT_TEXTS, "--num-samples", help="quantized checkpoints: articles"),
+        max_tokens: int = typer.Option(QUANT_TOKENS, "--max-tokens", help="quantized checkpoints: tokens per "
+                                       "article (all cut to the shortest)"),
     ) -> None:
         """Prove the checkpoint computes what the source computes, once rounded to the checkpoint's dtype.
+
+        A quantized checkpoint (trt-minitron quantize) is judged against ModelOpt's fake quantization of the source
+        at the checkpoint's scales, layer by layer on CNN/DailyMail articles (needs ModelOpt), and its quantization
+        cost against the source is reported (KL, |delta logit|, top-1 agreement), not judged.
 
         Exit 0: every layer and the logits agree within float32 noise; 1: they disagree; 2: bad input.
         """
         from ..verify import run_verify
 
-        result = run_verify(ckpt, reference, prompt=prompt, full=full)
+        result = run_verify(ckpt, reference, prompt=prompt, full=full, dataset_file=dataset_file,
+                            num_samples=num_samples, max_tokens=max_tokens)
         print(result.summary())
         if not result.ok:
             raise typer.Exit(1)

@@ -22,10 +22,9 @@ from ..export import DTYPES, PlannedTensor, plan_export
 from ..mapping import Mapping
 from ..sources.base import Source, TensorInfo
 from ..stwriter import write_safetensors
-from .checkpoint import LINEARS, QuantSpec, RankTensors
-from .formats import WEIGHT, WSF
+from .checkpoint import K_SCALE, V_SCALE, QuantSpec, RankTensors, linear_prefix
+from .formats import KV_SCALE, WEIGHT, WSF
 
-KV_SCALE_SUFFIXES = ("kv_cache_scaling_factor", "k_cache_scaling_factor", "v_cache_scaling_factor")
 # Tensors ModelOpt writes that ours replace (a sharded or vocab-padded embedding, its lm_head).
 REPLACED = ("transformer.vocab_embedding.weight", "lm_head.weight")
 
@@ -38,21 +37,13 @@ def quantized_config(our_config: dict, modelopt_dir: Path) -> dict:
     return {**our_config, "quantization": quantization}
 
 
-def _linear_prefix(name: str) -> str | None:
-    """`transformer.layers.3.mlp.fc` for `transformer.layers.3.mlp.fc.weight`, else None."""
-    if not name.startswith("transformer.layers.") or not name.endswith(".weight"):
-        return None
-    prefix = name.removesuffix(".weight")
-    return prefix if prefix.split(".", 3)[3] in LINEARS else None
-
-
 def rank_entries(planned: list[PlannedTensor], source: Source, modelopt: RankTensors, spec: QuantSpec,
                  dtype: torch.dtype, where: str) -> list[tuple[str, TensorInfo, Callable[[], torch.Tensor]]]:
     """One rank file's tensors in our plan's order; quantized linears expanded into ModelOpt's tensors."""
     infos = {n: modelopt.info(n) for n in modelopt}
     entries, used = [], set(REPLACED)
     for p in planned:
-        prefix = _linear_prefix(p.name)
+        prefix = linear_prefix(p.name)
         if prefix is not None and f"{prefix}.{WSF}" in infos:
             out_f, in_f = p.info.shape
             expected = spec.format.linear_tensors(out_f, in_f, dtype)
@@ -74,9 +65,12 @@ def rank_entries(planned: list[PlannedTensor], source: Source, modelopt: RankTen
             used.add(p.name)
         entries.append((p.name, p.info, lambda o=p.out: o.produce(source)))
     for name in modelopt:
-        if name.rsplit(".", 1)[-1] in KV_SCALE_SUFFIXES:
+        if name.endswith(f".{KV_SCALE}"):
+            # One scale per layer, the one TensorRT-LLM uses (it takes max(k, v) when both are stored).
+            attention = name.removesuffix(f".{KV_SCALE}")
+            spec.kv_quant(modelopt, attention)  # refuses a kv scale that disagrees with max(k, v)
             entries.append((name, infos[name], lambda n=name: modelopt[n]))
-            used.add(name)
+            used.update({name, f"{attention}.{K_SCALE}", f"{attention}.{V_SCALE}"})
     unknown = sorted(set(infos) - used)
     if unknown:
         raise CheckpointError(f"{where}: ModelOpt wrote tensors this tool does not place: {unknown[:5]}")
@@ -85,13 +79,14 @@ def rank_entries(planned: list[PlannedTensor], source: Source, modelopt: RankTen
 
 def _check_unchanged(p: PlannedTensor, source: Source, modelopt: RankTensors, info: TensorInfo, where: str) -> None:
     """A tensor both write (norms) must be identical: ModelOpt folding a scale into it would change the maths."""
-    ours = _materialise(p.out.produce(source))
+    ours = materialise(p.out.produce(source))
     if info != p.info or not torch.equal(ours, modelopt[p.name]):
         raise CheckpointError(f"{where}: ModelOpt changed {p.name} relative to the source "
                               "(a scale folded into it?); this tool cannot place such a checkpoint")
 
 
-def _materialise(t) -> torch.Tensor:
+def materialise(t) -> torch.Tensor:
+    """A produced tensor, or the bytes of a pass-through RowStream, as a tensor."""
     if isinstance(t, torch.Tensor):
         return t
     data = bytearray()

@@ -10,7 +10,10 @@ the KV-cache rounding.
 
 from __future__ import annotations
 
+import json
+import struct
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -18,7 +21,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..sources.base import TensorInfo
-from .formats import KV_SCALE, KVQuant, QuantFormat, QuantLinear, format_for_algo
+from .formats import KV_SCALE, WEIGHT, KVQuant, QuantFormat, QuantLinear, format_for_algo
 
 # TensorRT-LLM linear layers under transformer.layers.{i}.; column-parallel ones split output rows.
 COLUMN_LINEARS = ("attention.qkv", "mlp.fc", "mlp.gate")
@@ -28,6 +31,10 @@ KV_CACHE_ALGOS = ("FP8",)
 CHECKPOINT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I8": torch.int8,
                       "U8": torch.uint8, "I32": torch.int32, "I64": torch.int64, "F8_E4M3": torch.float8_e4m3fn}
+TORCH_TO_SAFETENSORS = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+# ModelOpt 0.47 also writes the K and V scales apart; TensorRT-LLM's preprocess_weights replaces
+# kv_cache_scaling_factor by max(k, v) when they are present (models/modeling_utils.py, file id 1189552800).
+K_SCALE, V_SCALE = "k_cache_scaling_factor", "v_cache_scaling_factor"
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,11 @@ class QuantSpec:
     def quant_algo(self) -> str:
         return self.format.quant_algo
 
+    def quantizes(self, prefix: str) -> bool:
+        """Whether the linear `prefix` (e.g. transformer.layers.0.mlp.fc) is quantized: not in exclude_modules
+        (fnmatch patterns, as TensorRT-LLM's quantize_layers matches them)."""
+        return not any(fnmatchcase(prefix, p) for p in self.exclude_modules)
+
     def linear_tensors(self, tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
         """The tensors under `prefix.` (weight, scales), keyed by suffix."""
         start = prefix + "."
@@ -82,16 +94,54 @@ class QuantSpec:
         return self.format.dequantize(t)
 
     def kv_quant(self, tensors: Mapping[str, torch.Tensor], attention_prefix: str) -> KVQuant | None:
-        """The FP8 KV-cache rounding of one layer (None without an FP8 KV cache)."""
+        """The FP8 KV-cache rounding of one layer (None without an FP8 KV cache).
+
+        The scale TensorRT-LLM uses: kv_cache_scaling_factor, or max(k, v) where the K and V scales are
+        stored apart (its preprocess_weights); both present and different is refused."""
         if self.kv_cache_quant_algo is None:
             return None
-        name = f"{attention_prefix}.{KV_SCALE}"
-        if name not in tensors:
-            raise CheckpointError(f"missing {name} (kv_cache_quant_algo {self.kv_cache_quant_algo})")
-        scale = tensors[name]
-        if scale.numel() != 1 or scale.dtype != torch.float32:
-            raise CheckpointError(f"{name} is {scale.dtype}{list(scale.shape)}, expected float32 [1]")
-        return KVQuant(scale.float().reshape(()))
+        names = {s: f"{attention_prefix}.{s}" for s in (KV_SCALE, K_SCALE, V_SCALE)}
+        have = {s: _scale_1(tensors[n], n) for s, n in names.items() if n in tensors}
+        if K_SCALE in have and V_SCALE in have:
+            scale = torch.maximum(have[K_SCALE], have[V_SCALE])
+            if KV_SCALE in have and not torch.equal(have[KV_SCALE], scale):
+                raise CheckpointError(f"{names[KV_SCALE]} is {float(have[KV_SCALE]):g}, but max({names[K_SCALE]}, "
+                                      f"{names[V_SCALE]}) = {float(scale):g}, which TensorRT-LLM would use instead")
+        elif KV_SCALE in have:
+            scale = have[KV_SCALE]
+        else:
+            raise CheckpointError(f"missing {names[KV_SCALE]} (kv_cache_quant_algo {self.kv_cache_quant_algo})")
+        return KVQuant(scale)
+
+    def expected_tensors(self, plain: Mapping[str, TensorInfo]) -> dict[str, TensorInfo]:
+        """One rank file's tensors from the unquantized export's (`plain`): each quantized linear's weight
+        becomes the format's tensors (weight and scales, this rank's shapes) and every attention gets its
+        KV-cache scale; everything else is as `export` writes it."""
+        out = {}
+        for name, info in plain.items():
+            prefix = linear_prefix(name)
+            if prefix is not None and self.quantizes(prefix):
+                out.update({f"{prefix}.{s}": t for s, t in self.format.linear_tensors(*info.shape, self.dtype).items()})
+            else:
+                out[name] = info
+            if self.kv_cache_quant_algo and name.endswith(".attention.dense.weight"):
+                out[name.replace("dense.weight", KV_SCALE)] = TensorInfo((1,), torch.float32)
+        return out
+
+
+def _scale_1(t: torch.Tensor, name: str) -> torch.Tensor:
+    if t.numel() != 1 or t.dtype != torch.float32:
+        raise CheckpointError(f"{name} is {str(t.dtype).removeprefix('torch.')}{list(t.shape)}, expected float32 [1]")
+    return t.float().reshape(())
+
+
+def linear_prefix(name: str) -> str | None:
+    """`transformer.layers.3.mlp.fc` for `transformer.layers.3.mlp.fc.weight`, None for any other tensor."""
+    if not name.startswith("transformer.layers.") or not name.endswith(f".{WEIGHT}"):
+        return None
+    prefix = name.removesuffix(f".{WEIGHT}")
+    parts = prefix.split(".", 3)
+    return prefix if len(parts) == 4 and parts[3] in LINEARS else None
 
 
 
@@ -126,3 +176,57 @@ class RankTensors(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self._names)
+
+
+class PlainRankFile:
+    """A rank file of a quantized checkpoint read with plain reads (no mmap), one tensor or row block at a time.
+
+    The same interface as sources.stfile.SafetensorsFile (`infos`, `read`), which refuses float8 on purpose
+    (a float8 *source* tensor cast to bfloat16 without its scale would be silently wrong); here float8 is a
+    quantized checkpoint's own storage type. The header is validated by the safetensors library first."""
+
+    def __init__(self, path: Path):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:  # validates the header: dtypes, offsets, sizes
+                names = list(f.keys())
+            with open(path, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(n))
+        except Exception as e:  # safetensors raises its own error types for missing or corrupt files
+            raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
+        self.path, self._data_start = path, 8 + n
+        self.infos: dict[str, TensorInfo] = {}
+        self._offsets: dict[str, int] = {}
+        for name in names:
+            entry = header[name]
+            dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
+            if dtype is None:
+                raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
+            self.infos[name] = TensorInfo(tuple(entry["shape"]), dtype)
+            self._offsets[name] = self._data_start + entry["data_offsets"][0]
+
+    def read(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """The tensor, or rows [start, stop) of it (dim 0); a column block (dim 1) reads the whole tensor."""
+        info = self.infos[name]
+        shape = list(info.shape) or [1]
+        if dim not in (None, 0):
+            full = self.read(name)
+            stop = full.shape[dim] if stop is None else stop
+            return full.narrow(dim, start, stop - start).clone()
+        stop = shape[0] if dim is None or stop is None else stop
+        start = 0 if dim is None else start
+        row_bytes = info.nbytes // shape[0] if shape[0] else 0
+        buf = bytearray((stop - start) * row_bytes)
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(self._offsets[name] + start * row_bytes)
+            view, got = memoryview(buf), 0
+            while got < len(buf):
+                n = f.readinto(view[got:])
+                if not n:
+                    raise CheckpointError(f"{self.path}: unexpected end of file reading {name}")
+                got += n
+        t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
+        t = t.view(info.dtype).reshape([stop - start] + shape[1:])
+        return t.reshape(info.shape) if dim is None else t

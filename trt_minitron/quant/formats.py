@@ -144,10 +144,14 @@ def _same_input_transform(parts: list[QuantLinear], pre_quant_too: bool) -> None
 class KVQuant:
     """FP8 KV cache: K (after rope) and V stored as float8_e4m3fn on the grid `scale` (kv_cache_scaling_factor)."""
 
-    scale: torch.Tensor
+    scale: torch.Tensor  # scalar, or [kv heads, 1, 1] when tensor-parallel ranks hold different scales
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """x [batch, kv heads, tokens, head size] (or any shape, for a scalar scale) as the cache holds it."""
         return fp8_qdq(x, self.scale).to(x.dtype)
+
+    def to(self, device: str | torch.device) -> KVQuant:
+        return KVQuant(self.scale.to(device))
 
 
 class QuantFormat:

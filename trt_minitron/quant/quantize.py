@@ -35,6 +35,7 @@ from .assemble import assemble_checkpoint
 from .calib import calibration_batches, load_articles
 from .checkpoint import RankTensors
 from .formats import KV_CACHE_DTYPES, QuantFormat, get_format
+from .recompute import PQS_KEY, PQS_SIDECAR
 from .teacher import FLIP_FRACTION, LayerCheck, check_conversion, failures
 
 OUTPUT_FORMATS = ("trtllm", "hf")
@@ -191,6 +192,7 @@ def _quantize(opts: QuantizeOptions, fmt: QuantFormat, device: str, source: HFSo
             export_trtllm(model, cfg.architecture, dtype, opts.tp, opts.pp, work / "modelopt")
             t2 = time.perf_counter()
             progress.update(bar, description="conversion check")
+            save_prequant_scales(model, tmp / PQS_SIDECAR)
             round_prequant_scales(model, dtype)
             model.float()  # a bfloat16 fake-quant model (CUDA) would round its outputs; the checkpoint does not
             checks = check_conversion(model, work / "modelopt", cfg, batches[0][:1, :CHECK_TOKENS])
@@ -207,6 +209,19 @@ def _quantize(opts: QuantizeOptions, fmt: QuantFormat, device: str, source: HFSo
                             peak_rss_bytes(), before, after, checks)
     _write_report(tmp / REPORT, opts, fmt, device, len(articles), result)
     return result
+
+
+def save_prequant_scales(model: torch.nn.Module, path: Path) -> int:
+    """The post-export model's float32 pre-quant scales (what its weights were divided by) as a small safetensors
+    sidecar, by Hugging Face module name: verify rebuilds ModelOpt's weights from the source with them, since the
+    checkpoint keeps them rounded to its dtype. Returns how many (0 for formats without them: an empty file)."""
+    from safetensors.torch import save_file
+
+    scales = {f"{name}.{PQS_KEY}": q._pre_quant_scale.detach().float().cpu().reshape(-1).contiguous()
+              for name, m in model.named_modules()
+              if (q := getattr(m, "input_quantizer", None)) is not None and getattr(q, "_pre_quant_scale", None) is not None}
+    save_file(scales, str(path))
+    return len(scales)
 
 
 def _judge(checks: list[LayerCheck]) -> None:

@@ -79,7 +79,7 @@ def rel_diff(got: torch.Tensor, want: torch.Tensor) -> float:
     return float((got.float() - want.float()).abs().max() / want.float().abs().max().clamp(min=1e-30))
 
 
-class _TensorReader:
+class TensorReader:
     """Named float32 tensors served to the arch rules in place of a checkpoint."""
 
     def __init__(self, tensors: dict[str, torch.Tensor]):
@@ -153,14 +153,14 @@ def check_conversion(model: torch.nn.Module, ckpt_dir: Path, cfg: ModelConfig, i
         hf_pre = f"model.layers.{layer}."
         x = seen[mods[0]][0].reshape(-1, seen[mods[0]][0].shape[-1])
         first = modules[mods[0]]
-        weights = _TensorReader({f"{mod}.weight": modules[mod].weight_quantizer(modules[mod].weight) for mod in mods})
-        raw_weights = _TensorReader({f"{mod}.weight": modules[mod].weight for mod in mods})
+        weights = TensorReader({f"{mod}.weight": modules[mod].weight_quantizer(modules[mod].weight) for mod in mods})
+        raw_weights = TensorReader({f"{mod}.weight": modules[mod].weight for mod in mods})
         pqs = getattr(first.input_quantizer, "pre_quant_scale", None)
         raw_x = x if pqs is None else x * pqs.float().cpu()
         want_x = first.input_quantizer(x.to(device)).float().cpu()
         # x as a (tokens, in) 'weight': a row-parallel rule cuts the rank's input columns out of it.
-        inputs, raw_inputs, want_inputs = (_TensorReader({f"{mod}.weight": t for mod in mods}) for t in (x, raw_x, want_x))
-        outputs = _TensorReader({f"{mod}.weight": seen[mod][1].reshape(-1, seen[mod][1].shape[-1]).T for mod in mods})
+        inputs, raw_inputs, want_inputs = (TensorReader({f"{mod}.weight": t for mod in mods}) for t in (x, raw_x, want_x))
+        outputs = TensorReader({f"{mod}.weight": seen[mod][1].reshape(-1, seen[mod][1].shape[-1]).T for mod in mods})
         w_mis, x_mis, y_rel, linears = 0.0, 0.0, 0.0, []
         for r in stage:
             ctx = RankContext(cfg, mapping, r, torch.float32)

@@ -9,6 +9,7 @@ import torch
 from ..config import ModelConfig
 from ..dtypes import torch_dtype
 from ..errors import CheckpointError, ConfigError, MissingDependencyError
+from ..options import QUANT_TEXTS, QUANT_TOKENS
 from ..sources import open_source
 from ..trtllm_ckpt import MergedCheckpoint, TrtCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
 from .criterion import VerifyResult, logit_tolerance
@@ -31,9 +32,13 @@ SHAPE_FIELDS = ("architecture", "hidden_size", "intermediate_size", "num_hidden_
 
 
 def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str | None = None,
-               full: bool = False) -> VerifyResult:
+               full: bool = False, dataset_file: str | Path | None = None, num_samples: int = QUANT_TEXTS,
+               max_tokens: int = QUANT_TOKENS):
     """Entry point of `trt-minitron verify`: the checkpoint is validated completely before the source is opened.
 
+    A quantized checkpoint is verified on CNN/DailyMail articles (`dataset_file`, default the hub's test split:
+    the first `num_samples`, `max_tokens` tokens each) by verify/quantized.py, returning its
+    QuantizedVerifyResult; `prompt` and `full` apply to unquantized checkpoints only.
     Raises a TrtMinitronError (exit 2) for bad input; the returned result's `ok` is the numerical verdict.
     """
     try:
@@ -46,6 +51,10 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
     check_rank_files(ckpt)
     merged = MergedCheckpoint(ckpt)
     check_replicated_norms(merged)
+    if ckpt.quant is not None:
+        return _verify_quantized(merged, reference_src, prompt, full, dataset_file, num_samples, max_tokens)
+    if dataset_file is not None:
+        raise ConfigError("--dataset-file is for quantized checkpoints; this one is not quantized (use --prompt)")
     ids = prompt_ids(ckpt, prompt)
 
     source = open_source(reference_src)
@@ -65,6 +74,22 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
     return VerifyResult(mode="full" if full else "layers", dtype=ckpt.dtype, num_tokens=ids.shape[1],
                         checks=tuple(checks), logits=vs_rounded.report(tol), logit_tolerance=tol,
                         cast=vs_stored.report(), notes=tuple(notes))
+
+
+def _verify_quantized(merged: MergedCheckpoint, reference_src, prompt, full, dataset_file, num_samples, max_tokens):
+    from .quantized import text_ids, verify_quantized
+
+    ckpt = merged.ckpt
+    if prompt is not None or full:
+        raise ConfigError(f"{ckpt.path} is quantized ({ckpt.quant.quant_algo}): verify runs it layer by layer on "
+                          "CNN/DailyMail articles (--dataset-file, --num-samples, --max-tokens), not --prompt/--full")
+    ids = text_ids(ckpt, dataset_file, num_samples, max_tokens)
+    source = open_source(reference_src)
+    try:
+        vocab, notes = match_reference(ckpt.model, source.config, str(reference_src))
+        return verify_quantized(merged, source, ids, vocab, tuple(notes))
+    finally:
+        source.close()
 
 
 def prompt_ids(ckpt: TrtCheckpoint, prompt: str | None) -> torch.Tensor:

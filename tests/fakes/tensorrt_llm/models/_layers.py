@@ -20,10 +20,12 @@ from typing import Iterator
 
 
 class Module:
-    """Ordered parameters (name -> shape) and child modules, named as tensorrt_llm.Module names them."""
+    """Ordered parameters (name -> shape, and a dtype where it is not the model's) and child modules, named as
+    tensorrt_llm.Module names them."""
 
     def __init__(self) -> None:
         object.__setattr__(self, "_params", {})
+        object.__setattr__(self, "_dtypes", {})
         object.__setattr__(self, "_children", {})
 
     def __setattr__(self, name, value):
@@ -31,14 +33,32 @@ class Module:
             self._children[name] = value
         object.__setattr__(self, name, value)
 
-    def param(self, name: str, shape: tuple[int, ...]) -> None:
+    def param(self, name: str, shape: tuple[int, ...], dtype: str | None = None) -> None:
+        """dtype None: the model's (config.dtype); else a tensorrt_llm dtype name ("float32", "int8", "fp8")."""
         self._params[name] = tuple(int(s) for s in shape)
+        self._dtypes[name] = dtype
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, tuple[int, ...]]]:
         for name, shape in self._params.items():
             yield prefix + name, shape
         for name, child in self._children.items():
             yield from child.named_parameters(f"{prefix}{name}.")
+
+    def named_parameter_dtypes(self, prefix: str = "") -> Iterator[tuple[str, str | None]]:
+        for name, dtype in self._dtypes.items():
+            yield prefix + name, dtype
+        for name, child in self._children.items():
+            yield from child.named_parameter_dtypes(f"{prefix}{name}.")
+
+    def named_modules_with_parent(self, prefix: str = "", parent: Module | None = None):
+        """(name, module, parent) for this module and every descendant, as tensorrt_llm.Module yields them."""
+        yield prefix, self, parent
+        for name, child in list(self._children.items()):
+            yield from child.named_modules_with_parent(f"{prefix}.{name}" if prefix else name, self)
+
+    def replace_child(self, name: str, module: Module) -> None:
+        self._children[name] = module
+        object.__setattr__(self, name, module)
 
 
 class ModuleList(Module):
@@ -50,17 +70,25 @@ class ModuleList(Module):
             setattr(self, str(i), m)
 
 
-class ColumnLinear(Module):
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, tp_size: int = 1):
+class Linear(Module):
+    """What every Linear keeps for quantize_layers to rebuild it: the unsplit sizes, bias and tp size."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, tp_size: int):
         super().__init__()
+        self.in_features, self.out_features, self.bias, self.tp_size = in_features, out_features, bias, tp_size
+
+
+class ColumnLinear(Linear):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, tp_size: int = 1):
+        super().__init__(in_features, out_features, bias, tp_size)
         self.param("weight", (out_features // tp_size, in_features))
         if bias:
             self.param("bias", (out_features // tp_size,))
 
 
-class RowLinear(Module):
+class RowLinear(Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, tp_size: int = 1):
-        super().__init__()
+        super().__init__(in_features, out_features, bias, tp_size)
         self.param("weight", (out_features, in_features // tp_size))
         if bias:
             self.param("bias", (out_features,))

@@ -11,10 +11,21 @@ PretrainedConfig signature. What the real code does and the fake copies:
     parameter, where a wrong shape raises, re-raised as RuntimeError("Encounter error '...' for parameter '...'");
   - DecoderLayerList builds one layer per global index in mapping.pp_layers(num_hidden_layers), held in a
     ModuleList, so a pipeline rank's tensors are named transformer.layers.{local index}.
+  - the model class's __post_init__ (metaclass PostInitCaller) calls quantization.quantize(self, config.quantization),
+    which swaps in the quantized linear layers and the KV-cache scales (quantization/ here);
+  - preprocess_weights(weights, config) runs between reading and loading: separate K and V cache scales become
+    kv_cache_scaling_factor = max(k, v), kv_cache_rcp_scaling_factor is added; for W4A16_AWQ / W4A8_AWQ the int8
+    (out/2, in) weight is transposed, re-laid out for the mixed GEMM and viewed as the model dtype (in, out/4),
+    weights_scaling_factor transposed to (in/group, out) in the model dtype, prequant_scaling_factor reshaped to
+    (1, in); W4A8 folds weights_scaling_factor_2 and activation_scaling_factor into a new alpha (1,) float32 and
+    puts activation_scaling_factor back; FP8 views int8 weights as fp8 and drops lm_head scales of an unquantized
+    lm_head. Here only names, shapes and dtypes are transformed, the same way.
 Deliberately stricter than the real code: names in the file that the model does not have are an error
-(the real load() only logs "Provided but not required tensors"), and every tensor must already be in the
-checkpoint dtype (the real Parameter setter's dtype handling was not read).
-Only safetensors headers are read (shapes and dtypes), never tensor data.
+(the real load() only logs "Provided but not required tensors"), unless preprocess_weights itself produced them
+(W4A8 puts activation_scaling_factor back on column linears too, which only RowLinear declares: the real load
+warns; recorded here as a "load.warning" call); and every tensor must already be in the dtype the parameter
+declares (the checkpoint dtype unless a quantized layer says otherwise; the real Parameter setter's dtype handling
+was not read). Only safetensors headers are read (shapes and dtypes), never tensor data.
 """
 
 from __future__ import annotations
@@ -52,7 +63,8 @@ class QuantConfig:
 
 POSITION_EMBEDDING_TYPES = ("learned_absolute", "rope_gptj", "rope_gpt_neox", "long_rope", "alibi",
                             "alibi_with_scale", "relative", "chatglm", "yarn", "mrope", "deferred")
-SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "I8": "int8", "U8": "uint8",
+                      "F8_E4M3": "fp8"}
 
 
 class PretrainedConfig:
@@ -123,10 +135,22 @@ def check_no_moe(config: PretrainedConfig) -> None:
         raise NotImplementedError("fake models: MoE layers are not modelled")
 
 
-class PretrainedModel(Module):
+class PostInitCaller(type):
+    def __call__(cls, *args, **kwargs):
+        obj = type.__call__(cls, *args, **kwargs)
+        obj.__post_init__()
+        return obj
+
+
+class PretrainedModel(Module, metaclass=PostInitCaller):
     def __init__(self, config: PretrainedConfig):
         super().__init__()
         self.config = config
+
+    def __post_init__(self):
+        from ..quantization.quantize import quantize
+
+        quantize(self, self.config.quantization)
 
     def expected_tensors(self) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every parameter a checkpoint must provide for this rank."""
@@ -150,22 +174,26 @@ class PretrainedModel(Module):
             for name in f.keys():
                 sl = f.get_slice(name)
                 headers[name] = (tuple(sl.get_shape()), SAFETENSORS_DTYPES.get(sl.get_dtype(), sl.get_dtype()))
+        headers, produced = preprocess_weights(headers, config)
         model = cls(config)
-        model.load(headers)
+        model.load(headers, produced)
         return model
 
-    def load(self, weights: dict[str, tuple[tuple[int, ...], str]]) -> None:
+    def load(self, weights: dict[str, tuple[tuple[int, ...], str]], produced: frozenset = frozenset()) -> None:
         """Check `weights` (name -> (shape, dtype)) against the module tree, as the real load() does."""
         expected = self.expected_tensors()
+        dtypes = dict(self.named_parameter_dtypes())
         sharing = any(k.endswith("vocab_embedding.weight") for k in weights)
         required = {n for n in expected if not (n.endswith("lm_head.weight") and n not in weights and sharing)}
         missing = required - set(weights)
         if missing:
             raise RuntimeError(f"Required but not provided tensors:{missing}")
         extra = set(weights) - required
-        if extra:
+        if extra - produced:
             raise RuntimeError(f"fake load (stricter than the real warning): Provided but not required tensors: "
-                               f"{extra}")
+                               f"{extra - produced}")
+        if extra:
+            record("load.warning", provided_but_not_required=sorted(extra))
         for name, shape in expected.items():
             if name not in weights:
                 continue
@@ -173,6 +201,49 @@ class PretrainedModel(Module):
             if got_shape != shape:
                 raise RuntimeError(f"Encounter error 'The value updated is not the same shape as the original. "
                                    f"Updated: {got_shape}, original: {shape}' for parameter '{name}'")
-            if got_dtype != self.config.dtype:
-                raise RuntimeError(f"fake load (stricter): parameter '{name}' is {got_dtype}, the checkpoint dtype "
-                                   f"is {self.config.dtype}")
+            want = dtypes[name] or self.config.dtype
+            if got_dtype != want:
+                raise RuntimeError(f"fake load (stricter): parameter '{name}' is {got_dtype}, expected {want}")
+
+
+def preprocess_weights(weights: dict, config: PretrainedConfig) -> tuple[dict, frozenset]:
+    """modeling_utils.preprocess_weights on (shape, dtype) headers; also returns the names it wrote."""
+    w, produced = dict(weights), set()
+    for name in [n for n in w if n.endswith(".k_cache_scaling_factor")]:
+        v_name, kv_name = (name.replace("k_cache_scaling_factor", s) for s in ("v_cache_scaling_factor",
+                                                                             "kv_cache_scaling_factor"))
+        if v_name not in w:
+            raise AssertionError(f"{v_name} not found")
+        w[kv_name] = w.pop(name)
+        del w[v_name]
+        produced.add(kv_name)
+    for name in [n for n in w if n.endswith(".kv_cache_scaling_factor")]:
+        rcp = name.replace("kv_cache_scaling_factor", "kv_cache_rcp_scaling_factor")
+        if rcp not in w:
+            w[rcp] = w[name]
+            produced.add(rcp)
+    algo, dtype = config.quantization.quant_algo, config.dtype
+    if algo in ("W4A16_AWQ", "W4A8_AWQ"):
+        for name, (shape, dt) in list(w.items()):
+            if name.endswith("weight") and dt == "int8":
+                w[name] = ((shape[1], shape[0] // 2), dtype)  # (in, out/2) bytes viewed as 16-bit words
+            if name.endswith("weights_scaling_factor"):
+                w[name] = ((shape[1], shape[0]), dtype)
+            if name.endswith("prequant_scaling_factor"):
+                w[name] = ((1, shape[-1]), dt)
+        if algo == "W4A8_AWQ":
+            for name in [n for n in w if n.endswith("weights_scaling_factor")]:
+                asf = w.pop(name.replace("weights_scaling_factor", "activation_scaling_factor"))
+                w.pop(name.replace("weights_scaling_factor", "weights_scaling_factor_2"))
+                w[name.replace("weights_scaling_factor", "alpha")] = ((1,), "float32")
+                w[name.replace("weights_scaling_factor", "activation_scaling_factor")] = asf
+                produced.update({name.replace("weights_scaling_factor", s) for s in ("alpha",
+                                                                                   "activation_scaling_factor")})
+    elif algo == "FP8":
+        for name, (shape, dt) in list(w.items()):
+            if name.endswith("weight") and dt == "int8":
+                w[name] = (shape, "fp8")
+        if "lm_head.weight" in w and w["lm_head.weight"][1] != "fp8":
+            w.pop("lm_head.weights_scaling_factor", None)
+            w.pop("lm_head.activation_scaling_factor", None)
+    return w, frozenset(produced)
