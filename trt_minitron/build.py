@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -123,8 +122,7 @@ def inspect_checkpoint(path: Path, *, require_rank_files: bool) -> CheckedCheckp
         check_rank_files(ckpt)
         weights = max(rank_file_data_bytes(ckpt.rank_file(r)) for r in range(ckpt.mapping.world_size))
         return CheckedCheckpoint(ckpt, True, weights, "rank files")
-    weights = max(sum(math.prod(s) for s in ckpt.expected_shapes(r).values()) * ckpt.dtype_bytes
-                  for r in range(ckpt.mapping.world_size))
+    weights = max(ckpt.expected_bytes(r) for r in range(ckpt.mapping.world_size))
     return CheckedCheckpoint(ckpt, False, weights, "expected tensors (config-only checkpoint)")
 
 

@@ -3,6 +3,7 @@ every rank file must hold (derived by dry-running the same arch rules that expor
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -67,9 +68,20 @@ class TrtCheckpoint:
     def dtype_bytes(self) -> int:
         return BY_NAME[self.dtype].itemsize
 
+    def expected_bytes(self, rank: int) -> int:
+        """Bytes of tensor data rank{rank}.safetensors must hold (without torch unless the checkpoint is quantized)."""
+        if self.quant is None:
+            return sum(math.prod(s) for s in self.expected_shapes(rank).values()) * self.dtype_bytes
+        return sum(info.nbytes for info in self.expected_tensors(rank).values())
+
 
 def quant_spec(raw: dict, where: str = "config.json"):
     """QuantSpec of a config.json (None when unquantized); a quantization this tool cannot read is a CheckpointError."""
+    q = raw.get("quantization") or {}
+    if not isinstance(q, dict):
+        raise CheckpointError(f"{where}: 'quantization' must be an object, got {type(q).__name__}")
+    if q.get("quant_algo") is None and q.get("kv_cache_quant_algo") is None:
+        return None  # unquantized: planning stays torch-free
     from .quant.checkpoint import QuantSpec
 
     return QuantSpec.from_config(raw, where)
