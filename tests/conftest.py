@@ -2,6 +2,7 @@
 
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,11 +25,14 @@ def fake_trtllm_path(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def quant_ckpts(tmp_path_factory):
-    """Every CPU quantization format of the tiny Llama and Nemotron at tp 1 and 2 (tests/quant_fixtures.py), written
-    once for test_quant_build.py and test_quant_verify.py and removed when the session ends."""
+def quant_ckpts():
+    """Every CPU quantization format of the tiny Llama and Nemotron at tp 1 and 2 (tests/quant_fixtures.py, 55 MB),
+    written once for test_quant_build.py and test_quant_verify.py and removed when the session ends. Its own folder,
+    not one under pytest's base temp, which per-module clean-ups may empty while a later module still needs it."""
     from quant_fixtures import write_quantized_checkpoints
 
-    root = tmp_path_factory.mktemp("quant_ckpts")
-    yield write_quantized_checkpoints(root)
-    shutil.rmtree(root, ignore_errors=True)
+    root = Path(tempfile.mkdtemp(prefix="trt-minitron-quant-ckpts-"))
+    try:
+        yield write_quantized_checkpoints(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
