@@ -2,12 +2,12 @@
 
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 FAKES = Path(__file__).parent / "fakes"
-SESSION_PREFIX = "session-"  # module cleanup leaves these folders to their session fixture
 
 
 def _drop_tensorrt_llm() -> None:
@@ -30,8 +30,7 @@ def _module_tmp_cleanup(request, tmp_path_factory):
 
     Exports of SmolLM2 are ~0.5 GB each; kept for every module they fill a small CI disk. A module with a
     failure keeps its folders for inspection (tmp_path folders of passing tests go per test:
-    tmp_path_retention_policy = "failed" in pyproject.toml). Session fixtures name their folders SESSION_PREFIX...
-    and remove them themselves.
+    tmp_path_retention_policy = "failed" in pyproject.toml).
     """
     base = tmp_path_factory.getbasetemp()
     before = set(base.iterdir())
@@ -40,8 +39,6 @@ def _module_tmp_cleanup(request, tmp_path_factory):
     if request.session.testsfailed != failed_before:
         return
     for entry in set(base.iterdir()) - before:
-        if entry.name.startswith(SESSION_PREFIX):
-            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
@@ -49,11 +46,14 @@ def _module_tmp_cleanup(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def quant_ckpts(tmp_path_factory):
-    """Every CPU quantization format of the tiny Llama and Nemotron at tp 1 and 2 (tests/quant_fixtures.py), written
-    once for test_quant_build.py and test_quant_verify.py and removed when the session ends."""
+def quant_ckpts():
+    """Every CPU quantization format of the tiny Llama and Nemotron at tp 1 and 2 (tests/quant_fixtures.py, 55 MB),
+    written once for test_quant_build.py and test_quant_verify.py and removed when the session ends. Its own folder,
+    not one under pytest's base temp, which per-module clean-ups may empty while a later module still needs it."""
     from quant_fixtures import write_quantized_checkpoints
 
-    root = tmp_path_factory.mktemp(SESSION_PREFIX + "quant_ckpts")
-    yield write_quantized_checkpoints(root)
-    shutil.rmtree(root, ignore_errors=True)
+    root = Path(tempfile.mkdtemp(prefix="trt-minitron-quant-ckpts-"))
+    try:
+        yield write_quantized_checkpoints(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -60,7 +60,8 @@ def test_quantize_writes_checkpoint_whose_config_matches_our_export(models, tmp_
     ranks = [f"rank{r}.safetensors" for r in range(tp * pp)]
     assert sorted(p.name for p in out.iterdir()) == sorted(["config.json", "generation_config.json", *ranks,
                                                             "tokenizer.json", "tokenizer_config.json",
-                                                            "trt_minitron_quantize.json", "trt_minitron_export.json"])
+                                                            "trt_minitron_quantize.json", "trt_minitron_export.json",
+                                                            "trt_minitron_quantize.safetensors"])  # pre-quant scales
     assert _leftovers(tmp_path) == []
     assert main(["export", str(models[kind]), "-o", str(ref), *parallel]) == 0
     diff = _config_diff(out, ref)

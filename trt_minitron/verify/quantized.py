@@ -26,12 +26,13 @@ import torch
 
 from ..archs import get_arch
 from ..archs.base import RankContext
+from ..dtypes import torch_dtype
 from ..errors import CheckpointError
 from ..quant.checkpoint import LINEARS, QuantSpec
 from ..quant.recompute import check_sidecar, load_prequant_scales, teacher_kv, teacher_linear
 from ..quant.teacher import FLIP_FRACTION, LayerCheck, TensorReader, hf_modules, mismatch, rel_diff
 from ..reference import LayerWeights, Semantics, attention_block, attention_kv, mlp_block, norm, rope_cos_sin
-from ..trtllm_ckpt import DTYPES, MergedCheckpoint
+from ..trtllm_ckpt import MergedCheckpoint
 from .divergence import Divergence, DivergenceReport
 from .source_side import SourceSide, causal_additive_mask
 
@@ -211,7 +212,7 @@ def _unquantized_norms(merged: MergedCheckpoint, source) -> tuple[list[str], int
     arch = get_arch(ckpt.model.architecture)
     bad, n = [], 0
     for r in range(ckpt.mapping.world_size):
-        ctx = RankContext(ckpt.model, ckpt.mapping, r, DTYPES[ckpt.dtype])
+        ctx = RankContext(ckpt.model, ckpt.mapping, r, torch_dtype(ckpt.dtype))
         for o in arch.rank_plan(ctx):
             if "layernorm" in o.name or o.name.startswith("transformer.ln_f."):
                 n += 1
@@ -231,7 +232,7 @@ def verify_quantized(merged: MergedCheckpoint, source, ids: torch.Tensor, vocab:
     spec: QuantSpec = ckpt.quant
     scales = load_prequant_scales(ckpt.path)
     check_sidecar(spec, scales, ckpt.path)
-    src = SourceSide(source, DTYPES[ckpt.dtype])
+    src = SourceSide(source, torch_dtype(ckpt.dtype))
     sem = Semantics.from_config(ckpt.raw)
     N, T = ids.shape
     pos = torch.arange(T)[None]
