@@ -10,8 +10,6 @@ the KV-cache rounding.
 
 from __future__ import annotations
 
-import json
-import struct
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -19,8 +17,10 @@ from typing import Iterator, Mapping
 
 import torch
 
+from ..dtypes import BY_SAFETENSORS, torch_dtype
 from ..errors import CheckpointError
 from ..sources.base import TensorInfo
+from ..stheader import read_header
 from .formats import KV_SCALE, WEIGHT, KVQuant, QuantFormat, QuantLinear, format_for_algo
 
 # TensorRT-LLM linear layers under transformer.layers.{i}.; column-parallel ones split output rows.
@@ -28,10 +28,7 @@ COLUMN_LINEARS = ("attention.qkv", "mlp.fc", "mlp.gate")
 ROW_LINEARS = ("attention.dense", "mlp.proj")
 LINEARS = COLUMN_LINEARS + ROW_LINEARS
 KV_CACHE_ALGOS = ("FP8",)
-CHECKPOINT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I8": torch.int8,
-                      "U8": torch.uint8, "I32": torch.int32, "I64": torch.int64, "F8_E4M3": torch.float8_e4m3fn}
-TORCH_TO_SAFETENSORS = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+QUANT_CHECKPOINT_DTYPES = ("bfloat16", "float16")  # what ModelOpt's exporters write beside the quantized weights
 # ModelOpt 0.47 also writes the K and V scales apart; TensorRT-LLM's preprocess_weights replaces
 # kv_cache_scaling_factor by max(k, v) when they are present (models/modeling_utils.py, file id 1189552800).
 K_SCALE, V_SCALE = "k_cache_scaling_factor", "v_cache_scaling_factor"
@@ -67,11 +64,11 @@ class QuantSpec:
             fmt = type(fmt)(int(group))
         if q.get("has_zero_point"):
             raise CheckpointError(f"{where}: {algo} with has_zero_point=true is not supported")
-        dtype = CHECKPOINT_DTYPES.get(config.get("dtype", "bfloat16"))
-        if dtype is None:
-            raise CheckpointError(f"{where}: dtype {config.get('dtype')!r} is not one a quantized checkpoint uses "
-                                  f"({', '.join(CHECKPOINT_DTYPES)})")
-        return cls(fmt, kv, dtype, tuple(q.get("exclude_modules") or ()))
+        name = config.get("dtype", "bfloat16")
+        if name not in QUANT_CHECKPOINT_DTYPES:
+            raise CheckpointError(f"{where}: dtype {name!r} is not one a quantized checkpoint uses "
+                                  f"({', '.join(QUANT_CHECKPOINT_DTYPES)})")
+        return cls(fmt, kv, torch_dtype(name), tuple(q.get("exclude_modules") or ()))
 
     @property
     def quant_algo(self) -> str:
@@ -161,10 +158,10 @@ class RankTensors(Mapping[str, torch.Tensor]):
     def info(self, name: str) -> TensorInfo:
         """Shape and dtype from the header, without reading data."""
         sl = self._file.get_slice(name)
-        dtype = SAFETENSORS_DTYPES.get(sl.get_dtype())
+        dtype = BY_SAFETENSORS.get(sl.get_dtype())
         if dtype is None:
             raise CheckpointError(f"{self.path}: tensor {name} has unsupported dtype {sl.get_dtype()}")
-        return TensorInfo(tuple(sl.get_shape()), dtype)
+        return TensorInfo(tuple(sl.get_shape()), dtype.torch)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self._names:
@@ -186,26 +183,13 @@ class PlainRankFile:
     quantized checkpoint's own storage type. The header is validated by the safetensors library first."""
 
     def __init__(self, path: Path):
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), "pt") as f:  # validates the header: dtypes, offsets, sizes
-                names = list(f.keys())
-            with open(path, "rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(n))
-        except Exception as e:  # safetensors raises its own error types for missing or corrupt files
-            raise CheckpointError(f"{path}: unreadable safetensors file ({e})") from None
-        self.path, self._data_start = path, 8 + n
+        header = read_header(path)  # validated in full: dtypes, shapes, offsets inside the file
+        self.path, self._data_start = path, header.data_start
         self.infos: dict[str, TensorInfo] = {}
         self._offsets: dict[str, int] = {}
-        for name in names:
-            entry = header[name]
-            dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
-            if dtype is None:
-                raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {entry['dtype']}")
-            self.infos[name] = TensorInfo(tuple(entry["shape"]), dtype)
-            self._offsets[name] = self._data_start + entry["data_offsets"][0]
+        for name, entry in header.entries.items():
+            self.infos[name] = TensorInfo(entry.shape, entry.dtype.torch)
+            self._offsets[name] = header.data_start + entry.begin
 
     def read(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """The tensor, or rows [start, stop) of it (dim 0); a column block (dim 1) reads the whole tensor."""

@@ -23,6 +23,7 @@ import torch
 
 from ..archs import get_arch
 from ..config import ModelConfig, load_json
+from ..dtypes import torch_dtype
 from ..errors import ConfigError, MissingDependencyError, VerificationFailed
 from ..export import peak_rss_bytes, source_paths
 from ..hf_writer import write_hf_checkpoint
@@ -33,13 +34,12 @@ from ..sources import Source, TensorInfo, open_source
 from ..sources.hf import HFSource
 from .assemble import assemble_checkpoint
 from .calib import calibration_batches, load_articles
-from .checkpoint import RankTensors
+from .checkpoint import QUANT_CHECKPOINT_DTYPES, RankTensors
 from .formats import KV_CACHE_DTYPES, QuantFormat, get_format
 from .recompute import PQS_KEY, PQS_SIDECAR
 from .teacher import FLIP_FRACTION, LayerCheck, check_conversion, failures
 
 OUTPUT_FORMATS = ("trtllm", "hf")
-EXPORT_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}  # ModelOpt exports only these
 DEVICES = ("auto", "cpu", "cuda")
 REPORT = "trt_minitron_quantize.json"
 CHECK_TOKENS = 128
@@ -99,9 +99,9 @@ def validate(opts: QuantizeOptions) -> tuple[QuantFormat, str]:
         raise ConfigError(f"unsupported --kv-cache-dtype {opts.kv_cache_dtype!r}; choose {', '.join(KV_CACHE_DTYPES)}")
     if opts.format not in OUTPUT_FORMATS:
         raise ConfigError(f"unsupported --format {opts.format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
-    if opts.dtype not in EXPORT_DTYPES:
+    if opts.dtype not in QUANT_CHECKPOINT_DTYPES:
         raise ConfigError(f"unsupported --dtype {opts.dtype!r} for a quantized checkpoint; choose "
-                          f"{' or '.join(EXPORT_DTYPES)} (ModelOpt's exporter writes only these)")
+                          f"{' or '.join(QUANT_CHECKPOINT_DTYPES)} (ModelOpt's exporter writes only these)")
     if opts.tp < 1 or opts.pp < 1:
         raise ConfigError(f"--tp {opts.tp} and --pp {opts.pp} must be >= 1")
     if opts.format == "hf" and opts.tp * opts.pp != 1:
@@ -164,7 +164,7 @@ def _quantize(opts: QuantizeOptions, fmt: QuantFormat, device: str, source: HFSo
 
     from .modelopt_run import calibrate, export_hf, export_trtllm, load_model, quant_config, round_prequant_scales
 
-    cfg, dtype = source.config, EXPORT_DTYPES[opts.dtype]
+    cfg, dtype = source.config, torch_dtype(opts.dtype)
     tokenizer = AutoTokenizer.from_pretrained(source.folder)
     batches = calibration_batches(tokenizer, articles, opts.calib.max_len, opts.calib.batch_size)
     model = load_model(source.folder, device)
@@ -245,7 +245,7 @@ def _write_hf_config(tmp: Path, cfg: ModelConfig, dtype: str) -> int:
     theirs = load_json(tmp / "config.json")
     ours = {**cfg.to_hf(), "torch_dtype": dtype, "quantization_config": theirs.get("quantization_config")}
     (tmp / "config.json").write_text(json.dumps(ours, indent=2) + "\n")
-    return sum(_cast_unquantized(f, EXPORT_DTYPES[dtype]) for f in sorted(tmp.glob("*.safetensors")))
+    return sum(_cast_unquantized(f, torch_dtype(dtype)) for f in sorted(tmp.glob("*.safetensors")))
 
 
 def _cast_unquantized(path: Path, dtype: torch.dtype) -> int:
