@@ -100,18 +100,26 @@ def load_records(dataset_file: str | Path | None, num_samples: int, cache_dir: s
         raise DatasetError(f"--num-samples must be >= 1, got {num_samples}")
     if dataset_file is not None:
         return read_dataset_file(dataset_file)[:num_samples]
+    rows = load_hub_split("test", num_samples, cache_dir, "pass --dataset-file FILE.jsonl instead")
+    return _check(rows, f"{HUB_DATASET[0]}:test")
+
+
+def load_hub_split(split: str, num_rows: int, cache_dir: str | None, fallback: str) -> list[dict]:
+    """The first `num_rows` rows of a split of the hub's CNN/DailyMail 3.0.0 (`fallback`: what to do instead,
+    said in the one-line error when `datasets` or the hub is missing)."""
     try:
         import datasets
     except ImportError:
-        raise MissingDependencyError("the hub dataset needs `datasets`: pip install 'trt-minitron[eval]', "
-                                     "or pass --dataset-file") from None
-    name, config, split = HUB_DATASET
+        raise MissingDependencyError(f"the hub's CNN/DailyMail needs `datasets`: pip install 'trt-minitron[eval]', "
+                                     f"or {fallback}") from None
+    name, config = HUB_DATASET[:2]
     try:
-        ds = datasets.load_dataset(name, config, split=f"{split}[:{num_samples}]", cache_dir=cache_dir)
+        ds = datasets.load_dataset(name, config, split=f"{split}[:{num_rows}]", cache_dir=cache_dir)
     except Exception as e:  # network/hub failures surface as many exception types
-        raise DatasetError(f"cannot load {name} {config} {split} from the hub ({type(e).__name__}: {e}); "
-                           "pass --dataset-file FILE.jsonl instead") from None
-    return _check([dict(r) for r in ds], f"{name}:{split}")
+        detail = str(e).splitlines()[0] if str(e) else "no detail"
+        raise DatasetError(f"cannot load {name} {config} {split} from the hub ({type(e).__name__}: {detail}); "
+                           f"{fallback}") from None
+    return [dict(r) for r in ds]
 
 
 @dataclass(frozen=True)

@@ -10,30 +10,18 @@ from pathlib import Path
 
 import torch
 
-from ..data import DatasetError, read_dataset_file
-from ..errors import MissingDependencyError
+from ..data import DatasetError, load_hub_split, read_dataset_file
 from ..options import HUB_CALIBRATION_NAME as HUB_NAME
 from ..options import CalibSettings
 
-HUB_CALIBRATION = ("abisee/cnn_dailymail", "3.0.0", "train")  # ModelOpt's llm_ptq calibrates on train
+
 def load_articles(settings: CalibSettings, cache_dir: str | None = None) -> list[str]:
-    """The first `size` articles of the calibration set."""
+    """The first `size` articles of the calibration set (the hub's train split, as ModelOpt's llm_ptq calibrates)."""
     if settings.dataset != HUB_NAME:
         records = read_dataset_file(Path(settings.dataset))
         return [r.article for r in records[: settings.size]]
-    try:
-        import datasets
-    except ImportError:
-        raise MissingDependencyError("calibrating on the hub's cnn_dailymail needs `datasets`: "
-                                     "pip install datasets, or pass --calib-dataset FILE.jsonl") from None
-    name, config, split = HUB_CALIBRATION
-    try:
-        ds = datasets.load_dataset(name, config, split=f"{split}[:{settings.size}]", cache_dir=cache_dir)
-    except Exception as e:  # network/hub failures surface as many exception types
-        raise DatasetError(f"cannot load {name} {config} {split} from the hub ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else 'no detail'}); pass --calib-dataset FILE.jsonl") \
-            from None
-    return [r["article"] for r in ds]
+    rows = load_hub_split("train", settings.size, cache_dir, "pass --calib-dataset FILE.jsonl")
+    return [r["article"] for r in rows]
 
 
 def calibration_batches(tokenizer, articles: list[str], max_len: int, batch_size: int) -> list[torch.Tensor]:
