@@ -97,7 +97,7 @@ def write_rank_files(source, files: Mapping[Path, list[OutTensor]], on_progress:
                      metadata: dict | None = None) -> Written:
     """Write each file of `files` (its tensors in any order; the file orders them) from `source`."""
     transfer = _Transfer(source, on_progress or (lambda _b, _t: None))
-    if "torch" in sys.modules:
+    if _torch_loaded():
         transfer.torch()
     try:
         return transfer.run(files, metadata)
@@ -337,7 +337,7 @@ class _Transfer:
             for k in range(0, rows, IOV_MAX):
                 dst += _pwritev_all(t.fd, parts[k:k + IOV_MAX], dst, min(IOV_MAX, rows - k) * t.row_bytes)
             del parts
-        elif same and "torch" not in sys.modules:  # narrow columns, and no torch to gather them: plain slices
+        elif same and not _torch_loaded():  # narrow columns, and no torch to gather them: plain slices
             out_bytes = self._buffer("out", rows * t.row_bytes)
             _gather_columns(data, rows, src_row, c0, t.row_bytes, out_bytes)
             _pwrite_all(t.fd, out_bytes, dst)
@@ -389,6 +389,10 @@ def _prod(shape) -> int:
     for s in shape:
         n *= s
     return n
+
+
+def _torch_loaded() -> bool:
+    return "torch" in sys.modules
 
 
 def _gather_columns(data: memoryview, rows: int, src_row: int, c0: int, width: int, out: memoryview) -> None:
