@@ -33,8 +33,8 @@ def _narrow(t: torch.Tensor, dim: int | None, start: int, stop: int | None) -> t
 
 class HFSource:
     """A local HF folder. Safetensors are read tensor by tensor (stfile.py); .bin files are mmapped.
-Safetensors headers are parsed without torch: torch is imported when a tensor is read or `tensors()`
-is asked for (`tensors_without_torch()` is the same list with the headers' dtypes.DType).
+    Safetensors headers are parsed without torch: torch is imported when a tensor is read or `tensors()`
+    is asked for (`tensors_without_torch()` is the same list with the headers' dtypes.DType).
 
     `root`: the folder index entries must stay inside (default: the folder itself, or for a hub cache
     snapshot `models--org--name/snapshots/REV` its repo folder, since its files are links into `blobs/`).
