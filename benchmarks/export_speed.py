@@ -8,9 +8,10 @@ It writes a random checkpoint with the preset's shapes (bf16; `--layers 3` of Ll
 is 2.27 GB), then runs, `--repeat` times in turn (after `--warmup` untimed rounds) so that load on the machine hits
 every step alike:
   cp      - coreutils `cp` of model.safetensors (copy_file_range: the bytes read and written once)
-  torch   - `python -c "import torch"`: the floor of every process below while export needs torch
+  torch   - `python -c "import torch"`: the floor of an export that converts (a cast, +1); one that only
+            moves bytes (same dtype) does not import torch
   imports - `python -c "import trt_minitron.cli, trt_minitron.export"`: the fixed start-up cost inside
-            every export below (interpreter, torch, the tool)
+            every export below (interpreter and the tool; torch only at the first conversion)
   tp N    - `trt-minitron export --dtype D --tp N` (the console script: whole process)
   naive   - safetensors load_file of everything, then save_file (with --naive; a non-streaming converter)
   baseline tp N - the same export by another command line (with --baseline, e.g. an older checkout)

@@ -252,3 +252,24 @@ def test_progress_bar_only_on_a_terminal(sources, tmp_path):
     piped = subprocess.run([*args, str(tmp_path / "pipe")], capture_output=True, text=True, timeout=120)
     assert piped.returncode == 0 and piped.stderr.startswith("exported 17 tensors"), piped.stderr
     assert len(piped.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("block", [700, transfer.BLOCK_BYTES])  # one row per block; every row in one block
+@pytest.mark.parametrize("tp", [2, 4])
+def test_narrow_columns_without_torch_are_gathered_by_slices(sources, tmp_path, monkeypatch, tp, block):
+    # As in a process that has not imported torch: o_proj's 96-192-byte column blocks are gathered by
+    # a slice per row (few rows per block) or a strided copy per byte column (down_proj at tp 4: 48 bytes).
+    monkeypatch.setattr(transfer, "_torch_loaded", lambda: False)
+    monkeypatch.setattr(transfer, "BLOCK_BYTES", block)
+    src = sources["llama", "bfloat16", "sorted"]
+    run_export(ExportOptions(src=str(src), output=tmp_path / "c", dtype="bfloat16", tp=tp))
+    assert_files_are_naive_save(tmp_path / "c", naive_tensors(src, tp, "bfloat16"), tp)
+
+
+@pytest.mark.parametrize("rows, src_row, c0, width", [(5, 16, 4, 6), (9, 16, 4, 6), (3, 40, 8, 24), (40, 40, 8, 24),
+                                                     (7, 8, 0, 8), (8, 8, 0, 8), (1, 10, 9, 1)])
+def test_gather_columns_packs_each_rows_slice(rows, src_row, c0, width):  # a slice per row, or per byte column
+    data = bytes(range(251)) * 8
+    out = bytearray(rows * width)
+    transfer._gather_columns(memoryview(data), rows, src_row, c0, width, memoryview(out))
+    assert bytes(out) == b"".join(data[i * src_row + c0:i * src_row + c0 + width] for i in range(rows))

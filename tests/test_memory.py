@@ -14,6 +14,7 @@ from trt_minitron.synthetic import write_synthetic_hf
 # and its peak after; both are VmHWM, which (unlike ru_maxrss) does not inherit pytest's own peak.
 CHILD = r"""
 import json, sys
+import torch  # noqa: F401  (a cast imports it at its first tensor: in the baseline, as the comment above says)
 from trt_minitron.cli import main
 from trt_minitron.export import peak_rss_bytes
 from trt_minitron.sources import open_source  # noqa: F401  (everything export imports)

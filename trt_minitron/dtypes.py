@@ -1,5 +1,8 @@
 """The one dtype table: names as configs and flags spell them, safetensors codes, sizes, and torch's dtype
-(looked up only when asked, so planning and headers need no torch)."""
+(looked up only when asked, so planning and headers need no torch).
+
+Metadata (TensorInfo, Layout) may hold either a table entry or torch's dtype: an export that only moves
+bytes plans on entries and never imports torch. `dtype_name`, `of_torch` and `as_torch` accept both."""
 
 from __future__ import annotations
 
@@ -22,6 +25,10 @@ class DType:
 
         return getattr(torch, self.name)
 
+    @property
+    def is_floating_point(self) -> bool:
+        return self.name.startswith(("float", "bfloat"))
+
 
 TABLE = (DType("float32", "F32", 4), DType("float16", "F16", 2), DType("bfloat16", "BF16", 2),
          DType("float64", "F64", 8), DType("int64", "I64", 8), DType("int32", "I32", 4), DType("int16", "I16", 2),
@@ -37,6 +44,16 @@ def torch_dtype(name: str) -> torch.dtype:
     return BY_NAME[name].torch
 
 
-def of_torch(dtype: torch.dtype) -> DType:
-    """The table's entry for a torch dtype."""
-    return BY_NAME[str(dtype).removeprefix("torch.")]
+def of_torch(dtype: torch.dtype | DType) -> DType:
+    """The table's entry for a torch dtype (an entry is returned as it is)."""
+    return dtype if isinstance(dtype, DType) else BY_NAME[str(dtype).removeprefix("torch.")]
+
+
+def as_torch(dtype: torch.dtype | DType) -> torch.dtype:
+    """torch's dtype for a table entry (a torch dtype is returned as it is; imports torch for an entry)."""
+    return dtype.torch if isinstance(dtype, DType) else dtype
+
+
+def dtype_name(dtype: torch.dtype | DType) -> str:
+    """"bfloat16" for torch.bfloat16 and for the table's entry alike, without importing torch."""
+    return dtype.name if isinstance(dtype, DType) else str(dtype).removeprefix("torch.")

@@ -2,6 +2,10 @@
 
 Plan -> dry run on meta tensors (shapes, dtypes, every source tensor accounted for) -> header-first
 streaming write of each rank file into a temporary folder -> rename into place.
+
+An export that only moves bytes (same dtype as the source, row and column blocks, zero rows) from an HF
+safetensors folder never imports torch: it plans on the headers' dtypes.DType and transfer.py imports
+torch at the first tensor that needs converting.
 """
 
 from __future__ import annotations
@@ -13,14 +17,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
-
-import torch
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from .archs import get_arch
 from .archs.base import Arch, Out, RankContext, Recipe
 from .config import ModelConfig
-from .dtypes import CHECKPOINT_DTYPES, torch_dtype
+from .dtypes import BY_NAME, CHECKPOINT_DTYPES, dtype_name, torch_dtype
 from .errors import CheckpointError, ConfigError
 from .layout import Layout
 from .mapping import Mapping
@@ -28,9 +30,18 @@ from .options import EXPORT_FORMATS as FORMATS
 from .options import ExportOptions
 from .outputs import atomic_output_dir, check_output, write_marker
 from .sources import MetaReader, Source, TensorInfo, open_source
+from .tensors import infos_without_torch
 from .transfer import OutTensor, write_rank_files
 
-DTYPES = {name: torch_dtype(name) for name in CHECKPOINT_DTYPES}
+if TYPE_CHECKING:
+    import torch
+
+
+def __getattr__(name: str):
+    if name == "DTYPES":  # {name: torch dtype} of CHECKPOINT_DTYPES, built on first use: it imports torch
+        return {n: torch_dtype(n) for n in CHECKPOINT_DTYPES}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 @dataclass(frozen=True)
 class PlannedTensor:
     rank: int
@@ -58,7 +69,7 @@ class _CheckingReader(MetaReader):
 
 def check_source(arch: Arch, source: Source) -> None:
     """Source tensors match what the config implies: nothing missing, no shape contradicts it."""
-    have = source.tensors()
+    have = infos_without_torch(source)
     expected = arch.hf_tensors(source.config)
     missing = sorted(n for n in expected if n not in have)
     if missing:
@@ -69,7 +80,7 @@ def check_source(arch: Arch, source: Source) -> None:
             raise CheckpointError(f"{source.description}: tensor {name} has shape {list(have[name].shape)}, "
                                   f"but the config implies {list(shape)}")
         if not have[name].dtype.is_floating_point:
-            raise CheckpointError(f"{source.description}: tensor {name} is stored as {str(have[name].dtype)[6:]}, "
+            raise CheckpointError(f"{source.description}: tensor {name} is stored as {dtype_name(have[name].dtype)}, "
                                   "but a weight must be floating point; refusing to cast integers to weights")
     extra = sorted(n for n in have if n not in expected and not n.endswith(arch.ignore_suffixes)
                    and not (n == "lm_head.weight" and source.config.tie_word_embeddings))
@@ -78,22 +89,28 @@ def check_source(arch: Arch, source: Source) -> None:
                               f"{extra[:5]}{' ...' if len(extra) > 5 else ''}")
 
 
-def plan_export(source: Source, mapping: Mapping, dtype: str) -> tuple[Arch, dict, list[PlannedTensor]]:
+def plan_export(source: Source, mapping: Mapping, dtype: str,
+                without_torch: bool = False) -> tuple[Arch, dict, list[PlannedTensor]]:
     """Every output tensor of every rank with its shape and dtype, computed from shapes alone
-    (a rule without a Layout is dry-run on meta tensors instead)."""
+    (a rule without a Layout is dry-run on meta tensors instead). Dtypes are torch's, or with
+    `without_torch` dtypes.DType where a Layout says them (torch only for a rule without a Layout)."""
     cfg: ModelConfig = source.config
     arch = get_arch(cfg.architecture)
     arch.validate(cfg, mapping)
     check_source(arch, source)
-    infos = source.tensors()
+    infos = infos_without_torch(source) if without_torch else source.tensors()
     planned = []
     for rank in range(mapping.world_size):
-        for out in arch.rank_plan(RankContext(cfg, mapping, rank, DTYPES[dtype])):
+        ctx = RankContext(cfg, mapping, rank, BY_NAME[dtype] if without_torch else torch_dtype(dtype))
+        for out in arch.rank_plan(ctx):
             if isinstance(out.produce, Recipe):
                 layout = out.produce.layout(infos)
                 planned.append(PlannedTensor(rank, out.name, layout.info(infos), out, layout))
-            else:
-                t = out.produce(_CheckingReader(infos))
+            else:  # a plain function makes a tensor: its rule in torch's dtype, dry-run on meta tensors
+                if without_torch:
+                    real = RankContext(cfg, mapping, rank, torch_dtype(dtype))
+                    out = next(o for o in arch.rank_plan(real) if o.name == out.name)  # noqa: PLW2901
+                t = out.produce(_CheckingReader(source.tensors()))
                 planned.append(PlannedTensor(rank, out.name, TensorInfo(tuple(t.shape), t.dtype), out))
     return arch, arch.trt_config(cfg, dtype, mapping), planned
 
@@ -104,8 +121,8 @@ def run_export(opts: ExportOptions) -> ExportResult | None:
     Raises:
         TrtMinitronError: bad input (unsupported config, missing tensors, unsafe or existing output, ...).
     """
-    if opts.dtype not in DTYPES:
-        raise ConfigError(f"unsupported --dtype {opts.dtype!r}; choose one of {', '.join(DTYPES)}")
+    if opts.dtype not in CHECKPOINT_DTYPES:
+        raise ConfigError(f"unsupported --dtype {opts.dtype!r}; choose one of {', '.join(CHECKPOINT_DTYPES)}")
     if opts.format not in FORMATS:
         raise ConfigError(f"unsupported --format {opts.format!r}; choose one of {', '.join(FORMATS)}")
     local = Path(opts.src)
@@ -124,12 +141,12 @@ def run_export(opts: ExportOptions) -> ExportResult | None:
             if opts.dry_run:
                 _print_hf_plan(source)
                 return None
-            need = sum(TensorInfo(i.shape, DTYPES[opts.dtype]).nbytes for i in source.tensors().values())
+            need = sum(TensorInfo(i.shape, BY_NAME[opts.dtype]).nbytes for i in source.tensors().values())
             with atomic_output_dir(opts.output, overwrite=opts.overwrite, protect=protect, need_bytes=need) as tmp:
-                counts = _write_hf(source, tmp, DTYPES[opts.dtype])
+                counts = _write_hf(source, tmp, torch_dtype(opts.dtype))
                 write_marker(tmp, format="hf", source=str(opts.src), dtype=opts.dtype)
         else:
-            _, trt_config, planned = plan_export(source, mapping, opts.dtype)
+            _, trt_config, planned = plan_export(source, mapping, opts.dtype, without_torch=True)
             if opts.dry_run:
                 _print_plan(source, trt_config, planned)
                 return None
@@ -222,7 +239,7 @@ def _print_plan(source: Source, trt_config: dict, planned: list[PlannedTensor]) 
     print(json.dumps(trt_config, indent=2))
     total = 0
     for p in planned:
-        dtype = str(p.info.dtype).removeprefix("torch.")
+        dtype = dtype_name(p.info.dtype)
         print(f"rank{p.rank}  {p.name:<55} {dtype:<9} {list(p.info.shape)}")
         total += p.info.nbytes
     world = trt_config["mapping"]["world_size"]

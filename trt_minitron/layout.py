@@ -12,10 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
+from .dtypes import as_torch
 from .tensors import TensorInfo
 
 if TYPE_CHECKING:
     import torch
+
+    from .dtypes import DType
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class Layout:
     before the cast (a zero-centred layernorm1p gamma folded into a plain LayerNorm weight)."""
 
     blocks: tuple[Block, ...]
-    dtype: torch.dtype
+    dtype: torch.dtype | DType  # a dtypes.DType when planned without torch
     pad_rows: int = 0
     plus_one: bool = False
 
@@ -78,7 +81,7 @@ def convert(t: torch.Tensor, layout: Layout) -> torch.Tensor:
     """Elementwise part of a layout: (+1 in float32), cast. Elementwise, so block by block gives the same bits."""
     if layout.plus_one:
         t = t.float() + 1.0
-    return t.to(layout.dtype)
+    return t.to(as_torch(layout.dtype))
 
 
 def materialize(layout: Layout, reader) -> torch.Tensor:
@@ -92,6 +95,6 @@ def materialize(layout: Layout, reader) -> torch.Tensor:
             t = t.narrow(1, b.cols[0], b.cols[1] - b.cols[0])
         parts.append(convert(t, layout))
     if layout.pad_rows:
-        parts.append(torch.zeros((layout.pad_rows, *parts[0].shape[1:]), dtype=layout.dtype))
+        parts.append(torch.zeros((layout.pad_rows, *parts[0].shape[1:]), dtype=as_torch(layout.dtype)))
     out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
     return out.contiguous()

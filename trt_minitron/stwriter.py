@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Callable, Iterable
-
-import torch
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .dtypes import of_torch
 from .tensors import RowStream, TensorInfo
+
+if TYPE_CHECKING:
+    import torch
 
 PAGE = 4096  # copy_file_range runs at full speed only between page-congruent offsets
 Entry = tuple[str, TensorInfo, Callable[[], "torch.Tensor | RowStream"]]
@@ -59,6 +60,8 @@ def write_safetensors(path: Path, entries: list[Entry], on_tensor: Callable[[str
                     f.write(chunk)
                     n += len(chunk)
             else:
+                import torch
+
                 data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
                 f.write(memoryview(data))
                 n = data.nbytes

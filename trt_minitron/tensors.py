@@ -7,16 +7,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 if TYPE_CHECKING:
     import torch
+
+    from .dtypes import DType
 
 
 @dataclass(frozen=True)
 class TensorInfo:
     shape: tuple[int, ...]
-    dtype: torch.dtype
+    dtype: torch.dtype | DType  # a dtypes.DType where torch is not needed (planning an export by arithmetic)
 
     @property
     def nbytes(self) -> int:
@@ -49,9 +51,18 @@ class MetaReader:
     def read(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:
         import torch
 
+        from .dtypes import as_torch
+
         info = self.infos[name]
-        t = torch.empty(info.shape, dtype=info.dtype, device="meta")
+        t = torch.empty(info.shape, dtype=as_torch(info.dtype), device="meta")
         if dim is None:
             return t
         stop = info.shape[dim] if stop is None else stop
         return t.narrow(dim, start, stop - start)
+
+
+def infos_without_torch(source) -> Mapping[str, TensorInfo]:
+    """`source.tensors()`, with dtypes.DType dtypes where the source knows them without torch (HF safetensors
+    headers: `tensors_without_torch`); other sources' torch dtypes as they are."""
+    plain = getattr(source, "tensors_without_torch", None)
+    return plain() if plain is not None else source.tensors()

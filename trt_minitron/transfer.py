@@ -9,6 +9,8 @@ for all ranks:
   needs rows or columns of it: unchanged rows are written straight from the mapping, an unchanged
   column block is gathered from it by `pwritev`, casts and +1 are converted into one reused buffer.
   Memory stays at a block or two whatever the dtype.
+torch is imported only for the first conversion (a cast, +1, a tensor made in memory, a source without
+a file): an export that only moves bytes runs on os calls alone (see tests/test_startup.py).
 Tensors are placed in each rank file in source order and the header padded so that most of them
 are page-congruent with their source (a mis-congruent `copy_file_range` ran at under half the speed
 here: benchmarks/README.md).
@@ -18,22 +20,25 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
-import torch
-
+from .dtypes import as_torch, dtype_name
 from .errors import CheckpointError
 from .layout import Block, Layout, block_trailing
 from .stwriter import PAGE, header_bytes
-from .tensors import TensorInfo
+from .tensors import TensorInfo, infos_without_torch
+
+if TYPE_CHECKING:
+    import torch
 
 BLOCK_BYTES = 8 << 20  # source bytes per row block
 IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 16
-MIN_IOV_BYTES = 1024  # narrower column slices are gathered by a torch copy rather than one iovec per row
+MIN_IOV_BYTES = 1024  # narrower column slices: a torch copy (plain slices without torch), not an iovec per row
 COPY_BYTES = 256 << 20  # bytes per copy_file_range call: progress and SIGINT latency
 _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 
@@ -80,24 +85,30 @@ class _Placement:
 
 def _direct(block: Block, layout: Layout, src: TensorInfo) -> bool:
     """Whether the block's bytes pass through unchanged (whole rows, same dtype, no +1)."""
-    return block.cols is None and not layout.plus_one and layout.dtype == src.dtype
+    return block.cols is None and _unchanged(layout, src)
+
+
+def _unchanged(layout: Layout, src: TensorInfo) -> bool:
+    """Whether the layout keeps the source's bytes (same dtype, no +1)."""
+    return not layout.plus_one and dtype_name(layout.dtype) == dtype_name(src.dtype)
 
 
 def write_rank_files(source, files: Mapping[Path, list[OutTensor]], on_progress: Progress | None = None,
                      metadata: dict | None = None) -> Written:
     """Write each file of `files` (its tensors in any order; the file orders them) from `source`."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # block copies are a few MiB: extra threads cost more than they give on a busy machine
+    transfer = _Transfer(source, on_progress or (lambda _b, _t: None))
+    if _torch_loaded():
+        transfer.torch()
     try:
-        return _Transfer(source, on_progress or (lambda _b, _t: None)).run(files, metadata)
+        return transfer.run(files, metadata)
     finally:
-        torch.set_num_threads(threads)
+        transfer.restore_threads()
 
 
 class _Transfer:
     def __init__(self, source, on_progress: Progress):
         self.source = source
-        self.infos: Mapping[str, TensorInfo] = source.tensors()
+        self.infos: Mapping[str, TensorInfo] = infos_without_torch(source)
         self.progress = on_progress
         self.where: dict[str, tuple[Path, int] | None] = {}
         self.left: list[int] = []  # bytes still to write per output tensor
@@ -106,14 +117,36 @@ class _Transfer:
         self._buffers: dict[str, bytearray] = {}
         self.kernel_copy = hasattr(os, "copy_file_range")
         self.kernel_bytes = 0
+        self._threads: int | None = None  # torch's thread count before this transfer set it to 1
+
+    def torch(self):
+        """torch, imported at the first conversion, set to one thread for this transfer (block copies are a
+        few MiB: extra threads cost more than they give on a busy machine)."""
+        import torch
+
+        if self._threads is None:
+            self._threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+        return torch
+
+    def restore_threads(self) -> None:
+        if self._threads is not None:
+            sys.modules["torch"].set_num_threads(self._threads)
+            self._threads = None
 
     # --- planning --------------------------------------------------------------------------------
     def locate(self, name: str) -> tuple[Path, int] | None:
         """(file, byte offset) of a source tensor stored as-is in a file, else None."""
         if name not in self.where:
+            file_range = getattr(self.source, "file_range", None)
             stream_rows = getattr(self.source, "stream_rows", None)
-            stream = stream_rows(name) if stream_rows is not None and name in self.infos else None
-            self.where[name] = stream.file_range if stream is not None else None
+            if name not in self.infos:
+                self.where[name] = None
+            elif file_range is not None:  # no RowStream: its dtype would be torch's
+                self.where[name] = file_range(name)
+            else:
+                stream = stream_rows(name) if stream_rows is not None else None
+                self.where[name] = stream.file_range if stream is not None else None
         return self.where[name]
 
     def order(self, tensors: list[OutTensor]) -> list[OutTensor]:
@@ -256,6 +289,7 @@ class _Transfer:
             return
         whole = None
         if at is None:  # no file to map: one read of the rows, then the same blocks from memory
+            self.torch()
             whole = _bytes(self.source.read(name, 0, lo, hi))
         step = max(1, BLOCK_BYTES // row)
         for a in range(lo, hi, step):
@@ -293,33 +327,39 @@ class _Transfer:
         """Rows from `first_row` of the block's source, as bytes of whole source rows, to the task's file."""
         rows = len(data) // _row_bytes(info)
         dst = t.dst + (first_row - t.block.start) * t.row_bytes
-        same = not t.layout.plus_one and t.layout.dtype == info.dtype
+        same = _unchanged(t.layout, info)
+        src_row = _row_bytes(info)
+        c0 = t.block.cols[0] * (src_row // (info.shape[1] if len(info.shape) > 1 else 1)) if t.block.cols else 0
         if same and t.block.cols is None:
             _pwrite_all(t.fd, data, dst)
         elif same and t.row_bytes >= MIN_IOV_BYTES and hasattr(os, "pwritev"):  # a column block: gathered by the kernel
-            src_row = _row_bytes(info)
-            c0 = t.block.cols[0] * (src_row // (info.shape[1] if len(info.shape) > 1 else 1))
             parts = [data[i * src_row + c0:i * src_row + c0 + t.row_bytes] for i in range(rows)]
             for k in range(0, rows, IOV_MAX):
                 dst += _pwritev_all(t.fd, parts[k:k + IOV_MAX], dst, min(IOV_MAX, rows - k) * t.row_bytes)
             del parts
+        elif same and not _torch_loaded():  # narrow columns, and no torch to gather them: plain slices
+            out_bytes = self._buffer("out", rows * t.row_bytes)
+            _gather_columns(data, rows, src_row, c0, t.row_bytes, out_bytes)
+            _pwrite_all(t.fd, out_bytes, dst)
         else:
+            torch = self.torch()
             shape = info.shape or (1,)
             with warnings.catch_warnings():  # a read-only mapping: torch warns, but it is only read here
                 warnings.simplefilter("ignore", UserWarning)
-                part = torch.frombuffer(data, dtype=torch.uint8).view(info.dtype).view(rows, *shape[1:])
+                part = torch.frombuffer(data, dtype=torch.uint8).view(as_torch(info.dtype)).view(rows, *shape[1:])
             if t.block.cols is not None:
                 part = part.narrow(1, t.block.cols[0], t.block.cols[1] - t.block.cols[0])
             out_bytes = self._buffer("out", rows * t.row_bytes)
-            out = torch.frombuffer(out_bytes, dtype=torch.uint8).view(t.layout.dtype).view(part.shape)
+            out = torch.frombuffer(out_bytes, dtype=torch.uint8).view(as_torch(t.layout.dtype)).view(part.shape)
             out.copy_(part.float() + 1.0 if t.layout.plus_one else part)
             del part, out
             _pwrite_all(t.fd, out_bytes, dst)
         self._done(t.out, rows * t.row_bytes)
 
     def _write_produced(self, out: int, fd: int, offset: int, t: OutTensor) -> None:
+        torch = self.torch()
         value = t.produce()
-        if tuple(value.shape) != t.info.shape or value.dtype != t.info.dtype:
+        if tuple(value.shape) != t.info.shape or dtype_name(value.dtype) != dtype_name(t.info.dtype):
             raise RuntimeError(f"{t.name}: produced {value.dtype}{list(value.shape)}, planned "
                                f"{t.info.dtype}{list(t.info.shape)}")
         data = value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
@@ -351,7 +391,24 @@ def _prod(shape) -> int:
     return n
 
 
+def _torch_loaded() -> bool:
+    return "torch" in sys.modules
+
+
+def _gather_columns(data: memoryview, rows: int, src_row: int, c0: int, width: int, out: memoryview) -> None:
+    """Bytes [c0:c0+width) of each of `rows` rows of `src_row` bytes, packed into `out`: a strided copy per
+    output byte column, or a slice per row, whichever makes fewer Python steps."""
+    if width <= rows:
+        for j in range(width):
+            out[j::width] = data[c0 + j:rows * src_row:src_row]
+    else:
+        for i in range(rows):
+            out[i * width:(i + 1) * width] = data[i * src_row + c0:i * src_row + c0 + width]
+
+
 def _bytes(t: torch.Tensor) -> memoryview:
+    import torch
+
     t = t.contiguous()
     return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
 

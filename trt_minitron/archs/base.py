@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 from typing import Mapping as Mapping_
 
+from ..dtypes import as_torch
 from ..errors import ConfigError
 from ..layout import Block, Layout, materialize
 from ..mapping import Mapping
@@ -63,7 +64,7 @@ class Recipe:
             import torch
 
             info = layout.info(infos)
-            return torch.empty(info.shape, dtype=info.dtype, device="meta")
+            return torch.empty(info.shape, dtype=as_torch(info.dtype), device="meta")
         return materialize(layout, reader)
 
 

@@ -19,6 +19,8 @@ def open_source(src: str | Path) -> Source:
             from .gguf import GGUFSource
 
             return GGUFSource(path)
+        if path.is_dir() and (path / "config.json").is_file() and not (path / "model_config.yaml").is_file():
+            return HFSource(path)  # before importing the .nemo reader, which imports torch
         from .nemo import is_nemo, open_nemo
 
         if is_nemo(path):  # .nemo file, any tar holding one, or an extracted .nemo folder

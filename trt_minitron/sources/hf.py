@@ -9,14 +9,17 @@ import re
 import shutil
 import sys
 from pathlib import Path, PurePosixPath
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..config import ModelConfig
+from ..dtypes import as_torch
 from ..errors import CheckpointError, ConfigError, MissingDependencyError, torch_load_reason
 from ..outputs import TOKENIZER_FILES
 from .base import TensorInfo
 from .stfile import SafetensorsFile
+
+if TYPE_CHECKING:
+    import torch
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -30,6 +33,8 @@ def _narrow(t: torch.Tensor, dim: int | None, start: int, stop: int | None) -> t
 
 class HFSource:
     """A local HF folder. Safetensors are read tensor by tensor (stfile.py); .bin files are mmapped.
+    Safetensors headers are parsed without torch: torch is imported when a tensor is read or `tensors()`
+    is asked for (`tensors_without_torch()` is the same list with the headers' dtypes.DType).
 
     `root`: the folder index entries must stay inside (default: the folder itself, or for a hub cache
     snapshot `models--org--name/snapshots/REV` its repo folder, since its files are links into `blobs/`).
@@ -42,7 +47,8 @@ class HFSource:
         self.description = f"Hugging Face folder {folder}"
         self._files: dict[str, Path] = {}  # tensor name -> file
         self._stored: dict[str, str] = {}  # tensor name -> name in its file (differs only for a tied alias)
-        self._infos: dict[str, TensorInfo] = {}
+        self._infos: dict[str, TensorInfo] = {}  # safetensors: dtypes.DType; .bin: torch's (tensors(): torch's)
+        self._torch_infos: dict[str, TensorInfo] | None = None
         self._handles: dict[Path, object] = {}
         self._index_files()
         self._resolve_tied_head()
@@ -59,7 +65,7 @@ class HFSource:
         for f in st_files:
             if f.suffix == ".safetensors":
                 h = SafetensorsFile(f)
-                infos = h.infos
+                infos = h.header_infos
             else:
                 h = _load_bin(f)
                 infos = {name: TensorInfo(tuple(t.shape), t.dtype) for name, t in h.items()}
@@ -102,6 +108,8 @@ class HFSource:
         self._infos[name], self._files[name], self._stored[name] = self._infos[stored], self._files[stored], stored
 
     def _same_values(self, a: str, b: str) -> bool:
+        import torch
+
         if self._infos[a].shape != self._infos[b].shape:
             return False
         rows = self._infos[a].shape[0] if self._infos[a].shape else 1
@@ -113,6 +121,13 @@ class HFSource:
         return True
 
     def tensors(self) -> dict[str, TensorInfo]:
+        """Every tensor with torch's dtype (imports torch)."""
+        if self._torch_infos is None:
+            self._torch_infos = {n: TensorInfo(i.shape, as_torch(i.dtype)) for n, i in self._infos.items()}
+        return self._torch_infos
+
+    def tensors_without_torch(self) -> dict[str, TensorInfo]:
+        """Every tensor, safetensors ones with their dtypes.DType as the headers say: no torch needed."""
         return self._infos
 
     def read(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:
@@ -121,6 +136,11 @@ class HFSource:
         if isinstance(h, dict):
             return _narrow(h[self._stored[name]], dim, start, stop)
         return h.read(self._stored[name], dim, start, stop)
+
+    def file_range(self, name: str) -> tuple[Path, int] | None:
+        """(file, byte offset) where tensor `name` is stored as-is (safetensors only; None for a .bin)."""
+        h = self._handles[self._files[name]]
+        return None if isinstance(h, dict) else h.file_range(self._stored[name])
 
     def stream_rows(self, name: str, start: int = 0, stop: int | None = None):
         """Rows passed through unchanged, file to file (safetensors only; None where not possible)."""
@@ -141,6 +161,8 @@ class HFSource:
 
 def _load_bin(f: Path) -> dict[str, torch.Tensor]:
     """A flat {name: tensor} state dict from a pytorch_model*.bin, loaded with weights_only=True, or one line why not."""
+    import torch
+
     try:
         sd = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:

@@ -8,13 +8,14 @@ copies just the bytes of one tensor, or of one row block of it, into a fresh buf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
-
-import torch
+from typing import TYPE_CHECKING, Iterator
 
 from ..errors import CheckpointError
 from ..stheader import read_header
 from .base import RowStream, TensorInfo
+
+if TYPE_CHECKING:
+    import torch
 
 CHUNK_BYTES = 64 * 2**20
 READABLE = ("F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL")  # dtypes a source may hold
@@ -27,8 +28,20 @@ class SafetensorsFile:
         self.path = path
         header = read_header(path, READABLE)
         self.data_start = header.data_start
-        self.infos = {n: TensorInfo(e.shape, e.dtype.torch) for n, e in header.entries.items()}
+        self.header_infos = {n: TensorInfo(e.shape, e.dtype) for n, e in header.entries.items()}  # dtypes.DType
         self._offsets = {n: header.data_start + e.begin for n, e in header.entries.items()}
+        self._torch_infos: dict[str, TensorInfo] | None = None
+
+    @property
+    def infos(self) -> dict[str, TensorInfo]:
+        """Every tensor with torch's dtype (imports torch; `header_infos` says the same without it)."""
+        if self._torch_infos is None:
+            self._torch_infos = {n: TensorInfo(i.shape, i.dtype.torch) for n, i in self.header_infos.items()}
+        return self._torch_infos
+
+    def file_range(self, name: str) -> tuple[Path, int]:
+        """(this file, byte offset of the tensor's first row): its bytes lie there as stored."""
+        return self.path, self._offsets[name]
 
     def read(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:
         info = self.infos[name]
@@ -69,6 +82,8 @@ class SafetensorsFile:
         info = self.infos[name]
         shape = list(info.shape) or [1]
         row_bytes = info.nbytes // shape[0] if shape[0] else 0
+        import torch
+
         buf = torch.empty((stop - start) * row_bytes, dtype=torch.uint8)
         with open(self.path, "rb", buffering=0) as f:
             f.seek(self._offsets[name] + start * row_bytes)
