@@ -149,9 +149,13 @@ def test_awq_widths_tensorrt_llm_would_pad_are_refused(tmp_path, capsys):
     w4a8 = {"quant_algo": "W4A8_AWQ", "group_size": 64, "has_zero_point": False, "pre_quant_scale": True}
     code, err = dry_run(capsys, _config_only(tmp_path, SMOLLM2_135M, 1, w4a8))
     assert code == 2 and "padded by TensorRT-LLM to a multiple of 128 (max(128, group 64) x tp 1)" in err
-    assert "hidden_size=576" in err
+    assert "hidden_size=576" in err and err.rstrip().endswith("quantize with another format: no group size or tp "
+                                                                "makes every width a multiple")
     code, plan = dry_run(capsys, _config_only(tmp_path / "int4", SMOLLM2_135M, 1, {**w4a8, "quant_algo": "W4A16_AWQ"}))
     assert code == 0, plan  # W4A16 pads to max(64, 64) = 64, which 576 and 1536 are multiples of
+    int4_128 = {**w4a8, "quant_algo": "W4A16_AWQ", "group_size": 128}
+    code, err = dry_run(capsys, _config_only(tmp_path / "int4-128", SMOLLM2_135M, 1, int4_128))
+    assert code == 2 and err.rstrip().endswith("quantize with a smaller group size or tp")  # group 64 would load
 
 
 def test_unquantized_settings_unchanged():

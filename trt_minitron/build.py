@@ -143,10 +143,13 @@ def check_groupwise_widths(ckpt: TrtCheckpoint) -> None:
     bad = {name: w for name, w in widths.items() if w % multiple}
     if bad:
         name, width = next(iter(bad.items()))
+        base = 128 if q.quant_algo == "W4A8_AWQ" else 64
+        smallest = max(base, min(q.format.group_sizes or (q.format.group_size,)))  # at tp 1
+        remedy = ("quantize with another format: no group size or tp makes every width a multiple"
+                  if any(w % smallest for w in widths.values()) else "quantize with a smaller group size or tp")
         raise ConfigError(f"{ckpt.path}: {q.quant_algo} linears are padded by TensorRT-LLM to a multiple of "
-                          f"{multiple} (max({128 if q.quant_algo == 'W4A8_AWQ' else 64}, group {q.format.group_size}) "
-                          f"x tp {tp}), but {name}={width} is not, so its engine build would fail to load this "
-                          "checkpoint; quantize with another format, group size or tp")
+                          f"{multiple} (max({base}, group {q.format.group_size}) x tp {tp}), but {name}={width} is "
+                          f"not, so its engine build would fail to load this checkpoint; {remedy}")
 
 
 def gpu_memory(opts: BuildOptions) -> tuple[int, str]:
