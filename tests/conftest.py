@@ -57,3 +57,14 @@ def quant_ckpts():
         yield write_quantized_checkpoints(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """2 shared cores: torch's default 2 threads spin against each other (10x slower matmuls measured)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -50,6 +50,11 @@ def make_quant_model(kind: str, path: Path, **overrides) -> Path:
 FORMATS = ("fp8", "fp8+kv", "int8_sq", "int4_awq+kv", "w4a8_awq")
 
 
+def tiny_quant_models(root: Path) -> dict[str, Path]:
+    """The tiny Llama and Nemotron of make_quant_model, by kind."""
+    return {kind: make_quant_model(kind, root / kind) for kind in ("llama", "nemotron")}
+
+
 def qformat_of(variant: str) -> str:
     return variant.removesuffix("+kv")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from quant_fixtures import SHARED, make_quant_model
+from quant_fixtures import SHARED, make_quant_model, tiny_quant_models
 from safetensors import safe_open
 
 from trt_minitron.cli import main
@@ -20,18 +20,12 @@ CALIB = ["--calib-dataset", str(SHARED), "--calib-size", "8", "--calib-max-len",
 MAY_DIFFER = {"quantization"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("quant_cli_models")
-    return {kind: make_quant_model(kind, root / kind) for kind in ("llama", "nemotron")}
+    return tiny_quant_models(tmp_path_factory.mktemp("quant_cli_models"))
 
 
 def _config_diff(a: Path, b: Path) -> dict:

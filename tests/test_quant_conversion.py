@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 import torch
-from quant_fixtures import articles, make_quant_model
+from quant_fixtures import articles, tiny_quant_models
 from safetensors.torch import load_file, save_file
 
 from trt_minitron.export import ExportOptions, run_export
@@ -34,19 +34,12 @@ CASES = [("llama", "fp8", "fp8"), ("nemotron", "fp8", "fp8"), ("llama", "int8_sq
 AWQ = ("int4_awq", "w4a8_awq")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """2 shared cores: torch's default 2 threads spin against each other (10x slower matmuls measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("quant_models")
-    return {kind: make_quant_model(kind, root / kind) for kind in ("llama", "nemotron")}
+    return tiny_quant_models(tmp_path_factory.mktemp("quant_models"))
 
 
 @pytest.fixture(scope="module", params=[pytest.param(c,

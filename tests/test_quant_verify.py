@@ -27,12 +27,7 @@ TEXTS = ["--dataset-file", str(SHARED), "--num-samples", "3", "--max-tokens", "4
 CASES = [(kind, variant, tp) for kind in ("llama", "nemotron") for variant in FORMATS for tp in (1, 2)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def verify(capsys, ckpt, source, *extra) -> tuple[int, str]:
