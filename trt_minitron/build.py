@@ -218,9 +218,7 @@ def check_output(out: Path, checkpoint: Path, overwrite: bool) -> Path:
     """The shared output rules (outputs.check_output, the checkpoint protected), plus a writable parent,
     checked before minutes of building."""
     out = outputs.check_output(out, overwrite=overwrite, protect=[checkpoint])
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = outputs.nearest_existing(out.parent)
     if not parent.is_dir():
         raise ConfigError(f"--output {out}: {parent} is not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):

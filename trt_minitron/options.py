@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .data import DEFAULT_TEMPLATE, DatasetError
 from .errors import ConfigError, OutputError
+from .outputs import nearest_existing
 
 if TYPE_CHECKING:
     from .serving.bench import SweepPoint
@@ -226,9 +227,7 @@ def check_report_path(report: Path) -> None:
         except OSError as e:
             raise OutputError(f"--report {report} cannot be written: {e.strerror}") from None
         return
-    ancestor = report.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = nearest_existing(report.parent)
     if not ancestor.is_dir():
         raise OutputError(f"--report {report} cannot be written: {ancestor} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):

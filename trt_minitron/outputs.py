@@ -45,6 +45,13 @@ def absolute(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(path))
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` itself or its nearest ancestor that exists: where creating it would start."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_output(output: str | os.PathLike, *, overwrite: bool, protect: Iterable[str | os.PathLike] = ()) -> Path:
     """Raise OutputError unless `output` may be created (or, with overwrite, replaced); return it absolute.
 
