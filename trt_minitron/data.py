@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import MissingDependencyError, TrtMinitronError
 
-HUB_DATASET = ("abisee/cnn_dailymail", "3.0.0", "test")
+HUB_DATASET = ("abisee/cnn_dailymail", "3.0.0")  # name, config; summarize reads "test", calibration "train"
 DEFAULT_TEMPLATE = "{article} TL;DR: "
 CHAT = "chat"
 CHAT_INSTRUCTION = "Summarize the following news article in a few sentences.\n\n{article}"
@@ -112,7 +112,7 @@ def load_hub_split(split: str, num_rows: int, cache_dir: str | None, fallback: s
     except ImportError:
         raise MissingDependencyError(f"the hub's CNN/DailyMail needs `datasets`: pip install 'trt-minitron[eval]', "
                                      f"or {fallback}") from None
-    name, config = HUB_DATASET[:2]
+    name, config = HUB_DATASET
     try:
         ds = datasets.load_dataset(name, config, split=f"{split}[:{num_rows}]", cache_dir=cache_dir)
     except Exception as e:  # network/hub failures surface as many exception types
