@@ -44,7 +44,8 @@ def test_smollm2_export_verifies(exported, dtype, tp, full):
     out = exported(dtype, tp)
     assert (out / "tokenizer.json").is_file()
     # The checkpoint's own tokenizer on the default paragraph, long enough for far-position rope effects.
-    assert prompt_ids(read_checkpoint(out), None).shape[1] >= 128
+    ckpt = read_checkpoint(out)
+    assert prompt_ids(out, ckpt.model.vocab_size, ckpt.model.max_position_embeddings, None).shape[1] >= 128
     result = run_verify(out, GGUF, full=full)
     assert result.ok, result.summary()
     assert result.num_tokens >= 128 and result.top1_agreement == 1.0

@@ -11,6 +11,7 @@ import copy
 import sys
 import warnings
 from pathlib import Path
+from unittest import mock
 from typing import Callable
 
 import torch
@@ -91,13 +92,32 @@ def export_trtllm(model: torch.nn.Module, architecture: str, dtype: torch.dtype,
                                        inference_tensor_parallel=tp, inference_pipeline_parallel=pp)
 
 
-def export_hf(model: torch.nn.Module, dtype: torch.dtype, out_dir: Path) -> None:
-    """ModelOpt's unified Hugging Face checkpoint (hf_quant_config.json + quantization_config)."""
-    from modelopt.torch.export import export_hf_checkpoint
+def export_hf(model: torch.nn.Module, out_dir: Path) -> dict[str, torch.Tensor]:
+    """ModelOpt's unified Hugging Face checkpoint (hf_quant_config.json + quantization_config); returns the float32
+    pre-quant scale of every module whose scale the export folds into the norm feeding it (AWQ), by module name.
 
-    with torch.no_grad(), stdout_to_stderr(), warnings.catch_warnings():
+    Weights are quantized in float32: ModelOpt casts each weight to the export dtype before dividing it by its scale
+    (unified_export_hf.py _export_quantized_weight), and in bfloat16 that double rounding put 3.8% of a tiny Llama's
+    FP8 codes one step from its own fake quantization. Unquantized tensors are cast to the checkpoint dtype after
+    (quantize.py). The folded scales are read as ModelOpt folds them (quant_utils.fuse_prequant_layernorm deletes
+    them from the modules), for verify to rebuild the weights and the folded norms."""
+    from modelopt.torch.export import export_hf_checkpoint, unified_export_hf
+
+    folded: dict[str, torch.Tensor] = {}
+    fold = unified_export_hf.fuse_prequant_layernorm
+
+    def recording_fold(norm: torch.nn.Module, modules: list) -> None:
+        for m in modules:
+            scale = getattr(m.input_quantizer, "_pre_quant_scale", None)
+            if scale is not None:
+                folded[m.name] = scale.detach().float().cpu().reshape(-1).clone()  # m.name: set by ModelOpt's export
+        fold(norm, modules)
+
+    with torch.no_grad(), stdout_to_stderr(), warnings.catch_warnings(), \
+            mock.patch.object(unified_export_hf, "fuse_prequant_layernorm", recording_fold):
         warnings.simplefilter("ignore")
-        export_hf_checkpoint(model, dtype=dtype, export_dir=out_dir)
+        export_hf_checkpoint(model, dtype=torch.float32, export_dir=out_dir)
+    return folded
 
 
 def round_prequant_scales(model: torch.nn.Module, dtype: torch.dtype) -> int:

@@ -36,7 +36,7 @@ from .assemble import assemble_checkpoint
 from .calib import calibration_batches, load_articles
 from .checkpoint import QUANT_CHECKPOINT_DTYPES, RankTensors
 from .formats import KV_CACHE_DTYPES, QuantFormat, get_format
-from .recompute import PQS_KEY, PQS_SIDECAR
+from .recompute import PQS_KEY, PQS_SIDECAR, PQS_SIDECAR_HF
 from .teacher import FLIP_FRACTION, LayerCheck, check_conversion, failures
 
 OUTPUT_FORMATS = ("trtllm", "hf")
@@ -182,8 +182,9 @@ def _quantize(opts: QuantizeOptions, fmt: QuantFormat, device: str, source: HFSo
         t1 = time.perf_counter()
         progress.update(bar, description="export (ModelOpt)", completed=0, total=None)
         if opts.format == "hf":
-            export_hf(model, dtype, tmp)
+            folded = export_hf(model, tmp)
             t2 = time.perf_counter()
+            save_prequant_scales(model, tmp / PQS_SIDECAR_HF, folded)
             del model
             before = sum(TensorInfo(s, dtype).nbytes for s in get_arch(cfg.architecture).hf_tensors(cfg).values())
             after = _write_hf_config(tmp, cfg, opts.dtype)
@@ -211,15 +212,17 @@ def _quantize(opts: QuantizeOptions, fmt: QuantFormat, device: str, source: HFSo
     return result
 
 
-def save_prequant_scales(model: torch.nn.Module, path: Path) -> int:
-    """The post-export model's float32 pre-quant scales (what its weights were divided by) as a small safetensors
-    sidecar, by Hugging Face module name: verify rebuilds ModelOpt's weights from the source with them, since the
-    checkpoint keeps them rounded to its dtype. Returns how many (0 for formats without them: an empty file)."""
+def save_prequant_scales(model: torch.nn.Module, path: Path, folded: dict[str, torch.Tensor] | None = None) -> int:
+    """The post-export model's float32 pre-quant scales (what its weights were divided by), and those the export folded
+    into norms (`folded`), as a small safetensors sidecar, by Hugging Face module name: verify rebuilds ModelOpt's
+    weights from the source with them, since the checkpoint keeps them rounded to its dtype (or folded). Returns how
+    many (0 for formats without them: an empty file)."""
     from safetensors.torch import save_file
 
     scales = {f"{name}.{PQS_KEY}": q._pre_quant_scale.detach().float().cpu().reshape(-1).contiguous()
               for name, m in model.named_modules()
               if (q := getattr(m, "input_quantizer", None)) is not None and getattr(q, "_pre_quant_scale", None) is not None}
+    scales.update({f"{name}.{PQS_KEY}": t.contiguous() for name, t in (folded or {}).items()})
     save_file(scales, str(path))
     return len(scales)
 

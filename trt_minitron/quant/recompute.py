@@ -32,6 +32,9 @@ from .checkpoint import QuantSpec, RankTensors
 from .formats import ASF, FP8_MAX, PQS, WSF, WSF2
 
 PQS_SIDECAR = "trt_minitron_quantize.safetensors"
+# The same sidecar in a Hugging Face folder: not named *.safetensors, which vLLM and TensorRT-LLM's PyTorch backend
+# would load as weights (they read every *.safetensors of a folder without an index).
+PQS_SIDECAR_HF = "trt_minitron_quantize.scales"
 PQS_KEY = "pre_quant_scale"  # sidecar name: "<HF module>.pre_quant_scale", float32 [in]
 
 
@@ -48,9 +51,9 @@ class TeacherLinear:
             return self.module.input_quantizer(x.float()).float()
 
 
-def load_prequant_scales(ckpt_dir: Path) -> dict[str, torch.Tensor]:
+def load_prequant_scales(ckpt_dir: Path, name: str = PQS_SIDECAR) -> dict[str, torch.Tensor]:
     """The float32 pre-quant scales `quantize` saved beside the checkpoint, by Hugging Face module name."""
-    path = ckpt_dir / PQS_SIDECAR
+    path = ckpt_dir / name
     if not path.is_file():
         return {}
     t = RankTensors(path)
@@ -115,8 +118,8 @@ def teacher_kv(scale: torch.Tensor):
     return q
 
 
-def check_sidecar(spec: QuantSpec, scales: Mapping[str, torch.Tensor], where: Path) -> None:
+def check_sidecar(spec: QuantSpec, scales: Mapping[str, torch.Tensor], where: Path, name: str = PQS_SIDECAR) -> None:
     """A format with pre-quant scales needs quantize's float32 sidecar (the checkpoint keeps them rounded)."""
     if spec.format.linear_tensors(2, spec.format.group_size or 2, spec.dtype).get(PQS) is not None and not scales:
-        raise CheckpointError(f"{where}: no {PQS_SIDECAR} (the float32 pre-quant scales `trt-minitron quantize` "
+        raise CheckpointError(f"{where}: no {name} (the float32 pre-quant scales `trt-minitron quantize` "
                               f"saves); verify cannot rebuild ModelOpt's {spec.quant_algo} weights without it")

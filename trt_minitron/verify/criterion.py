@@ -127,10 +127,12 @@ class VerifyResult:
     dtype: str  # the checkpoint's
     num_tokens: int
     checks: tuple[Check, ...]  # teacher-forced stages in model order (empty in full mode)
-    logits: LogitReport  # checkpoint vs the rounded source, end to end: judged
+    logits: LogitReport | None  # checkpoint vs the rounded source, end to end: judged (None: not run, see problems)
     logit_tolerance: float
-    cast: LogitReport  # checkpoint vs the source as stored: what the cast costs, reported only
+    cast: LogitReport | None  # checkpoint vs the source as stored: what the cast costs, reported only
     notes: tuple[str, ...] = ()
+    what: str = ""  # what the checkpoint is, said on the first line
+    problems: tuple[str, ...] = ()  # tensors that contradict config.json: failures found before any number is run
 
     @property
     def first_divergence(self) -> Check | None:
@@ -138,30 +140,39 @@ class VerifyResult:
 
     @property
     def logits_ok(self) -> bool:
-        return self.logits.max_abs_diff <= self.logit_tolerance and self.logits.disagreements == 0
+        lg = self.logits
+        return lg is not None and lg.max_abs_diff <= self.logit_tolerance and lg.disagreements == 0
 
     @property
     def ok(self) -> bool:
-        return self.first_divergence is None and self.logits_ok
+        return not self.problems and self.first_divergence is None and self.logits_ok
 
     @property
     def max_abs_diff(self) -> float:
-        return self.logits.max_abs_diff
+        return self.logits.max_abs_diff if self.logits else float("nan")
 
     @property
     def mean_abs_diff(self) -> float:
-        return self.logits.mean_abs_diff
+        return self.logits.mean_abs_diff if self.logits else float("nan")
 
     @property
     def top1_agreement(self) -> float:
-        return self.logits.top1_agreement
+        return self.logits.top1_agreement if self.logits else float("nan")
 
     def summary(self) -> str:
+        lines = [f"verify: {self.what}"] if self.what else []
+        lines += [f"  note: {n}" for n in self.notes]
+        if self.problems:
+            more = f" (and {len(self.problems) - 8} more)" if len(self.problems) > 8 else ""
+            lines.append(f"  {len(self.problems)} tensor(s) contradict config.json, so no loader would compute the "
+                         f"source's numbers{more}:")
+            lines += [f"    {p}" for p in self.problems[:8]]
+            lines.append("FAIL")
+            return "\n".join(lines)
         lg, cast = self.logits, self.cast
         how = "layer by layer, teacher-forced" if self.mode == "layers" else "whole models"
-        lines = [f"verify ({how}): {self.num_tokens} tokens; checkpoint {self.dtype} vs the source rounded to "
-                 f"{self.dtype} as export rounds it, both computed in float32"]
-        lines += [f"  note: {n}" for n in self.notes]
+        lines.append(f"verify ({how}): {self.num_tokens} tokens; checkpoint {self.dtype} vs the source rounded to "
+                     f"{self.dtype} as export rounds it, both computed in float32")
         bad = self.first_divergence
         if bad is not None:
             lines.append(f"  first divergence: {bad.line()}")

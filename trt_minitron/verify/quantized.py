@@ -26,9 +26,10 @@ import torch
 
 from ..archs import get_arch
 from ..archs.base import RankContext
-from ..dtypes import torch_dtype
+from ..dtypes import dtype_name, torch_dtype
 from ..errors import CheckpointError
 from ..quant.checkpoint import LINEARS, QuantSpec
+from ..quant.formats import PQS
 from ..quant.recompute import check_sidecar, load_prequant_scales, teacher_kv, teacher_linear
 from ..quant.teacher import FLIP_FRACTION, LayerCheck, TensorReader, hf_modules, mismatch, rel_diff
 from ..reference import LayerWeights, Semantics, attention_block, attention_kv, mlp_block, norm, rope_cos_sin
@@ -49,9 +50,11 @@ class QuantizedVerifyResult:
     conversion: tuple[LayerCheck, ...]
     unquantized_differences: tuple[str, ...]  # tensors that differ from export's rounding of the source
     unquantized_checked: int
-    cost: DivergenceReport
+    cost: DivergenceReport | None  # None when problems stopped the numbers
     modelopt: str
     notes: tuple[str, ...] = ()
+    what: str = ""  # what the checkpoint is, said on the first line
+    problems: tuple[str, ...] = ()  # labels or tensors that contradict each other: failures found before any number
 
     @property
     def failures(self) -> list[LayerCheck]:
@@ -59,13 +62,21 @@ class QuantizedVerifyResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failures and not self.unquantized_differences
+        return not self.problems and not self.failures and not self.unquantized_differences
 
     def summary(self) -> str:
-        kv = f" + {self.kv_cache_quant_algo} KV cache" if self.kv_cache_quant_algo else ""
-        lines = [f"verify (quantized {self.quant_algo}{kv}, {self.dtype}; layer by layer): {self.num_texts} "
-                 f"CNN/DailyMail texts x {self.num_tokens} tokens"]
+        lines = [f"verify: {self.what}"] if self.what else []
         lines += [f"  note: {n}" for n in self.notes]
+        if self.problems:
+            more = f" (and {len(self.problems) - 8} more)" if len(self.problems) > 8 else ""
+            lines.append(f"  {len(self.problems)} contradiction(s) between the quantization labels and the tensors"
+                         f"{more}:")
+            lines += [f"    {p}" for p in self.problems[:8]]
+            lines.append("FAIL")
+            return "\n".join(lines)
+        kv = f" + {self.kv_cache_quant_algo} KV cache" if self.kv_cache_quant_algo else ""
+        lines.append(f"verify (quantized {self.quant_algo}{kv}, {self.dtype}; layer by layer): {self.num_texts} "
+                     f"CNN/DailyMail texts x {self.num_tokens} tokens")
         weights = [c for c in self.conversion if not c.name.startswith("attention.kv_cache")]
         kvs = [c for c in self.conversion if c.name.startswith("attention.kv_cache")]
         w = max(weights, key=lambda c: c.weight_mismatch)
@@ -75,7 +86,7 @@ class QuantizedVerifyResult:
             k = max(kvs, key=lambda c: c.input_mismatch)
             kv_part = f", KV cache {k.input_mismatch:.1e}"
         lines.append(f"  conversion vs ModelOpt {self.modelopt}'s fake quantization of the source at the checkpoint's "
-                     f"scales (teacher-forced, every linear and rank): {len(self.conversion)} checks; most elements "
+                     f"scales (teacher-forced, every quantized linear): {len(self.conversion)} checks; most elements "
                      f"differing: weights {w.weight_mismatch:.1e} (layer {w.layer} {w.name}), GEMM inputs "
                      f"{x.input_mismatch:.1e} (layer {x.layer} {x.name}){kv_part}; allowed {FLIP_FRACTION:.0e} "
                      "(rounding ties)")
@@ -107,29 +118,115 @@ def _linear_tensors(f, prefix: str) -> dict[str, torch.Tensor]:
 
 
 class _Layer:
-    """One source decoder layer as stored, with the inputs of its linears recorded on the last forward."""
+    """One source decoder layer as stored, with the inputs of its linears recorded on the last forward, and which
+    norm's output each linear reads (`fed_by`: the norm a pre-quant scale may be folded into)."""
 
     def __init__(self, src: SourceSide, layer: int):
         self.module, _ = src.decoder_layer(layer)
         self.pre = f"model.layers.{layer}."
         self.weights = TensorReader({self.pre + n: p for n, p in self.module.state_dict().items()})
         self.inputs: dict[str, torch.Tensor] = {}
+        self.fed_by: dict[str, str] = {}
+        self._norm_out: dict[str, torch.Tensor] = {}
         modules = dict(self.module.named_modules())
-        self._hooks = [modules[name].register_forward_pre_hook(self._recorder(self.pre + name))
-                       for name in modules if isinstance(modules[name], torch.nn.Linear)]
+        self.linears = [name for name, m in modules.items() if isinstance(m, torch.nn.Linear)]
+        self._hooks = [modules[name].register_forward_pre_hook(self._recorder(name)) for name in self.linears]
+        self._hooks += [m.register_forward_hook(self._norm_recorder(name)) for name, m in modules.items()
+                        if isinstance(m, src.modules.norm)]
 
-    def _recorder(self, full: str):
+    def _recorder(self, name: str):
         def hook(_m, args):
-            self.inputs[full] = args[0].detach().float().reshape(-1, args[0].shape[-1])
+            self.inputs[self.pre + name] = args[0].detach().float().reshape(-1, args[0].shape[-1])
+            feeding = next((n for n, out in self._norm_out.items() if args[0] is out), None)
+            if feeding is not None:
+                self.fed_by[self.pre + name] = self.pre + feeding
+        return hook
+
+    def _norm_recorder(self, name: str):
+        def hook(_m, _args, out):
+            self._norm_out[name] = out
         return hook
 
     def run(self, x: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, cos_sin) -> torch.Tensor:
         out = self.module(x, attention_mask=mask, position_ids=pos, position_embeddings=cos_sin)
+        self._norm_out.clear()
         return out[0] if isinstance(out, tuple) else out
 
     def close(self) -> None:
         for h in self._hooks:
             h.remove()
+
+
+def judge_linear(spec: QuantSpec, stored: dict[str, torch.Tensor], weight: torch.Tensor,
+                 pre_quant_scale: torch.Tensor | None, x: torch.Tensor, folded: bool = False) -> tuple[float, float, float]:
+    """One linear (one rank's part) against ModelOpt's fake quantization rebuilt from the source: the fractions of
+    dequantized weight and GEMM-input elements that differ, and the output's relative difference.
+
+    stored: the checkpoint's tensors by formats.py suffix; weight: the source's (this rank's part); pre_quant_scale:
+    the float32 scale ModelOpt divided it by, or None; x: the source's input [tokens, in]; folded: the checkpoint
+    carries the pre-quant scale in the norm that feeds this linear, so the input it sees is x already scaled."""
+    teacher = teacher_linear(spec, weight, pre_quant_scale, stored, x)
+    if folded:
+        stored = {**stored, PQS: torch.ones(x.shape[-1], dtype=spec.dtype)}
+    ours = spec.format.dequantize(stored)
+    x_ours = x * pre_quant_scale.to(spec.dtype).float() if folded else x
+    raw_x = x if pre_quant_scale is None else x * pre_quant_scale.to(spec.dtype).float()
+    want_x = teacher.quantize_input(x)
+    return (mismatch(ours.weight, teacher.weight, teacher.raw_weight), mismatch(ours.quantize_input(x_ours), want_x, raw_x),
+            rel_diff(ours(x_ours), want_x @ teacher.weight.T))
+
+
+def judge_kv(ours: torch.Tensor, scale: torch.Tensor, t: torch.Tensor) -> tuple[float, float]:
+    """The KV-cache rounding of K or V (`ours`, from `t`) against ModelOpt's FP8 bmm quantizer at `scale`."""
+    want = teacher_kv(scale)(t).float()
+    return mismatch(ours, want, t), rel_diff(ours, want)
+
+
+class TrtQuantizedSide:
+    """A quantized TensorRT-LLM checkpoint: its linears judged per rank through the architecture's export rules, run
+    by trt-minitron's reference blocks (dequantized weights, emulated activation and KV rounding)."""
+
+    target = "trtllm"
+    embedding_name = "transformer.vocab_embedding.weight"
+
+    def __init__(self, merged: MergedCheckpoint):
+        ckpt = self.ckpt = merged.ckpt
+        self.merged, self.spec = merged, ckpt.quant
+        self.dtype = torch_dtype(ckpt.dtype)
+        self.hidden_size = ckpt.model.hidden_size
+        self.num_layers = ckpt.model.num_hidden_layers
+        self.what = (f"a quantized TensorRT-LLM checkpoint ({ckpt.model.architecture}, {ckpt.quant.quant_algo}, "
+                     f"{ckpt.dtype}, tp {ckpt.mapping.tp_size}, pp {ckpt.mapping.pp_size})")
+        self.scales = load_prequant_scales(ckpt.path)
+        check_sidecar(self.spec, self.scales, ckpt.path)
+        self.sem = Semantics.from_config(ckpt.raw)
+
+    def start(self, source, num_tokens: int) -> tuple[list[str], int]:
+        """Norms that differ from export's rounding of the source, and how many were compared."""
+        pos = torch.arange(num_tokens)[None]
+        self._cs = rope_cos_sin(self.sem, pos)
+        self._mask = torch.ones(1, 1, num_tokens, num_tokens, dtype=torch.bool).tril()
+        return _unquantized_norms(self.merged, source)
+
+    def embedding_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.merged.embedding_rows(ids).float()
+
+    def layer(self, i: int, src_layer: _Layer, x_in: torch.Tensor,
+              stream: torch.Tensor) -> tuple[list[LayerCheck], list[str], torch.Tensor]:
+        """Layer i's conversion checks, its unquantized tensors that differ, and `stream` through the layer."""
+        checks = _check_linears(self.merged, self.spec, src_layer, i, self.scales)
+        w = LayerWeights.from_quantized(self.merged.quantized_layer(i))
+        if w.kv_cache is not None:
+            checks += _check_kv(self.merged, w, *attention_kv(self.sem, x_in, w, *self._cs), layer=i)
+        stream = mlp_block(self.sem, attention_block(self.sem, stream, w, *self._cs, self._mask), w)
+        return checks, [], stream
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        ln_f = {k: v.float() for k, v in self.merged.final_norm().items()}
+        return norm(self.sem, x, ln_f["weight"], ln_f.get("bias"))
+
+    def lm_head_rows(self, start: int, stop: int) -> torch.Tensor:
+        return self.merged.lm_head_rows(start, stop).float()
 
 
 def _check_linears(merged: MergedCheckpoint, spec: QuantSpec, src_layer: _Layer, layer: int,
@@ -155,19 +252,14 @@ def _check_linears(merged: MergedCheckpoint, spec: QuantSpec, src_layer: _Layer,
             ctx = RankContext(cfg, mapping, stage * mapping.tp_size + r, torch.float32)
             stored = spec.linear_tensors(_linear_tensors(f, prefix), prefix)
             spec.format.check(stored, prefix, spec.dtype)
-            ours = spec.format.dequantize(stored)
             weight = rule(ctx, src_layer.pre)(src_layer.weights)
             x_r = rule(ctx, src_layer.pre)(TensorReader({f"{m}.weight": x for m in mods})) if row else x
             p_r = None
             if pqs is not None:
                 p_r = rule(ctx, src_layer.pre)(TensorReader({f"{m}.weight": pqs[None, :] for m in mods}))[0] \
                     if row else pqs
-            teacher = teacher_linear(spec, weight, p_r, stored, x_r)
-            raw_x = x_r if p_r is None else x_r * p_r.to(spec.dtype).float()
-            want_x = teacher.quantize_input(x_r)
-            w_mis = max(w_mis, mismatch(ours.weight, teacher.weight, teacher.raw_weight))
-            x_mis = max(x_mis, mismatch(ours.quantize_input(x_r), want_x, raw_x))
-            y_rel = max(y_rel, rel_diff(ours(x_r), want_x @ teacher.weight.T))
+            w, xm, y = judge_linear(spec, stored, weight, p_r, x_r)
+            w_mis, x_mis, y_rel = max(w_mis, w), max(x_mis, xm), max(y_rel, y)
         checks.append(LayerCheck(layer, name, w_mis, x_mis, y_rel))
     return checks
 
@@ -197,9 +289,8 @@ def _check_kv(merged: MergedCheckpoint, w: LayerWeights, k: torch.Tensor, v: tor
             attn = f"transformer.layers.{local}.attention"
             kvq = spec.kv_quant(_linear_tensors(f, attn), attn)
             part = slice(r * per, (r + 1) * per)
-            want = teacher_kv(kvq.scale)(t[:, part]).float()
-            worst = max(worst, mismatch(ours[:, part], want, t[:, part]))
-            rel = max(rel, rel_diff(ours[:, part], want))
+            m, d = judge_kv(ours[:, part], kvq.scale, t[:, part])
+            worst, rel = max(worst, m), max(rel, d)
         checks.append(LayerCheck(layer, f"attention.kv_cache.{which}", 0.0, worst, rel))
     return checks
 
@@ -222,65 +313,57 @@ def _unquantized_norms(merged: MergedCheckpoint, source) -> tuple[list[str], int
     return bad, n
 
 
-def verify_quantized(merged: MergedCheckpoint, source, ids: torch.Tensor, vocab: int,
-                     notes: tuple[str, ...] = ()) -> QuantizedVerifyResult:
-    """Conversion checks and quantization cost on token ids [texts, T]; see the module docstring."""
+def verify_quantized(side, source, ids: torch.Tensor, vocab: int, notes: tuple[str, ...] = ()) -> QuantizedVerifyResult:
+    """Conversion checks and quantization cost on token ids [texts, T]; see the module docstring.
+
+    `side`: the checkpoint (TrtQuantizedSide here, hf_quantized.UnifiedSide for ModelOpt's unified HF checkpoint)."""
     from ..quant.modelopt_run import require_modelopt
 
     require_modelopt()
-    ckpt = merged.ckpt
-    spec: QuantSpec = ckpt.quant
-    scales = load_prequant_scales(ckpt.path)
-    check_sidecar(spec, scales, ckpt.path)
-    src = SourceSide(source, torch_dtype(ckpt.dtype))
-    sem = Semantics.from_config(ckpt.raw)
+    spec: QuantSpec = side.spec
+    src = SourceSide(source, side.dtype, target=side.target)
     N, T = ids.shape
     pos = torch.arange(T)[None]
-    differences, norms_checked = _unquantized_norms(merged, source)
+    differences, norms_checked = side.start(source, T)
     checks: list[LayerCheck] = []
     with torch.no_grad():
         emb_r, emb_s = src.embedding_rows(ids.reshape(-1))
-        ours_emb = merged.embedding_rows(ids.reshape(-1)).float()
+        ours_emb = side.embedding_rows(ids.reshape(-1))
         if not torch.equal(ours_emb, emb_r):
-            differences.append("transformer.vocab_embedding.weight (rows of the texts)")
+            differences.append(f"{side.embedding_name} (rows of the texts)")
         stream_src, stream_ck = emb_s.reshape(N, T, -1), ours_emb.reshape(N, T, -1)
         hf_mask, hf_rope = causal_additive_mask(T), src.rotary(pos)
-        cos, sin = rope_cos_sin(sem, pos)
-        mask = torch.ones(1, 1, T, T, dtype=torch.bool).tril()
-        layers = ckpt.model.num_hidden_layers
-        for i in range(layers):
+        for i in range(side.num_layers):
             if sys.stderr.isatty():
-                print(f"verify: layer {i + 1}/{layers}", end="\r", file=sys.stderr, flush=True)
+                print(f"verify: layer {i + 1}/{side.num_layers}", end="\r", file=sys.stderr, flush=True)
             layer = _Layer(src, i)
             x_in = stream_src
             stream_src = layer.run(stream_src, hf_mask, pos, hf_rope)
             layer.close()
-            checks += _check_linears(merged, spec, layer, i, scales)
-            w = LayerWeights.from_quantized(merged.quantized_layer(i))
-            if w.kv_cache is not None:
-                checks += _check_kv(merged, w, *attention_kv(sem, x_in, w, cos, sin), layer=i)
-            stream_ck = mlp_block(sem, attention_block(sem, stream_ck, w, cos, sin, mask), w)
-            del layer, w
+            layer_checks, layer_diffs, stream_ck = side.layer(i, layer, x_in, stream_ck)
+            checks += layer_checks
+            differences += layer_diffs
+            del layer
 
-        ln_f = {k: v.float() for k, v in merged.final_norm().items()}
-        ours = norm(sem, stream_ck, ln_f["weight"], ln_f.get("bias")).reshape(N * T, -1)
+        ours = side.final_norm(stream_ck).reshape(N * T, -1)
         theirs = src.final_norm(rounded=False)[0](stream_src).reshape(N * T, -1)
         cost = Divergence(N * T)
-        rows = max(1, BLOCK_BYTES // (4 * ckpt.model.hidden_size))
+        rows = max(1, BLOCK_BYTES // (4 * side.hidden_size))
         head_differs = False
         for start in range(0, vocab, rows):
             stop = min(start + rows, vocab)
-            mine = merged.lm_head_rows(start, stop).float()
+            mine = side.lm_head_rows(start, stop)
             head_r, head_s = src.head_rows(start, stop)
             head_differs |= not torch.equal(mine, head_r)
             cost.update(ours @ mine.T, theirs @ head_s.T, start)
         if head_differs:
             differences.append("lm_head.weight")
-    return QuantizedVerifyResult(spec.quant_algo, spec.kv_cache_quant_algo, ckpt.dtype, N, T, tuple(checks),
-                                 tuple(differences), norms_checked, cost.report(), modelopt_version(), notes)
+    return QuantizedVerifyResult(spec.quant_algo, spec.kv_cache_quant_algo, dtype_name(side.dtype), N, T,
+                                 tuple(checks), tuple(differences), norms_checked, cost.report(), modelopt_version(),
+                                 notes, side.what)
 
 
-def text_ids(ckpt, dataset_file, num_samples: int, max_tokens: int) -> torch.Tensor:
+def text_ids(path, vocab: int, dataset_file, num_samples: int, max_tokens: int) -> torch.Tensor:
     """Token ids [texts, T] of CNN/DailyMail articles with the checkpoint's tokenizer, all cut to the same length."""
     from transformers import AutoTokenizer
 
@@ -291,16 +374,16 @@ def text_ids(ckpt, dataset_file, num_samples: int, max_tokens: int) -> torch.Ten
         raise ConfigError(f"--max-tokens must be >= 8, got {max_tokens}")
     records = load_records(dataset_file, num_samples)
     try:
-        tok = AutoTokenizer.from_pretrained(ckpt.path)
+        tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{ckpt.path}: no usable tokenizer for the CNN/DailyMail texts ({e})") from None
+        raise CheckpointError(f"{path}: no usable tokenizer for the CNN/DailyMail texts ({e})") from None
     ids = [tok(r.article, add_special_tokens=True)["input_ids"][:max_tokens] for r in records]
     T = min(len(x) for x in ids)
     if T < 8:
         raise ConfigError(f"an article of the dataset has only {T} tokens; verify needs at least 8 per text")
     out = torch.tensor([x[:T] for x in ids], dtype=torch.long)
-    if int(out.max()) >= ckpt.model.vocab_size:
-        raise CheckpointError(f"the tokenizer in {ckpt.path} gives token id {int(out.max())}, but the checkpoint's "
-                              f"vocab_size is {ckpt.model.vocab_size}")
+    if int(out.max()) >= vocab:
+        raise CheckpointError(f"the tokenizer in {path} gives token id {int(out.max())}, but the checkpoint's "
+                              f"vocab_size is {vocab}")
     return out
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from ..config import ModelConfig
-from ..dtypes import torch_dtype
+from ..dtypes import dtype_name, torch_dtype
 from ..errors import CheckpointError, ConfigError, MissingDependencyError
+from ..hf_ckpt import HF, TRTLLM, UNIFIED, checkpoint_kind
 from ..options import QUANT_TEXTS, QUANT_TOKENS
 from ..sources import open_source
-from ..trtllm_ckpt import MergedCheckpoint, TrtCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
+from ..trtllm_ckpt import MergedCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
 from .criterion import VerifyResult, logit_tolerance
 
 # Long enough (227 tokens with SmolLM2's tokenizer) that rope differences at far positions
@@ -29,16 +31,20 @@ DEFAULT_PROMPT = (
 RANDOM_PROMPT_TOKENS = 128  # fixed pseudo-random ids when the checkpoint has no tokenizer
 SHAPE_FIELDS = ("architecture", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "head_dim")
+# A Hugging Face folder's own config.json may misstate the rest (a dropped head_dim): its tensors' shapes and the
+# numbers judge those, so only what makes the two models comparable at all is matched.
+HF_SHAPE_FIELDS = ("architecture", "hidden_size", "num_hidden_layers")
 
 
 def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str | None = None,
                full: bool = False, dataset_file: str | Path | None = None, num_samples: int = QUANT_TEXTS,
                max_tokens: int = QUANT_TOKENS):
-    """Entry point of `trt-minitron verify`: the checkpoint is validated completely before the source is opened.
+    """Entry point of `trt-minitron verify`: what CKPT is (hf_ckpt.checkpoint_kind), then that kind's proof; the
+    checkpoint is validated completely before the source is opened.
 
-    A quantized checkpoint is verified on CNN/DailyMail articles (`dataset_file`, default the hub's test split:
-    the first `num_samples`, `max_tokens` tokens each) by verify/quantized.py, returning its
-    QuantizedVerifyResult; `prompt` and `full` apply to unquantized checkpoints only.
+    A quantized checkpoint (TensorRT-LLM, or ModelOpt's unified Hugging Face one) is verified on CNN/DailyMail
+    articles (`dataset_file`, default the hub's test split: the first `num_samples`, `max_tokens` tokens each) by
+    verify/quantized.py, returning its QuantizedVerifyResult; `prompt` and `full` apply to unquantized checkpoints only.
     Raises a TrtMinitronError (exit 2) for bad input; the returned result's `ok` is the numerical verdict.
     """
     try:
@@ -47,15 +53,28 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
         raise MissingDependencyError("verify needs transformers: pip install transformers") from None
     if prompt is not None and not prompt.strip():
         raise ConfigError("--prompt is empty: give some text, or omit --prompt for the default paragraph")
-    ckpt = read_checkpoint(ckpt_dir)
+    path = Path(ckpt_dir)
+    kind = checkpoint_kind(path)
+    if kind == UNIFIED:
+        if prompt is not None or full:
+            raise ConfigError(f"{path} is a {UNIFIED}: verify runs it layer by layer on CNN/DailyMail articles "
+                              "(--dataset-file, --num-samples, --max-tokens), not --prompt/--full")
+        from .hf_quantized import verify_unified
+
+        return verify_unified(path, reference_src, dataset_file, num_samples, max_tokens)
+    if kind == HF:
+        return _verify_hf(path, reference_src, prompt, full, dataset_file)
+    ckpt = read_checkpoint(path)
     check_rank_files(ckpt)
     merged = MergedCheckpoint(ckpt)
     check_replicated_norms(merged)
+    what = (f"{TRTLLM} ({ckpt.model.architecture}, {ckpt.dtype}, tp {ckpt.mapping.tp_size}, "
+            f"pp {ckpt.mapping.pp_size})")
     if ckpt.quant is not None:
         return _verify_quantized(merged, reference_src, prompt, full, dataset_file, num_samples, max_tokens)
     if dataset_file is not None:
         raise ConfigError("--dataset-file is for quantized checkpoints; this one is not quantized (use --prompt)")
-    ids = prompt_ids(ckpt, prompt)
+    ids = prompt_ids(ckpt.path, ckpt.model.vocab_size, ckpt.model.max_position_embeddings, prompt)
 
     source = open_source(reference_src)
     try:
@@ -64,65 +83,106 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
 
         src = SourceSide(source, torch_dtype(ckpt.dtype))
         if full:
-            from .full import compare_full as compare
+            from .full import compare_full
+
+            checks, vs_rounded, vs_stored = compare_full(merged, src, ids, vocab)
         else:
-            from .layerwise import compare_layerwise as compare
-        checks, vs_rounded, vs_stored = compare(merged, src, ids, vocab)
+            from .layerwise import TrtSide, compare_layerwise
+
+            checks, vs_rounded, vs_stored = compare_layerwise(TrtSide(merged), src, ids, vocab,
+                                                              ckpt.model.num_hidden_layers)
     finally:
         source.close()
     tol = logit_tolerance(vs_rounded.max_ref)
     return VerifyResult(mode="full" if full else "layers", dtype=ckpt.dtype, num_tokens=ids.shape[1],
                         checks=tuple(checks), logits=vs_rounded.report(tol), logit_tolerance=tol,
-                        cast=vs_stored.report(), notes=tuple(notes))
+                        cast=vs_stored.report(), notes=tuple(notes), what=what)
+
+
+def _verify_hf(path: Path, reference_src, prompt, full, dataset_file) -> VerifyResult:
+    """A Hugging Face folder against the source rounded as `export --format hf` rounds it, layer by layer."""
+    from ..hf_ckpt import HFCheckpoint
+
+    if dataset_file is not None:
+        raise ConfigError("--dataset-file is for quantized checkpoints; this one is not quantized (use --prompt)")
+    if full:
+        raise ConfigError(f"--full is for TensorRT-LLM checkpoints; a {HF} is verified layer by layer "
+                          "(transformers' own modules on both sides)")
+    ckpt = HFCheckpoint(path)
+    what = f"{HF} ({ckpt.describe()})"
+    dtype = dtype_name(ckpt.dtype)
+    problems = ckpt.tensor_problems(ckpt.expected())
+    if problems:  # the numbers cannot be run on tensors transformers would not load
+        return VerifyResult(mode="layers", dtype=dtype, num_tokens=0, checks=(), logits=None, logit_tolerance=0.0,
+                            cast=None, notes=tuple(ckpt.notes), what=what, problems=tuple(problems))
+    cfg = ckpt.config
+    ids = prompt_ids(path, cfg.vocab_size, cfg.max_position_embeddings, prompt)
+    source = open_source(reference_src)
+    try:
+        stated = SimpleNamespace(architecture=ckpt.arch.hf_architecture, hidden_size=cfg.hidden_size,
+                                 num_hidden_layers=cfg.num_hidden_layers, vocab_size=cfg.vocab_size)
+        vocab, notes = match_reference(stated, source.config, str(reference_src), HF_SHAPE_FIELDS)
+        from .hf_side import HFSide
+        from .layerwise import compare_layerwise
+        from .source_side import SourceSide
+
+        src = SourceSide(source, ckpt.dtype, target="hf")
+        checks, vs_rounded, vs_stored = compare_layerwise(HFSide(ckpt), src, ids, vocab, cfg.num_hidden_layers)
+    finally:
+        source.close()
+    tol = logit_tolerance(vs_rounded.max_ref)
+    return VerifyResult(mode="layers", dtype=dtype, num_tokens=ids.shape[1], checks=tuple(checks),
+                        logits=vs_rounded.report(tol), logit_tolerance=tol, cast=vs_stored.report(),
+                        notes=tuple(ckpt.notes + notes), what=what)
 
 
 def _verify_quantized(merged: MergedCheckpoint, reference_src, prompt, full, dataset_file, num_samples, max_tokens):
-    from .quantized import text_ids, verify_quantized
+    from .quantized import TrtQuantizedSide, text_ids, verify_quantized
 
     ckpt = merged.ckpt
     if prompt is not None or full:
         raise ConfigError(f"{ckpt.path} is quantized ({ckpt.quant.quant_algo}): verify runs it layer by layer on "
                           "CNN/DailyMail articles (--dataset-file, --num-samples, --max-tokens), not --prompt/--full")
-    ids = text_ids(ckpt, dataset_file, num_samples, max_tokens)
+    ids = text_ids(ckpt.path, ckpt.model.vocab_size, dataset_file, num_samples, max_tokens)
     source = open_source(reference_src)
     try:
         vocab, notes = match_reference(ckpt.model, source.config, str(reference_src))
-        return verify_quantized(merged, source, ids, vocab, tuple(notes))
+        return verify_quantized(TrtQuantizedSide(merged), source, ids, vocab, tuple(notes))
     finally:
         source.close()
 
 
-def prompt_ids(ckpt: TrtCheckpoint, prompt: str | None) -> torch.Tensor:
+def prompt_ids(path: Path, vocab: int, max_positions: int, prompt: str | None) -> torch.Tensor:
     """Token ids [1, T] of the prompt with the checkpoint's tokenizer; without one, fixed pseudo-random ids."""
-    vocab = ckpt.model.vocab_size
     tok = None
     try:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(ckpt.path)
+        tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError, KeyError):
         pass
     if tok is None:
         if prompt:
-            raise CheckpointError(f"{ckpt.path} has no usable tokenizer for --prompt; omit it to use fixed token ids")
-        n = min(RANDOM_PROMPT_TOKENS, ckpt.model.max_position_embeddings)
+            raise CheckpointError(f"{path} has no usable tokenizer for --prompt; omit it to use fixed token ids")
+        n = min(RANDOM_PROMPT_TOKENS, max_positions)
         return torch.randint(0, vocab, (1, n), generator=torch.Generator().manual_seed(0))
     ids = tok(prompt or DEFAULT_PROMPT, return_tensors="pt").input_ids
     if ids.numel() == 0:
         raise ConfigError("the prompt tokenizes to no tokens")
     if int(ids.max()) >= vocab:
-        raise CheckpointError(f"the tokenizer in {ckpt.path} gives token id {int(ids.max())}, but the checkpoint's "
+        raise CheckpointError(f"the tokenizer in {path} gives token id {int(ids.max())}, but the checkpoint's "
                               f"vocab_size is {vocab}")
     return ids
 
 
-def match_reference(ckpt: ModelConfig, ref: ModelConfig, where: str) -> tuple[int, list[str]]:
+def match_reference(ckpt: ModelConfig, ref: ModelConfig, where: str,
+                    fields: tuple[str, ...] = SHAPE_FIELDS) -> tuple[int, list[str]]:
     """The vocabulary both sides share, and notes; a reference of another shape is a ConfigError.
 
     Only shapes are matched here: settings that change the maths without changing a shape (rope, rotary
-    fraction, norm epsilon) are for the numbers to judge.
+    fraction, norm epsilon) are for the numbers to judge. `ckpt`: anything with the `fields` as attributes.
     """
-    for name in SHAPE_FIELDS:
+    for name in fields:
         a, b = getattr(ckpt, name), getattr(ref, name)
         if a != b:
             raise ConfigError(f"the reference {where} does not match the checkpoint: {name} {b} (reference) vs "

@@ -38,13 +38,21 @@ def causal_additive_mask(num_tokens: int) -> torch.Tensor:
     return torch.zeros(num_tokens, num_tokens).masked_fill(upper, torch.finfo(torch.float32).min)[None, None]
 
 
+def export_offsets(arch, target: str) -> dict[str, float]:
+    """The constants export folds into HF tensors before rounding them, for an output format: TensorRT-LLM's rules
+    fold layernorm1p's +1 (the arch's rounding_offsets); the Hugging Face writer (hf_writer.py) stores every tensor
+    as the source holds it, cast only, so transformers' modules add the +1 in their forward."""
+    return {"trtllm": arch.rounding_offsets, "hf": {}}[target]
+
+
 class SourceSide:
     """One source checkpoint read lazily: one decoder layer, some embedding rows or a block of lm_head rows
-    at a time, each either rounded to `dtype` the way export rounds it or as stored (both as float32)."""
+    at a time, each either rounded to `dtype` the way export rounds it for `target` or as stored (both as float32)."""
 
-    def __init__(self, source: Source, dtype: torch.dtype):
+    def __init__(self, source: Source, dtype: torch.dtype, target: str = "trtllm"):
         self.source, self.cfg, self.dtype = source, source.config, dtype
         self.arch = get_arch(self.cfg.architecture)
+        self.offsets = export_offsets(self.arch, target)
         self.modules = self.arch.transformers_modules()
         self.config = transformers_config(self.cfg)
         self.head_name = self.arch.embedding if self.cfg.tie_word_embeddings else "lm_head.weight"
@@ -57,11 +65,11 @@ class SourceSide:
         t = self.source.read(name)
         if not rounded:
             return t.float()
-        return round_like_export(t, self.dtype, self.arch.rounding_offsets.get(offset_key or name, 0.0))
+        return round_like_export(t, self.dtype, self.offsets.get(offset_key or name, 0.0))
 
     def exact(self, name: str, offset_key: str | None = None) -> bool:
         """Whether rounding `name` to the checkpoint dtype leaves it unchanged (then one run serves both)."""
-        if self.arch.rounding_offsets.get(offset_key or name, 0.0):
+        if self.offsets.get(offset_key or name, 0.0):
             return False
         stored = self._infos[name].dtype
         return stored == self.dtype or (self.dtype == torch.float32 and stored in (torch.float16, torch.bfloat16))
@@ -86,7 +94,7 @@ class SourceSide:
         """Round a decoder layer loaded as stored to the checkpoint dtype, in place (no second read)."""
         with torch.no_grad():
             for name, p in module.named_parameters():
-                p.copy_(round_like_export(p, self.dtype, self.arch.rounding_offsets.get(name, 0.0)))
+                p.copy_(round_like_export(p, self.dtype, self.offsets.get(name, 0.0)))
 
     def final_norm(self, rounded: bool) -> tuple[torch.nn.Module, bool]:
         """transformers' final norm with the source's weights, and whether rounding them is exact."""
