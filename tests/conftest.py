@@ -59,6 +59,19 @@ def quant_ckpts():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def unified_ckpts():
+    """ModelOpt unified HF checkpoints (quantize --format hf) of the tiny Llama, Nemotron and Mistral in the formats of
+    tests/quant_fixtures.py UNIFIED_FORMATS, written once for the session in a folder of their own."""
+    from quant_fixtures import write_unified_checkpoints
+
+    root = Path(tempfile.mkdtemp(prefix="trt-minitron-unified-ckpts-"))
+    try:
+        yield write_unified_checkpoints(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """2 shared cores: torch's default 2 threads spin against each other (10x slower matmuls measured)."""

@@ -10,12 +10,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tiny import make_tiny_llama, make_tiny_nemotron
+from tiny import make_registered, make_tiny_llama, make_tiny_nemotron
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cnn_dailymail_sample.jsonl"
 QUANT_DIMS = dict(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=128)
-MAKERS = {"llama": make_tiny_llama, "nemotron": make_tiny_nemotron}
+
+
+def make_tiny_mistral(path: Path, **dims) -> Path:
+    from trt_minitron.archs import get_arch
+
+    return make_registered(get_arch("MistralForCausalLM"), path, **dims)
+
+
+MAKERS = {"llama": make_tiny_llama, "nemotron": make_tiny_nemotron, "mistral": make_tiny_mistral}
 
 
 def articles(n: int = 100) -> list[str]:
@@ -75,7 +83,7 @@ def write_quantized_checkpoints(root: Path) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 shared cores: two threads spin against each other
     try:
-        for kind in MAKERS:
+        for kind in ("llama", "nemotron"):
             src = ckpts[kind] = make_quant_model(kind, root / kind)
             for tp in (1, 2):
                 out = ckpts[(kind, "bf16", tp)] = root / f"{kind}_bf16_tp{tp}"
@@ -85,6 +93,34 @@ def write_quantized_checkpoints(root: Path) -> dict:
                     extra = ["--kv-cache-dtype", "fp8"] if has_fp8_kv(variant) else []
                     assert main(["quantize", str(src), "-o", str(out), "--qformat", qformat_of(variant), "--tp", str(tp),
                                  *CALIB, *extra]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return ckpts
+
+
+# ModelOpt's unified HF checkpoint (quantize --format hf) of every registered architecture, in the formats issue 17
+# names; int4_awq folds its pre-quant scales into the norms, and carries an FP8 KV cache.
+UNIFIED_FORMATS = ("fp8", "fp8+kv", "int8_sq", "int4_awq+kv")
+
+
+def write_unified_checkpoints(root: Path) -> dict:
+    """{(kind, variant): checkpoint} and {kind: source} under `root`, by the real CLI (`quantize --format hf`);
+    conftest's session fixture `unified_ckpts` calls it once and removes root."""
+    import torch
+
+    from trt_minitron.cli import main
+
+    ckpts: dict = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for kind in MAKERS:
+            src = ckpts[kind] = make_quant_model(kind, root / kind)
+            for variant in UNIFIED_FORMATS:
+                out = ckpts[(kind, variant)] = root / f"{kind}_{variant.replace('+', '_')}_hf"
+                extra = ["--kv-cache-dtype", "fp8"] if has_fp8_kv(variant) else []
+                assert main(["quantize", str(src), "-o", str(out), "--qformat", qformat_of(variant), "--format", "hf",
+                             *CALIB, *extra]) == 0
     finally:
         torch.set_num_threads(threads)
     return ckpts

@@ -9,9 +9,10 @@ import shutil
 import pytest
 import torch
 from hardening import user_error
+from tiny import make_registered as make_tiny
+from tiny import registry_config as tiny_config
 
 from trt_minitron.archs import register, registered
-from trt_minitron.archs.base import Arch
 from trt_minitron.archs.llama import Llama
 from trt_minitron.cli import main
 from trt_minitron.config import ModelConfig
@@ -20,30 +21,6 @@ from trt_minitron.trtllm_ckpt import read_checkpoint
 
 ARCHS = registered()
 IDS = [a.hf_architecture for a in ARCHS]
-
-
-def tiny_config(arch: Arch, **overrides) -> ModelConfig:
-    """GQA, head_dim != hidden/heads, partial rotary where the arch has it, untied."""
-    kw = dict(architecture=arch.hf_architecture, vocab_size=250, hidden_size=64, intermediate_size=96,
-              num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=24,
-              hidden_act=arch.hidden_acts[0], norm_eps=1e-5, max_position_embeddings=256, rope_theta=10000.0,
-              partial_rotary_factor=0.5 if arch.partial_rotary else 1.0, bos_token_id=1, eos_token_id=2)
-    return ModelConfig(**{**kw, **overrides})
-
-
-def make_tiny(arch: Arch, path, seed: int = 0, **overrides):
-    """A random transformers model of `arch`, built from the config.json `export --format hf` would write."""
-    modules = arch.transformers_modules()
-    torch.manual_seed(seed)
-    model = modules.causal_lm(modules.config(**tiny_config(arch, **overrides).to_hf())).eval()
-    centred = bool(arch.rounding_offsets)  # layernorm1p: gammas stored around 0
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(0, 0.2)
-            if "norm" in name and name.endswith("weight") and not centred:
-                p.add_(1.0)
-    model.save_pretrained(path, safe_serialization=True)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -97,3 +97,31 @@ def make_tiny(arch: str, path: Path, init: str = "randomized", seed: int = 0, **
     elif init != "default":
         raise ValueError(f"unknown init {init!r}")
     return _save(model, path)
+
+
+def registry_config(arch, **overrides):
+    """A ModelConfig of any registered architecture: GQA, head_dim != hidden/heads, partial rotary where the arch has
+    it, untied."""
+    from trt_minitron.config import ModelConfig
+
+    kw = dict(architecture=arch.hf_architecture, vocab_size=250, hidden_size=64, intermediate_size=96,
+              num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=24,
+              hidden_act=arch.hidden_acts[0], norm_eps=1e-5, max_position_embeddings=256, rope_theta=10000.0,
+              partial_rotary_factor=0.5 if arch.partial_rotary else 1.0, bos_token_id=1, eos_token_id=2)
+    return ModelConfig(**{**kw, **overrides})
+
+
+def make_registered(arch, path: Path, seed: int = 0, **overrides) -> Path:
+    """A random transformers model of a registered `arch`, built from the config.json `export --format hf` would
+    write, saved by transformers' own save_pretrained."""
+    modules = arch.transformers_modules()
+    torch.manual_seed(seed)
+    model = modules.causal_lm(modules.config(**registry_config(arch, **overrides).to_hf())).eval()
+    centred = bool(arch.rounding_offsets)  # layernorm1p: gammas stored around 0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(0, 0.2)
+            if "norm" in name and name.endswith("weight") and not centred:
+                p.add_(1.0)
+    model.save_pretrained(path, safe_serialization=True)
+    return path

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .archs import find_arch, supported
-from .config import load_json
+from .config import ModelConfig, load_json
 from .dtypes import dtype_name
 from .errors import CheckpointError, ConfigError
 from .quant.checkpoint import PlainRankFile
@@ -133,6 +133,16 @@ class HFCheckpoint:
         if self.tied:
             state.pop("lm_head.weight", None)
         return {n: TensorInfo(tuple(t.shape), self.dtype) for n, t in state.items()}
+
+    def config_problems(self) -> list[str]:
+        """What config.json states that loaders read differently: trt-minitron's own reader refuses it (a partial
+        rotary on an architecture transformers rotates whole but vLLM's model reads the field for, a sliding window
+        one mask honours and another does not). Failures of the checkpoint, not bad input."""
+        try:
+            ModelConfig.from_hf(self.raw, "config.json")
+        except ConfigError as e:
+            return [f"config.json states what loaders do not compute alike: {e}"]
+        return []
 
     def tensor_problems(self, expected: dict[str, TensorInfo], optional: set[str] = frozenset()) -> list[str]:
         """What the stored tensors contradict: a name missing (unless `optional`), one nobody reads, a shape or

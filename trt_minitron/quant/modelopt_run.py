@@ -11,8 +11,8 @@ import copy
 import sys
 import warnings
 from pathlib import Path
-from unittest import mock
 from typing import Callable
+from unittest import mock
 
 import torch
 

@@ -216,7 +216,7 @@ def verify_unified(path: Path, reference_src, dataset_file, num_samples: int, ma
         raise ConfigError(f"{path}: quant_algo is null (a KV-cache-only checkpoint), which verify does not judge")
     fmt, more = label_format(label, str(path))
     expected, optional = expected_tensors(ckpt, label, fmt)
-    problems += more + ckpt.tensor_problems(expected, optional)
+    problems += more + ckpt.config_problems() + ckpt.tensor_problems(expected, optional)
     what = f"{UNIFIED} ({ckpt.arch.hf_architecture}, {label.describe()}, {ckpt.describe().split(', ')[-1]})"
     if problems:
         return QuantizedVerifyResult(label.quant_algo, label.kv_cache_quant_algo, dtype_name(ckpt.dtype), 0, 0, (), (), 0, None,

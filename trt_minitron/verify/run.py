@@ -111,7 +111,7 @@ def _verify_hf(path: Path, reference_src, prompt, full, dataset_file) -> VerifyR
     ckpt = HFCheckpoint(path)
     what = f"{HF} ({ckpt.describe()})"
     dtype = dtype_name(ckpt.dtype)
-    problems = ckpt.tensor_problems(ckpt.expected())
+    problems = ckpt.config_problems() + ckpt.tensor_problems(ckpt.expected())
     if problems:  # the numbers cannot be run on tensors transformers would not load
         return VerifyResult(mode="layers", dtype=dtype, num_tokens=0, checks=(), logits=None, logit_tolerance=0.0,
                             cast=None, notes=tuple(ckpt.notes), what=what, problems=tuple(problems))
