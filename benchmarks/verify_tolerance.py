@@ -6,10 +6,12 @@ teacher-forced stage difference relative to the block's update (what STAGE_RTOL 
 block's output (RESID_RTOL), and the end-to-end logit difference relative to max |logit| (LOGIT_RTOL).
 The constants in trt_minitron/verify/criterion.py are these maxima times a margin.
 With --bugs it prints instead the planted bugs of tests/plant.py x initialisation x dtype: the first
-divergence the layer-by-layer mode names, by how many tolerances, and the verdict of --full.
+divergence the layer-by-layer mode names, by how many tolerances, and the verdict of --full; with --bugs --hf the
+planted bugs of tests/plant_hf.py in `export --format hf` folders of every registered architecture (x init x
+dtype) and in `quantize --format hf` unified checkpoints (x format x dtype): what verify names, and how far off.
 
     .venv/bin/python benchmarks/verify_tolerance.py [--skip-real]
-    .venv/bin/python benchmarks/verify_tolerance.py --bugs
+    .venv/bin/python benchmarks/verify_tolerance.py --bugs [--hf]
 """
 
 from __future__ import annotations
@@ -71,17 +73,100 @@ def bug_table(root: Path) -> None:
             print(f"| {name} | {arch} | {init} | " + " | ".join(cells) + " |", flush=True)
 
 
+def _named(r) -> str:
+    """verify's verdict with what it names first: a stage and by how many tolerances, a problem, a failing linear."""
+    if r.ok:
+        return "**PASS**"
+    if r.problems:
+        return f"FAIL ({r.problems[0][:90]})"
+    first = getattr(r, "first_divergence", None)
+    if first is not None:
+        return f"FAIL ({first.where} x{first.max_abs_diff / first.tolerance:.2g})"
+    failures = getattr(r, "failures", [])
+    if failures:
+        c = failures[0]
+        return f"FAIL (layer {c.layer} {c.name}: {c.weight_mismatch:.0%} of weight elements)"
+    diffs = getattr(r, "unquantized_differences", ())
+    return f"FAIL ({diffs[0]})" if diffs else "FAIL (logits)"
+
+
+def hf_bug_table(root: Path) -> None:
+    """The planted bugs of tests/plant_hf.py: Hugging Face exports, then unified quantized checkpoints."""
+    from plant_hf import BUGS, QUANT_BUGS
+    from quant_fixtures import CALIB, SHARED, make_quant_model
+    from tiny import make_registered
+
+    from trt_minitron.archs import get_arch
+    from trt_minitron.cli import main as cli
+
+    dtypes = ["float32", "float16", "bfloat16"]
+    sources, exports, correct = {}, {}, []
+    for bug in BUGS:
+        for name in bug.archs:
+            for init in ("default", "randomized"):
+                if (name, init) not in sources:
+                    sources[(name, init)] = make_registered(get_arch(name), root / f"{name}-{init}", init=init)
+                src = sources[(name, init)]
+                for dt in dtypes:
+                    if (name, init, dt) not in exports:
+                        out = exports[(name, init, dt)] = root / f"{name}-{init}-{dt}-hf"
+                        run_export(ExportOptions(src=str(src), output=out, dtype=dt, format="hf"))
+                        correct.append(run_verify(out, src))
+    print(f"correct exports: {sum(r.ok for r in correct)} of {len(correct)} PASS, largest logit |delta| "
+          f"{max(r.logits.max_abs_diff for r in correct):.3g}, largest stage |delta| "
+          f"{max(c.max_abs_diff for r in correct for c in r.checks):.3g}\n")
+    print("| bug | model | init | " + " | ".join(dtypes) + " |")
+    print("|---|---|---|" + "---|" * len(dtypes))
+    for bug in BUGS:
+        for name in bug.archs:
+            for init in ("default", "randomized"):
+                cells = []
+                for dt in dtypes:
+                    bad = root / "bad"
+                    shutil.copytree(exports[(name, init, dt)], bad)
+                    bug.plant(bad)
+                    cells.append(_named(run_verify(bad, sources[(name, init)])))
+                    shutil.rmtree(bad)
+                print(f"| {bug.name} | {name} | {init} | " + " | ".join(cells) + " |", flush=True)
+
+    qdtypes = ["float16", "bfloat16"]  # what ModelOpt's exporters write beside quantized weights
+    texts = dict(dataset_file=SHARED, num_samples=4, max_tokens=64)
+    print("\n| bug | model | format | " + " | ".join(f"{d} (correct; planted)" for d in qdtypes) + " |")
+    print("|---|---|---|" + "---|" * len(qdtypes))
+    kinds = {"LlamaForCausalLM": "llama", "NemotronForCausalLM": "nemotron", "MistralForCausalLM": "mistral"}
+    for bug in QUANT_BUGS:
+        for name in bug.archs:
+            src = make_quant_model(kinds[name], root / f"q-{kinds[name]}") if not (root / f"q-{kinds[name]}").exists() \
+                else root / f"q-{kinds[name]}"
+            for variant in ("fp8", "int8_sq", "int4_awq+kv"):
+                cells = []
+                for dt in qdtypes:
+                    good = root / f"q-{kinds[name]}-{variant}-{dt}"
+                    if not good.exists():
+                        kv = ["--kv-cache-dtype", "fp8"] if variant.endswith("+kv") else []
+                        assert cli(["quantize", str(src), "-o", str(good), "--qformat", variant.removesuffix("+kv"),
+                                    "--format", "hf", "--dtype", dt, *CALIB, *kv]) == 0
+                    ok = run_verify(good, src, **texts).ok
+                    bad = root / "bad"
+                    shutil.copytree(good, bad)
+                    bug.plant(bad)
+                    cells.append(f"{'PASS' if ok else '**FAIL**'}; {_named(run_verify(bad, src, **texts))}")
+                    shutil.rmtree(bad)
+                print(f"| {bug.name} | {name} | {variant} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-real", action="store_true", help="tiny models only (no SmolLM2, no real widths)")
     ap.add_argument("--bugs", action="store_true", help="the planted-bug table instead")
+    ap.add_argument("--hf", action="store_true", help="with --bugs: Hugging Face and unified quantized outputs")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     from tiny import make_tiny
 
     if args.bugs:
         with tempfile.TemporaryDirectory() as tmp:
-            bug_table(Path(tmp))
+            (hf_bug_table if args.hf else bug_table)(Path(tmp))
         return
 
     print("| model | dtype | tokens | stages | max stage delta/update | max stage delta/output | rope delta/tokens | "

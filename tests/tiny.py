@@ -111,13 +111,17 @@ def registry_config(arch, **overrides):
     return ModelConfig(**{**kw, **overrides})
 
 
-def make_registered(arch, path: Path, seed: int = 0, **overrides) -> Path:
+def make_registered(arch, path: Path, seed: int = 0, init: str = "randomized", **overrides) -> Path:
     """A random transformers model of a registered `arch`, built from the config.json `export --format hf` would
-    write, saved by transformers' own save_pretrained."""
+    write, saved by transformers' own save_pretrained; init "randomized" (N(0, 0.2) weights, random norms) or
+    "default" (transformers' own initialisation)."""
     modules = arch.transformers_modules()
     torch.manual_seed(seed)
     model = modules.causal_lm(modules.config(**registry_config(arch, **overrides).to_hf())).eval()
     centred = bool(arch.rounding_offsets)  # layernorm1p: gammas stored around 0
+    if init == "default":
+        model.save_pretrained(path, safe_serialization=True)
+        return path
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.normal_(0, 0.2)
