@@ -103,16 +103,17 @@ def unified_fp8(hf: Path, out: Path) -> Path:
     from trt_minitron.stwriter import write_safetensors
 
     out.mkdir()
-    f = safe_open(str(hf / "model.safetensors"), "pt")
+    shards = [safe_open(str(p), "pt") for p in sorted(hf.glob("*.safetensors"))]  # over 4 GB the export shards
+    where = {name: f for f in shards for name in f.keys()}
     scale = {}
 
     def weight(name: str) -> torch.Tensor:
-        w = f.get_tensor(name).float()
+        w = where[name].get_tensor(name).float()
         scale[name] = w.abs().max() / 448.0
         return (w / scale[name]).to(torch.float8_e4m3fn)
 
     entries = []
-    for name in f.keys():
+    for name, f in where.items():
         shape = tuple(f.get_slice(name).get_shape())
         if name.startswith("model.layers.") and name.endswith("_proj.weight"):
             prefix = name.removesuffix(".weight")
@@ -120,7 +121,7 @@ def unified_fp8(hf: Path, out: Path) -> Path:
                         (f"{prefix}.weight_scale", TensorInfo((), torch.float32), lambda n=name: scale.pop(n).reshape(())),
                         (f"{prefix}.input_scale", TensorInfo((), torch.float32), lambda: torch.tensor(0.05))]
         else:
-            entries.append((name, TensorInfo(shape, torch.bfloat16), lambda n=name: f.get_tensor(n)))
+            entries.append((name, TensorInfo(shape, torch.bfloat16), lambda n=name: where[n].get_tensor(n)))
     write_safetensors(out / "model.safetensors", entries)
     exclude = ["lm_head", "model.embed_tokens"]
     (out / "hf_quant_config.json").write_text(json.dumps({"producer": {"name": "modelopt"}, "quantization": {

@@ -10,11 +10,12 @@ from ..options import QUANT_TEXTS, QUANT_TOKENS
 def register(app: typer.Typer) -> None:
     @app.command("verify")
     def verify(
-        ckpt: Path = typer.Argument(..., help="TensorRT-LLM checkpoint folder written by export"),
+        ckpt: Path = typer.Argument(..., help="what export or quantize wrote: a TensorRT-LLM checkpoint, a Hugging Face "
+                                    "folder (--format hf, or any save_pretrained), a ModelOpt unified checkpoint"),
         reference: str = typer.Option(..., "--reference", help="the source: HF folder, .gguf, .nemo or hub id"),
         prompt: str = typer.Option(None, "--prompt", help="text to run (default: a fixed ~150-token paragraph)"),
-        full: bool = typer.Option(False, "--full", help="whole models instead of layer by layer "
-                                  "(memory: the whole model in float32; no localisation)"),
+        full: bool = typer.Option(False, "--full", help="TensorRT-LLM checkpoints: whole models instead of layer by "
+                                  "layer (memory: the whole model in float32; no localisation)"),
         dataset_file: Path = typer.Option(None, "--dataset-file", help="quantized checkpoints: jsonl/json/parquet "
                                           "with 'article' and 'highlights' (default: hub CNN/DailyMail 3.0.0 test)"),
         num_samples: int = typer.Option(QUANT_TEXTS, "--num-samples", help="quantized checkpoints: articles"),
@@ -23,9 +24,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Prove the checkpoint computes what the source computes, once rounded to the checkpoint's dtype.
 
-        A quantized checkpoint (trt-minitron quantize) is judged against ModelOpt's fake quantization of the source
-        at the checkpoint's scales, layer by layer on CNN/DailyMail articles (needs ModelOpt), and its quantization
-        cost against the source is reported (KL, |delta logit|, top-1 agreement), not judged.
+        What CKPT is comes from the folder and is said on the first line. A Hugging Face folder runs through
+        transformers' own modules built from its config.json, and its tensors must be exactly those transformers
+        reads. A quantized checkpoint (trt-minitron quantize, either format) is judged against ModelOpt's fake
+        quantization of the source at the checkpoint's scales, layer by layer on CNN/DailyMail articles (needs
+        ModelOpt), and its quantization cost against the source is reported (KL, |delta logit|, top-1 agreement),
+        not judged; a unified checkpoint's labels must match its tensors.
 
         Exit 0: every layer and the logits agree within float32 noise; 1: they disagree; 2: bad input.
         """

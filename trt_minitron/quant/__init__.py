@@ -5,6 +5,8 @@ Modules (only modelopt_run.py and teacher.py's callers need ModelOpt installed):
                   KVQuant for the FP8 KV cache; cat_rows / cat_cols merge tensor-parallel ranks
   checkpoint.py   QuantSpec.from_config(config.json) -> .linear(rank_tensors, prefix), .kv_quant(...);
                   RankTensors (a rank file read lazily)
+  unified.py      ModelOpt's unified HF checkpoint: its labels (hf_quant_config.json, quantization_config) and
+                  per-linear tensors mapped onto formats.py
   calib.py        CNN/DailyMail calibration articles -> padding-free token batches
   modelopt_run.py load with transformers, mtq.quantize, ModelOpt's TensorRT-LLM / unified HF exporters
   teacher.py      per-layer, teacher-forced conversion check against ModelOpt's fake-quant model
