@@ -1,4 +1,5 @@
-"""verify streams layer by layer: its peak RSS does not grow with depth; the whole-model mode's does."""
+"""verify streams layer by layer: its peak RSS does not grow with depth, for a TensorRT-LLM checkpoint and a Hugging
+Face folder alike; the whole-model mode's does."""
 
 import json
 import os
@@ -25,13 +26,13 @@ HIDDEN, FFN, VOCAB = 1024, 4096, 32000
 LAYER_F32 = 4 * (2 * HIDDEN * HIDDEN + 2 * 256 * HIDDEN + 3 * FFN * HIDDEN)
 
 
-def checkpoint(root, layers):
+def checkpoint(root, layers, fmt="trtllm"):
     hf = {"architectures": ["LlamaForCausalLM"], "hidden_size": HIDDEN, "intermediate_size": FFN,
           "num_hidden_layers": layers, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 128,
           "hidden_act": "silu", "rms_norm_eps": 1e-5, "vocab_size": VOCAB, "max_position_embeddings": 4096}
     src = write_synthetic_hf(root / f"src{layers}", hf, dtype=torch.bfloat16)
-    out = root / f"ckpt{layers}"
-    run_export(ExportOptions(src=str(src), output=out, dtype="bfloat16", tp=2))
+    out = root / f"ckpt{layers}-{fmt}"
+    run_export(ExportOptions(src=str(src), output=out, dtype="bfloat16", tp=2 if fmt == "trtllm" else 1, format=fmt))
     return src, out
 
 
@@ -58,3 +59,10 @@ def test_layer_by_layer_peak_is_flat_in_depth(tmp_path):
     assert full[1] - full[0] > 5 * LAYER_F32, full
     assert layers[1] - layers[0] < LAYER_F32, layers
     assert layers[1] < full[1] - 4 * LAYER_F32
+
+
+@pytest.mark.slow
+def test_a_hugging_face_folder_is_verified_in_flat_memory_too(tmp_path):
+    shallow, deep = checkpoint(tmp_path, 2, "hf"), checkpoint(tmp_path, 8, "hf")
+    layers = [peak(*shallow), peak(*deep)]
+    assert layers[1] - layers[0] < LAYER_F32, layers

@@ -13,6 +13,10 @@ Both are measured in one pass, one decoder layer at a time, on CNN/DailyMail art
     KV rounding, running on its own hidden states) against the unquantized source as stored, in float32:
     KL divergence of the next-token distributions, max/mean |delta logit| and top-1 agreement.
 
+The loop and the judging (judge_linear, judge_kv) are shared; the checkpoint side differs: TrtQuantizedSide here (each
+TensorRT-LLM linear and rank through the architecture's export rules, the reference model), hf_quantized.UnifiedSide
+for ModelOpt's unified Hugging Face checkpoint (each Hugging Face linear, transformers' layers).
+
 Memory: one layer of each side, the rebuilt ModelOpt linears of that layer, and the texts' hidden states.
 """
 
@@ -195,7 +199,7 @@ class TrtQuantizedSide:
         self.dtype = torch_dtype(ckpt.dtype)
         self.hidden_size = ckpt.model.hidden_size
         self.num_layers = ckpt.model.num_hidden_layers
-        self.what = (f"a quantized TensorRT-LLM checkpoint ({ckpt.model.architecture}, {ckpt.quant.quant_algo}, "
+        self.what = (f"quantized TensorRT-LLM checkpoint ({ckpt.model.architecture}, {ckpt.quant.quant_algo}, "
                      f"{ckpt.dtype}, tp {ckpt.mapping.tp_size}, pp {ckpt.mapping.pp_size})")
         self.scales = load_prequant_scales(ckpt.path)
         check_sidecar(self.spec, self.scales, ckpt.path)

@@ -144,10 +144,11 @@ def _verify_quantized(merged: MergedCheckpoint, reference_src, prompt, full, dat
         raise ConfigError(f"{ckpt.path} is quantized ({ckpt.quant.quant_algo}): verify runs it layer by layer on "
                           "CNN/DailyMail articles (--dataset-file, --num-samples, --max-tokens), not --prompt/--full")
     ids = text_ids(ckpt.path, ckpt.model.vocab_size, dataset_file, num_samples, max_tokens)
+    side = TrtQuantizedSide(merged)  # the sidecar checked before the source is opened
     source = open_source(reference_src)
     try:
         vocab, notes = match_reference(ckpt.model, source.config, str(reference_src))
-        return verify_quantized(TrtQuantizedSide(merged), source, ids, vocab, tuple(notes))
+        return verify_quantized(side, source, ids, vocab, tuple(notes))
     finally:
         source.close()
 
