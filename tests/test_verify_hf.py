@@ -161,3 +161,15 @@ def test_what_verify_does_not_take_is_one_line_and_exit_2(exports, sources, tmp_
     assert "--full is for TensorRT-LLM checkpoints" in _one_line_error(["verify", hf, "--reference", ref, "--full"], capsys)
     assert "--dataset-file is for quantized" in _one_line_error(["verify", hf, "--reference", ref, "--dataset-file",
                                                                  str(tmp_path / "x.jsonl")], capsys)
+
+
+def test_tied_embeddings_export_without_lm_head_and_untying_them_fails(tmp_path):
+    src = make_registered(ARCHS["LlamaForCausalLM"], tmp_path / "tied", tie_word_embeddings=True)
+    out = tmp_path / "hf"
+    assert main(["export", str(src), "-o", str(out), "--format", "hf"]) == 0
+    result = run_verify(out, src)
+    assert result.ok, result.summary()
+    cfg = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**cfg, "tie_word_embeddings": False}))
+    result = run_verify(out, src)
+    assert not result.ok and "missing tensor lm_head.weight" in result.problems, result.summary()
