@@ -91,6 +91,13 @@ def test_export_hf_verifies_at_every_dtype(exports, sources, name, dtype):
 
 
 @pytest.mark.parametrize("name", list(ARCHS))
+def test_full_mode_runs_transformers_whole_model_from_the_folders_config(exports, sources, name):
+    full = run_verify(exports(name, "bfloat16"), sources(name), full=True)
+    assert full.ok and full.mode == "full" and [c.where for c in full.checks] == ["rope"], full.summary()
+    assert full.logits.max_abs_diff == 0.0  # the same modules on the rounded source's values
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
 def test_a_folder_written_by_save_pretrained_verifies_against_itself(sources, name):
     folder = sources(name)  # transformers' own save_pretrained, float32
     result = run_verify(folder, folder)
@@ -116,6 +123,8 @@ def test_planted_bug_fails_and_is_named(exports, sources, tmp_path, bug, name, d
     result = run_verify(bad, sources(name))
     assert not result.ok, result.summary()
     assert any(w in named(result) for w in bug.where), result.summary()
+    full = run_verify(bad, sources(name), full=True)
+    assert not full.ok, full.summary()
 
 
 def test_cli_names_the_planted_bug_and_exits_1(exports, sources, tmp_path, capsys):
@@ -158,7 +167,6 @@ def test_what_verify_does_not_take_is_one_line_and_exit_2(exports, sources, tmp_
     assert "is quantized with 'awq'; verify proves ModelOpt" in _one_line_error(["verify", str(other), "--reference", ref],
                                                                                capsys)
     hf = str(exports("LlamaForCausalLM", "bfloat16"))
-    assert "--full is for TensorRT-LLM checkpoints" in _one_line_error(["verify", hf, "--reference", ref, "--full"], capsys)
     assert "--dataset-file is for quantized" in _one_line_error(["verify", hf, "--reference", ref, "--dataset-file",
                                                                  str(tmp_path / "x.jsonl")], capsys)
 

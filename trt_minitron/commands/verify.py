@@ -14,8 +14,8 @@ def register(app: typer.Typer) -> None:
                                     "folder (--format hf, or any save_pretrained), a ModelOpt unified checkpoint"),
         reference: str = typer.Option(..., "--reference", help="the source: HF folder, .gguf, .nemo or hub id"),
         prompt: str = typer.Option(None, "--prompt", help="text to run (default: a fixed ~150-token paragraph)"),
-        full: bool = typer.Option(False, "--full", help="TensorRT-LLM checkpoints: whole models instead of layer by "
-                                  "layer (memory: the whole model in float32; no localisation)"),
+        full: bool = typer.Option(False, "--full", help="whole models instead of layer by layer (memory: the whole "
+                                  "model in float32; no localisation)"),
         dataset_file: Path = typer.Option(None, "--dataset-file", help="quantized checkpoints: jsonl/json/parquet "
                                           "with 'article' and 'highlights' (default: hub CNN/DailyMail 3.0.0 test)"),
         num_samples: int = typer.Option(QUANT_TEXTS, "--num-samples", help="quantized checkpoints: articles"),

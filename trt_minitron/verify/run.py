@@ -100,14 +100,11 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
 
 
 def _verify_hf(path: Path, reference_src, prompt, full, dataset_file) -> VerifyResult:
-    """A Hugging Face folder against the source rounded as `export --format hf` rounds it, layer by layer."""
+    """A Hugging Face folder against the source rounded as `export --format hf` rounds it, layer by layer or whole."""
     from ..hf_ckpt import HFCheckpoint
 
     if dataset_file is not None:
         raise ConfigError("--dataset-file is for quantized checkpoints; this one is not quantized (use --prompt)")
-    if full:
-        raise ConfigError(f"--full is for TensorRT-LLM checkpoints; a {HF} is verified layer by layer "
-                          "(transformers' own modules on both sides)")
     ckpt = HFCheckpoint(path)
     what = f"{HF} ({ckpt.describe()})"
     dtype = dtype_name(ckpt.dtype)
@@ -122,16 +119,22 @@ def _verify_hf(path: Path, reference_src, prompt, full, dataset_file) -> VerifyR
         stated = SimpleNamespace(architecture=ckpt.arch.hf_architecture, hidden_size=cfg.hidden_size,
                                  num_hidden_layers=cfg.num_hidden_layers, vocab_size=cfg.vocab_size)
         vocab, notes = match_reference(stated, source.config, str(reference_src), HF_SHAPE_FIELDS)
-        from .hf_side import HFSide
-        from .layerwise import compare_layerwise
         from .source_side import SourceSide
 
         src = SourceSide(source, ckpt.dtype, target="hf")
-        checks, vs_rounded, vs_stored = compare_layerwise(HFSide(ckpt), src, ids, vocab, cfg.num_hidden_layers)
+        if full:
+            from .full import compare_full_hf
+
+            checks, vs_rounded, vs_stored = compare_full_hf(ckpt, src, ids, vocab)
+        else:
+            from .hf_side import HFSide
+            from .layerwise import compare_layerwise
+
+            checks, vs_rounded, vs_stored = compare_layerwise(HFSide(ckpt), src, ids, vocab, cfg.num_hidden_layers)
     finally:
         source.close()
     tol = logit_tolerance(vs_rounded.max_ref)
-    return VerifyResult(mode="layers", dtype=dtype, num_tokens=ids.shape[1], checks=tuple(checks),
+    return VerifyResult(mode="full" if full else "layers", dtype=dtype, num_tokens=ids.shape[1], checks=tuple(checks),
                         logits=vs_rounded.report(tol), logit_tolerance=tol, cast=vs_stored.report(),
                         notes=tuple(ckpt.notes + notes), what=what)
 
