@@ -90,6 +90,7 @@ class UnifiedSide:
     """The checkpoint side of verify_quantized for a unified Hugging Face checkpoint."""
 
     target = "hf"  # rounded as `export --format hf` rounds: every tensor cast only
+    scope = "every quantized linear"
 
     def __init__(self, ckpt: HFCheckpoint, label: Label, fmt, what: str):
         self.ckpt, self.label, self.fmt, self.what = ckpt, label, fmt, what

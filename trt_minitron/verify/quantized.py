@@ -59,6 +59,7 @@ class QuantizedVerifyResult:
     notes: tuple[str, ...] = ()
     what: str = ""  # what the checkpoint is, said on the first line
     problems: tuple[str, ...] = ()  # labels or tensors that contradict each other: failures found before any number
+    scope: str = "every linear and rank"  # what the conversion checks cover
 
     @property
     def failures(self) -> list[LayerCheck]:
@@ -90,7 +91,7 @@ class QuantizedVerifyResult:
             k = max(kvs, key=lambda c: c.input_mismatch)
             kv_part = f", KV cache {k.input_mismatch:.1e}"
         lines.append(f"  conversion vs ModelOpt {self.modelopt}'s fake quantization of the source at the checkpoint's "
-                     f"scales (teacher-forced, every quantized linear): {len(self.conversion)} checks; most elements "
+                     f"scales (teacher-forced, {self.scope}): {len(self.conversion)} checks; most elements "
                      f"differing: weights {w.weight_mismatch:.1e} (layer {w.layer} {w.name}), GEMM inputs "
                      f"{x.input_mismatch:.1e} (layer {x.layer} {x.name}){kv_part}; allowed {FLIP_FRACTION:.0e} "
                      "(rounding ties)")
@@ -192,6 +193,7 @@ class TrtQuantizedSide:
 
     target = "trtllm"
     embedding_name = "transformer.vocab_embedding.weight"
+    scope = "every linear and rank"
 
     def __init__(self, merged: MergedCheckpoint):
         ckpt = self.ckpt = merged.ckpt
@@ -364,7 +366,7 @@ def verify_quantized(side, source, ids: torch.Tensor, vocab: int, notes: tuple[s
             differences.append("lm_head.weight")
     return QuantizedVerifyResult(spec.quant_algo, spec.kv_cache_quant_algo, dtype_name(side.dtype), N, T,
                                  tuple(checks), tuple(differences), norms_checked, cost.report(), modelopt_version(),
-                                 notes, side.what)
+                                 notes, side.what, scope=side.scope)
 
 
 def text_ids(path, vocab: int, dataset_file, num_samples: int, max_tokens: int) -> torch.Tensor:
