@@ -150,11 +150,12 @@ class UnifiedSide:
                     differences.append(f"{full}.pre_quant_scale (absent, and no norm feeds this linear to carry it)")
                     continue
                 folded[full] = pqs
-            w, x, y = judge_linear(self.spec, stored, src.weights.read(f"{full}.weight"), pqs, src.inputs[full],
-                                   folded=full in folded)
-            checks.append(LayerCheck(i, name, w, x, y))
-            linears[name] = self.fmt.dequantize({**stored, PQS: torch.ones(stored["weight"].shape[-1], dtype=self.dtype)}
+            # A folded scale is in the norm: the linear's own input transform has none (ones).
+            linears[name] = self.fmt.dequantize({**stored, PQS: torch.ones(src.inputs[full].shape[-1], dtype=self.dtype)}
                                                 if full in folded else stored)
+            w, x, y = judge_linear(self.spec, stored, src.weights.read(f"{full}.weight"), pqs, src.inputs[full],
+                                   folded=full in folded, ours=linears[name])
+            checks.append(LayerCheck(i, name, w, x, y))
         differences += self._norm_differences(src, folded)
         module = self._decoder_layer(i, linears)
         attn = module.self_attn

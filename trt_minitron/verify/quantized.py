@@ -33,7 +33,7 @@ from ..archs.base import RankContext
 from ..dtypes import dtype_name, torch_dtype
 from ..errors import CheckpointError
 from ..quant.checkpoint import LINEARS, QuantSpec
-from ..quant.formats import PQS
+from ..quant.formats import PQS, QuantLinear
 from ..quant.recompute import check_sidecar, load_prequant_scales, teacher_kv, teacher_linear
 from ..quant.teacher import FLIP_FRACTION, LayerCheck, TensorReader, hf_modules, mismatch, rel_diff
 from ..reference import LayerWeights, Semantics, attention_block, attention_kv, mlp_block, norm, rope_cos_sin
@@ -163,17 +163,18 @@ class _Layer:
 
 
 def judge_linear(spec: QuantSpec, stored: dict[str, torch.Tensor], weight: torch.Tensor,
-                 pre_quant_scale: torch.Tensor | None, x: torch.Tensor, folded: bool = False) -> tuple[float, float, float]:
+                 pre_quant_scale: torch.Tensor | None, x: torch.Tensor, folded: bool = False,
+                 ours: QuantLinear | None = None) -> tuple[float, float, float]:
     """One linear (one rank's part) against ModelOpt's fake quantization rebuilt from the source: the fractions of
     dequantized weight and GEMM-input elements that differ, and the output's relative difference.
 
     stored: the checkpoint's tensors by formats.py suffix; weight: the source's (this rank's part); pre_quant_scale:
     the float32 scale ModelOpt divided it by, or None; x: the source's input [tokens, in]; folded: the checkpoint
-    carries the pre-quant scale in the norm that feeds this linear, so the input it sees is x already scaled."""
+    carries the pre-quant scale in the norm that feeds this linear, so the input it sees is x already scaled;
+    ours: the checkpoint's linear already dequantized from `stored` (its input transform without a folded scale)."""
     teacher = teacher_linear(spec, weight, pre_quant_scale, stored, x)
-    if folded:
-        stored = {**stored, PQS: torch.ones(x.shape[-1], dtype=spec.dtype)}
-    ours = spec.format.dequantize(stored)
+    if ours is None:
+        ours = spec.format.dequantize({**stored, PQS: torch.ones(x.shape[-1], dtype=spec.dtype)} if folded else stored)
     x_ours = x * pre_quant_scale.to(spec.dtype).float() if folded else x
     raw_x = x if pre_quant_scale is None else x * pre_quant_scale.to(spec.dtype).float()
     want_x = teacher.quantize_input(x)
