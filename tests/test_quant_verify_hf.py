@@ -145,3 +145,14 @@ def test_the_quantize_report_and_config_of_a_unified_checkpoint(unified_ckpts):
     with safe_open(str(ckpt / "model.safetensors"), "pt") as f:
         assert f.get_tensor("model.layers.0.self_attn.q_proj.weight").dtype == torch.int8
         assert f.get_tensor("model.layers.0.self_attn.q_proj.pre_quant_scale").dtype == torch.bfloat16
+
+
+def test_a_pre_quant_scale_kept_beside_its_folded_norm_fails(unified_ckpts, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(unified_ckpts[("llama", "int4_awq+kv")], bad)
+    edit_tensors(bad, lambda t: t.update({"model.layers.0.self_attn.k_proj.pre_quant_scale":
+                                          t["model.layers.0.self_attn.o_proj.pre_quant_scale"][:256].clone()}))
+    result = verify(bad, unified_ckpts["llama"])
+    assert not result.ok
+    assert ("model.layers.0.self_attn.k_proj.pre_quant_scale (its norm model.layers.0.input_layernorm carries the "
+            "folded scale too)") in result.unquantized_differences, result.summary()

@@ -157,6 +157,10 @@ class UnifiedSide:
                                    folded=full in folded, ours=linears[name])
             checks.append(LayerCheck(i, name, w, x, y))
         differences += self._norm_differences(src, folded)
+        for norm in {src.fed_by[f] for f in folded}:  # a scale in the norm and in a linear it feeds: applied twice
+            twice = [lin for lin, n in src.fed_by.items()
+                     if n == norm and lin not in folded and f"{lin}.pre_quant_scale" in self.ckpt.infos]
+            differences += [f"{lin}.pre_quant_scale (its norm {norm} carries the folded scale too)" for lin in twice]
         module = self._decoder_layer(i, linears)
         attn = module.self_attn
         if self.label.kv_cache_quant_algo:

@@ -101,7 +101,7 @@ class QuantizedVerifyResult:
             lines.append(f"  first failure: layer {b.layer} {b.name}: {b.weight_mismatch:.1%} of weight and "
                          f"{b.input_mismatch:.1%} of input elements differ from ModelOpt's ({len(bad)} failing)")
         if self.unquantized_differences:
-            lines.append(f"  unquantized tensors that differ from export's rounding of the source: "
+            lines.append(f"  tensors that differ from what export (and ModelOpt's folds) make of the source: "
                          f"{', '.join(self.unquantized_differences[:5])}")
         else:
             lines.append(f"  unquantized tensors ({self.unquantized_checked} norms, the texts' embedding rows, "
