@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def without_rope_scaling(ckpt: Path, dst: Path) -> Path:
     dst.mkdir()
     for f in ckpt.iterdir():
         if f.name != "config.json":
-            (dst / f.name).symlink_to(f)
+            os.link(f, dst / f.name)  # hard links: readers refuse index shards that are links out of the folder
     cfg = json.loads((ckpt / "config.json").read_text())
     cfg.pop("rope_scaling" if "architectures" in cfg else "rotary_scaling")
     (dst / "config.json").write_text(json.dumps(cfg))
