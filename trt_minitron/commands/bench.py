@@ -10,6 +10,7 @@ import typer
 
 from ..errors import ConfigError
 from ..options import BenchOptions, parse_slo
+from ..serving.client import TIMEOUT_HELP, Timeouts
 
 _D = BenchOptions  # defaults live on the options dataclass only
 
@@ -80,12 +81,16 @@ def register(app: typer.Typer) -> None:
         ignore_eos: bool = typer.Option(_D.ignore_eos, "--ignore-eos", help="ask for exactly --output-len tokens (vLLM / "
                                         "trtllm-serve extension; strict servers reject it)"),
         seed: int = typer.Option(_D.seed, "--seed", help="arrivals, random prompts, sampling"),
-        request_timeout: float = typer.Option(_D.request_timeout_s, "--request-timeout", help="seconds per request"),
+        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="SECONDS|total:S,connect:S,"
+                                                      "first-byte:S", help=TIMEOUT_HELP),
         max_duration: Optional[float] = typer.Option(_D.max_duration_s, "--max-duration", help="seconds per sweep point; "
                                                      "requests still running then are cancelled and counted failed"),
         warmup: int = typer.Option(_D.warmup_requests, "--warmup", help="untimed short requests before the sweep"),
         report: Optional[Path] = typer.Option(_D.report, "--report", help="write the JSON report here"),
         plot: Optional[Path] = typer.Option(_D.plot, "--plot", help="write a PNG of throughput vs p50/p99 latency"),
+        csv: Optional[Path] = typer.Option(_D.csv, "--csv", help="write one CSV row of aggregates per sweep point"),
+        overwrite: bool = typer.Option(_D.overwrite, "--overwrite", help="replace a --csv file that bench did not "
+                                       "write"),
     ) -> None:
         """Benchmark a served model: TTFT, TPOT, ITL, E2E (mean/p50/p90/p99), throughput, goodput, ROUGE.
 
@@ -100,8 +105,8 @@ def register(app: typer.Typer) -> None:
             concurrency=parse_list(concurrency, int, "--concurrency"),
             request_rate=parse_list(request_rate, float, "--request-rate"), max_concurrency=max_concurrency,
             slo=parse_slo(slo_items), temperature=temperature, ignore_eos=ignore_eos, seed=seed,
-            request_timeout_s=request_timeout, max_duration_s=max_duration, warmup_requests=warmup,
-            report=report, plot=plot)
+            request_timeout=Timeouts.parse(request_timeout),
+            max_duration_s=max_duration, warmup_requests=warmup, report=report, plot=plot, csv=csv, overwrite=overwrite)
         opts.validate()
         from ..serving.bench import RequestsFailed, run_bench
         from ..serving.report import failures, markdown
@@ -112,7 +117,7 @@ def register(app: typer.Typer) -> None:
         finally:
             stop()
         print(markdown(result))
-        for path, what in ((report, "report"), (plot, "plot")):
+        for path, what in ((report, "report"), (plot, "plot"), (csv, "csv")):
             if path is not None:
                 print(f"{what} written to {path}", file=sys.stderr)
         failed = failures(result)

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..options import GENERATE_SAMPLING, BackendSpec, GenerateOptions, Sampling
+from ..serving.client import TIMEOUT_HELP, Timeouts
 
 _S, _B, _G = GENERATE_SAMPLING, BackendSpec, GenerateOptions  # defaults live on the options classes only
 
@@ -31,6 +32,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(_B.device, "--device"),
         dtype: str = typer.Option(_B.dtype, "--dtype"),
         served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request"),
+        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="SECONDS|total:S,connect:S,"
+                                                      "first-byte:S", help="openai: " + TIMEOUT_HELP),
     ) -> None:
         """Generate completions for --prompt texts and print them with token counts and speed."""
         from ..backends.generate import run_generate
@@ -38,7 +41,8 @@ def register(app: typer.Typer) -> None:
         opts = GenerateOptions(
             backend=BackendSpec(kind=backend, model=model, device=device, dtype=dtype, tokenizer=tokenizer,
                                 max_batch_size=max(len(prompt), 1), max_output_len=max_new_tokens,
-                                max_beam_width=num_beams, served_model=served_model),
+                                max_beam_width=num_beams, served_model=served_model,
+                                request_timeout=Timeouts.parse(request_timeout)),
             prompts=tuple(prompt), chat=chat, stream=stream,
             sampling=Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                               num_beams=num_beams, seed=seed))

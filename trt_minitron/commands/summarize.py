@@ -9,6 +9,7 @@ import typer
 
 from ..errors import ConfigError
 from ..options import BackendSpec, SummarizeOptions
+from ..serving.client import TIMEOUT_HELP, Timeouts
 
 _D, _B = SummarizeOptions, BackendSpec  # defaults live on the options classes only
 
@@ -73,6 +74,8 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(_D.concurrency, "--concurrency", help="openai: requests in flight"),
         served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request "
                                                    "(default: the only one the server's /v1/models lists)"),
+        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="SECONDS|total:S,connect:S,"
+                                                      "first-byte:S", help="openai: " + TIMEOUT_HELP),
     ) -> None:
         """Summarize CNN/DailyMail articles, score ROUGE, time batches, compare backends."""
         from ..summarize import AccuracyCheckFailed, markdown, run_summarize
@@ -81,7 +84,8 @@ def register(app: typer.Typer) -> None:
             backends=parse_backends(backend, model, device=device, dtype=dtype, tokenizer=tokenizer,
                                     max_batch_size=batch_size, max_input_len=max_input_len,
                                     max_output_len=output_len, max_beam_width=num_beams,
-                                    concurrency=concurrency, served_model=served_model),
+                                    concurrency=concurrency, served_model=served_model,
+                                    request_timeout=Timeouts.parse(request_timeout)),
             dataset_file=dataset_file, dataset_cache_dir=dataset_cache_dir, num_samples=num_samples,
             batch_size=batch_size, max_input_len=max_input_len, output_len=output_len, num_beams=num_beams,
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, prompt_template=prompt_template,
