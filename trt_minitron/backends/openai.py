@@ -20,6 +20,7 @@ from ..serving.client import (
     RequestRecord,
     ServerError,
     Timeouts,
+    completions_url,
     make_client,
     normalize_url,
     prompt_text,
@@ -88,8 +89,9 @@ class OpenAIBackend:
         self.last_records = records
         failed = [r for r in records if not r.ok]
         if failed:
-            raise ServerError(f"{len(failed)} of {len(records)} request(s) to {self.base_url} failed; first: "
-                              f"{failed[0].error}")
+            endpoint = completions_url(self.base_url, self.api)
+            first = failed[0].error.removeprefix(f"{endpoint}: ")
+            raise ServerError(f"{len(failed)} of {len(records)} request(s) to {endpoint} failed; first: {first}")
         gens = []
         for ids, rec in zip(batch, records, strict=True):
             tokens = list(self.tokenizer(rec.text, add_special_tokens=False)["input_ids"])

@@ -26,7 +26,8 @@ def parse_list(text: str | None, cast: Callable, flag: str) -> tuple:
 
 
 def live_progress():
-    """A rich display on stderr, one bar per sweep point with its failures; returns (factory, stop)."""
+    """A rich display on stderr, one bar per sweep point with its failures; returns (factory, stop);
+    `stop(erase=True)` clears it, so that an error stays the only line."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -47,7 +48,12 @@ def live_progress():
 
         return on_end
 
-    return factory, lambda: started and bar.stop()
+    def stop(erase: bool = False) -> None:
+        if started:
+            bar.live.transient = erase
+            bar.stop()
+
+    return factory, stop
 
 
 def register(app: typer.Typer) -> None:
@@ -114,8 +120,10 @@ def register(app: typer.Typer) -> None:
         factory, stop = live_progress()
         try:
             result = run_bench(opts, progress=factory)
-        finally:
-            stop()
+        except BaseException:
+            stop(erase=True)
+            raise
+        stop()
         print(markdown(result))
         for path, what in ((report, "report"), (plot, "plot"), (csv, "csv")):
             if path is not None:

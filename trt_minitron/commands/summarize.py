@@ -15,7 +15,8 @@ _D, _B = SummarizeOptions, BackendSpec  # defaults live on the options classes o
 
 
 def rich_progress():
-    """A rich progress bar on stderr (stdout stays clean Markdown); returns (factory, stop)."""
+    """A rich progress bar on stderr (stdout stays clean Markdown); returns (factory, stop); `stop(erase=True)`
+    clears the bar, so that an error stays the only line."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -27,7 +28,11 @@ def rich_progress():
         task = bar.add_task(desc, total=total)
         return lambda n: bar.advance(task, n)
 
-    return factory, bar.stop
+    def stop(erase: bool = False) -> None:
+        bar.live.transient = erase
+        bar.stop()
+
+    return factory, stop
 
 
 def parse_backends(kinds: list[str], models: list[str], **common) -> tuple[BackendSpec, ...]:
@@ -95,8 +100,10 @@ def register(app: typer.Typer) -> None:
         factory, stop = rich_progress()
         try:
             result = run_summarize(opts, progress_factory=factory)
-        finally:
-            stop()
+        except BaseException:
+            stop(erase=True)
+            raise
+        stop()
         if result is None:
             return  # MPI rank != 0
         print(markdown(result))

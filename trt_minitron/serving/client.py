@@ -139,7 +139,7 @@ async def _refuse_failures(response) -> None:
     try:
         location = response.headers.get("location")
         if status < 400 and location:
-            raise HTTPFailure(status, f"redirect to {location}, not followed; give that URL if it is the server")
+            raise HTTPFailure(status, f"redirect to {location} (redirects are not followed: give the server's own URL)")
         body = await read_capped(response.aiter_bytes(), MAX_ERROR_BYTES)
         raise HTTPFailure(status, status_message(response.headers.get("content-type", ""), body))
     finally:
@@ -163,12 +163,13 @@ async def _open(stack: AsyncExitStack, call, timeouts: Timeouts):
     try:
         return await asyncio.wait_for(stack.enter_async_context(call), timeouts.first_byte)
     except asyncio.TimeoutError:
-        raise ServerError(f"timeout: no answer within {timeouts.first_byte:g} s (--request-timeout first-byte)") \
-            from None
+        raise ServerError(f"timeout: no response headers within {timeouts.first_byte:g} s (--request-timeout "
+                          "first-byte)") from None
 
 
-def _endpoint(client, path: str) -> str:
-    return str(client.base_url).rstrip("/") + path
+def completions_url(base_url: str, api: str) -> str:
+    """The endpoint a request of `api` goes to."""
+    return base_url.rstrip("/") + ("/chat/completions" if api == "chat" else "/completions")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,12 +284,11 @@ def describe_error(err: BaseException, timeouts: Timeouts) -> str:
 async def _consume(client, model: str, prompt: str, params: RequestParams, rec: RequestRecord, clock: Callable,
                    on_text: Callable[[str], None] | None) -> None:
     kwargs = params.create_kwargs()
+    endpoint = completions_url(str(client.base_url), params.api)
     if params.api == "chat":
-        endpoint = _endpoint(client, "/chat/completions")
         call = client.chat.completions.with_streaming_response.create(
             model=model, messages=[{"role": "user", "content": prompt}], **kwargs)
     else:
-        endpoint = _endpoint(client, "/completions")
         call = client.completions.with_streaming_response.create(model=model, prompt=prompt, **kwargs)
     done = False
     async with AsyncExitStack() as stack:
@@ -353,7 +353,7 @@ async def stream_request(client, model: str, prompt: str, params: RequestParams,
 
 async def list_models(client, timeouts: Timeouts) -> list[str]:
     """The ids /v1/models lists, checked; bounded by `timeouts`."""
-    endpoint = _endpoint(client, "/models")
+    endpoint = str(client.base_url).rstrip("/") + "/models"
 
     async def get() -> list[str]:
         async with AsyncExitStack() as stack:
@@ -374,10 +374,12 @@ async def resolve_model(client, base_url: str, served_model: str | None, timeout
         ours = _ours(e)
         if ours is None and not isinstance(e, (asyncio.TimeoutError, openai.APIError)) and not _transport(e):
             raise  # a bug of ours, not the server's
-        if isinstance(ours, HTTPFailure):
+        if isinstance(ours, HTTPFailure) and ours.status >= 400:
             if served_model:
                 return served_model  # a server without /v1/models: trust the name given
             raise ServerError(f"{base_url}/models answered {ours}; pass --served-model NAME") from None
+        if isinstance(ours, HTTPFailure):
+            raise ServerError(f"{base_url}/models answered {ours}") from None
         if isinstance(ours, BadReply):
             raise ours from None
         if isinstance(e, openai.APIConnectionError) and not isinstance(e, openai.APITimeoutError):
