@@ -15,6 +15,7 @@ import time
 from fake_openai import MODEL, WORDS, FakeOpenAIServer
 
 FOREVER = 3600.0
+LATE_S = 0.5
 
 
 def _head(status: int, ctype: str | None = "application/json", length: int | None = None, extra: str = "") -> bytes:
@@ -118,6 +119,17 @@ async def _huge_event(writer, *_):
     writer.write(_head(200, "text/event-stream"))
     while True:  # one event of endless 64 KiB data lines
         await _chunk(writer, b"data: " + b"x" * (64 << 10) + b"\n")
+
+
+async def _late_finish(writer, chat, *_):
+    writer.write(_head(200, "text/event-stream"))
+    for word in WORDS[:2]:
+        await _event(writer, _piece(" " + word, chat=chat))
+    await asyncio.sleep(LATE_S)  # the finish_reason, usage and [DONE] come well after the last text
+    for e in _finished():
+        await _event(writer, e)
+    await _event(writer, "[DONE]")
+    await _end(writer)
 
 
 async def _huge_line(writer, *_):
@@ -248,9 +260,20 @@ MODES = {
     "stream-closed-mid-chunk": ("stream", _cut_mid_chunk),
     "stream-bad-chunked-framing": ("stream", _bad_framing),
     "stream-not-utf8": ("stream", _not_utf8),
-    # Accepted: transformers serve ends its streams without [DONE].
+    # Accepted: transformers serve ends its streams without [DONE]; an empty answer is one (bench counts it failed,
+    # as AIPerf does); a finish_reason that comes late does not lengthen E2E.
     "stream-no-done": ("stream", _events(*_finished(), done=False)),
+    "stream-empty-answer": ("stream", lambda w, chat, *_: _empty(w, chat)),
+    "stream-late-finish": ("stream", _late_finish),
 }
+
+
+async def _empty(writer, chat) -> None:
+    writer.write(_head(200, "text/event-stream"))
+    await _event(writer, _piece("", "stop", chat=chat))
+    await _event(writer, {**_usage(), "usage": {"prompt_tokens": 7, "completion_tokens": 0}})
+    await _event(writer, "[DONE]")
+    await _end(writer)
 
 
 class BadServer(FakeOpenAIServer):

@@ -148,14 +148,14 @@ async def _refuse_failures(response) -> None:
 
 async def read_capped(pieces: AsyncIterator[bytes], limit: int, endpoint: str | None = None) -> bytes:
     """The body up to `limit` bytes: more is a BadReply for `endpoint`, or cut off when no endpoint is given."""
-    body = b""
+    body = bytearray()
     async for piece in pieces:
         body += piece
         if len(body) > limit:
             if endpoint is None:
-                return body[:limit]
+                return bytes(body[:limit])
             raise BadReply(endpoint, f"the reply is larger than {limit >> 20} MiB")
-    return body
+    return bytes(body)
 
 
 async def _open(stack: AsyncExitStack, call, timeouts: Timeouts):
