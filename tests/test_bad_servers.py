@@ -29,7 +29,7 @@ from trt_minitron.cli import main
 
 TIMEOUT = "total:1,first-byte:0.5"
 TOTAL_S, FIRST_BYTE_S = 1.0, 0.5
-SLACK_S = 2.5  # a loaded 2-core machine; a hang would take the server's 3600 s
+SLACK_S = 8.0  # a loaded 2-core machine; a hang would take the default limits (60 s, 600 s) or the fake's hour
 ROOT = Path(__file__).resolve().parents[1]
 
 # What each misbehaviour of /v1/models must say (every command refuses it before any request: exit 2).
@@ -104,7 +104,17 @@ assert set(MODELS) | set(STREAM) <= set(MODES)
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    return make_word_tokenizer(tmp_path_factory.mktemp("tok") / "tok", ["the cat sat on the mat", "TL;DR:"])
+    """The served model's tokenizer; loading it once here also pays the imports (transformers, openai) that the
+    first command would otherwise count in its time."""
+    import trt_minitron.backends.openai  # noqa: F401
+    import trt_minitron.serving.bench  # noqa: F401
+    from trt_minitron.backends.base import load_tokenizer
+    from trt_minitron.metrics import rouge_scores
+
+    path = make_word_tokenizer(tmp_path_factory.mktemp("tok") / "tok", ["the cat sat on the mat", "TL;DR:"])
+    load_tokenizer(path)
+    rouge_scores(["the cat"], ["the cat sat"])
+    return path
 
 
 @pytest.fixture
@@ -452,3 +462,57 @@ def test_serve_sigterm_while_waiting_for_health_stops_the_server(tmp_path, fake_
     assert proc.returncode == 0, err
     assert "stopped (server exit code 0)" in out and "Traceback" not in err
     assert _gone(json.loads(fake_bin.read_text().splitlines()[0])["pid"])
+
+
+# --- connection and flags ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def full_backlog():
+    """A port that listens but whose accept queue is full: the kernel drops new SYNs, so connecting hangs."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    fill = [socket.socket() for _ in range(3)]
+    for c in fill:
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+    probe = socket.create_connection  # a connection attempt that must time out, else the kernel refuses instead
+    try:
+        probe(("127.0.0.1", port), timeout=0.3).close()
+        hangs = False
+    except socket.timeout:
+        hangs = True
+    except OSError:
+        hangs = False
+    try:
+        if not hangs:
+            pytest.skip("this kernel answers a full accept queue instead of dropping the SYN (tcp_abort_on_overflow)")
+        yield port
+    finally:
+        for c in (*fill, srv):
+            c.close()
+
+
+@pytest.mark.parametrize("kind", ["generate", "bench"])
+def test_connect_timeout(kind, full_backlog, guard, tok, capsys):
+    url = f"http://127.0.0.1:{full_backlog}/v1"
+    args = command(kind, url, tok) + ["--request-timeout", "total:30,connect:0.5"]
+    r = run(capsys, args)
+    one_line(r, 2, f"{url}/models: timeout: no connection within 0.5 s (--request-timeout connect)")
+    assert r.elapsed_s < 0.5 + SLACK_S
+    guard.check()
+
+
+@pytest.mark.parametrize("kind", ["generate", "summarize", "bench"])
+@pytest.mark.parametrize("value, expect", [
+    ("soon", "--request-timeout 'soon': 'soon' is not a number of seconds"),
+    ("total:0", "--request-timeout total must be a positive number of seconds, got 0.0"),
+    ("read:5", "--request-timeout 'read:5': unknown part 'read'; use SECONDS or total:S,connect:S,first-byte:S"),
+])
+def test_bad_request_timeout_is_one_line(kind, value, expect, guard, tok, capsys):
+    r = run(capsys, command(kind, "http://127.0.0.1:9/v1", tok) + ["--request-timeout", value])
+    one_line(r, 2, expect)
+    guard.check()

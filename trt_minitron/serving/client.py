@@ -3,23 +3,32 @@
 Shared by the `openai` backend (generate, summarize) and `bench`. A request never raises: what went
 wrong (HTTP status and the server's own message, a reply that breaks the API, connection loss, timeout)
 is kept in `RequestRecord.error` so that a load test counts failures instead of stopping at the first one.
-Every reply is checked (replies.py); redirects are not followed; every request is bounded by `Timeouts`.
+Every reply is checked (replies.py); every request is bounded by `Timeouts` (connection.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
-import os
 import time
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable
-from urllib.parse import urlsplit, urlunsplit
+from typing import Callable
 
-from ..errors import ConfigError, MissingDependencyError
+from ..errors import ConfigError
+from .connection import (
+    TIMEOUT_HELP,
+    Timeouts,
+    describe_error,
+    make_client,
+    normalize_url,
+    open_within,
+    our_error,
+    read_capped,
+    require_openai,
+    server_failure,
+)
 from .replies import (
     MAX_BODY_BYTES,
     MAX_ERROR_BYTES,
@@ -33,138 +42,11 @@ from .replies import (
     read_chunk,
     snippet,
     sse_data,
-    status_message,
 )
 
 APIS = ("completions", "chat")
-INSTALL_HINT = "pip install 'trt-minitron[serve]' (or pip install openai)"
-__all__ = ["APIS", "RequestParams", "RequestRecord", "ServerError", "Timeouts", "make_client", "resolve_model",
-           "stream_request"]
-
-
-def require_openai():
-    """The `openai` module, or a one-line error saying how to install it."""
-    try:
-        import openai
-    except ImportError:
-        raise MissingDependencyError(f"talking to an OpenAI-compatible server needs the openai client: {INSTALL_HINT}") \
-            from None
-    return openai
-
-
-def normalize_url(url: str) -> str:
-    """`HOST:PORT`, `http://HOST:PORT` or `http://HOST:PORT/v1` -> the base URL the client expects (`.../v1`)."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{url!r} is not a server URL; expected http://HOST:PORT/v1")
-    try:
-        _ = parts.port  # raises on a bad port
-    except ValueError:
-        raise ConfigError(f"{url!r} has an invalid port; expected http://HOST:PORT/v1") from None
-    path = parts.path.rstrip("/") or "/v1"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
-TIMEOUT_KEYS = {"total": "total_s", "connect": "connect_s", "first-byte": "first_byte_s"}
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Limits on one request, in seconds: the TCP connection, the first byte of the answer (its HTTP headers:
-    servers that stream send them at once), and the whole request up to its last chunk. A part above the total
-    is the total."""
-
-    total_s: float = 600.0
-    connect_s: float = 10.0
-    first_byte_s: float = 60.0
-
-    @property
-    def connect(self) -> float:
-        return min(self.connect_s, self.total_s)
-
-    @property
-    def first_byte(self) -> float:
-        return min(self.first_byte_s, self.total_s)
-
-    @classmethod
-    def parse(cls, text: str | None) -> "Timeouts":
-        """`S` (the total) or `total:S,connect:S,first-byte:S` (any subset; the others keep their defaults); None:
-        the defaults."""
-        flag = "--request-timeout"
-        values = {}
-        for item in (i for i in (text or "").replace(" ", ",").split(",") if i):
-            key, sep, value = item.rpartition(":") if ":" in item else ("total", ":", item)
-            if key not in TIMEOUT_KEYS:
-                raise ConfigError(f"{flag} {text!r}: unknown part {key!r}; use SECONDS or "
-                                  f"{','.join(k + ':S' for k in TIMEOUT_KEYS)}")
-            try:
-                values[TIMEOUT_KEYS[key]] = float(value)
-            except ValueError:
-                raise ConfigError(f"{flag} {text!r}: {value!r} is not a number of seconds") from None
-        out = cls(**values)
-        out.validate()
-        return out
-
-    def validate(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                key = next(k for k, v in TIMEOUT_KEYS.items() if v == f.name)
-                raise ConfigError(f"--request-timeout {key} must be a positive number of seconds, got {value}")
-
-
-TIMEOUT_HELP = ("limits on each request to the server, in seconds: the total (a bare number), the TCP connection and "
-                "the first byte of the answer; default " +
-                ",".join(f"{k}:{getattr(Timeouts(), v):g}" for k, v in TIMEOUT_KEYS.items()) +
-                " (a part above the total is the total)")
-
-
-def make_client(base_url: str, timeouts: Timeouts):
-    """An AsyncOpenAI client without retries (a benchmark must see every failure) or redirects, bounded by
-    `timeouts`, whose non-2xx answers raise HTTPFailure; create it inside the event loop."""
-    openai = require_openai()
-    limit = openai.Timeout(timeouts.total_s, connect=timeouts.connect)
-    http = openai.DefaultAsyncHttpxClient(timeout=limit, follow_redirects=False,
-                                          event_hooks={"response": [_refuse_failures]})
-    return openai.AsyncOpenAI(base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY") or "EMPTY",
-                              timeout=limit, max_retries=0, http_client=http)
-
-
-async def _refuse_failures(response) -> None:
-    """httpx response hook: a non-2xx answer becomes HTTPFailure from the first bytes of its body (an error page
-    can be any size), a redirect one that names its target (it is not followed: POSTs would be resent)."""
-    status = response.status_code
-    if status < 300:
-        return
-    try:
-        location = response.headers.get("location")
-        if status < 400 and location:
-            raise HTTPFailure(status, f"redirect to {location} (redirects are not followed: give the server's own URL)")
-        body = await read_capped(response.aiter_bytes(), MAX_ERROR_BYTES)
-        raise HTTPFailure(status, status_message(response.headers.get("content-type", ""), body))
-    finally:
-        await response.aclose()
-
-
-async def read_capped(pieces: AsyncIterator[bytes], limit: int, endpoint: str | None = None) -> bytes:
-    """The body up to `limit` bytes: more is a BadReply for `endpoint`, or cut off when no endpoint is given."""
-    body = bytearray()
-    async for piece in pieces:
-        body += piece
-        if len(body) > limit:
-            if endpoint is None:
-                return bytes(body[:limit])
-            raise BadReply(endpoint, f"the reply is larger than {limit >> 20} MiB")
-    return bytes(body)
-
-
-async def _open(stack: AsyncExitStack, call, timeouts: Timeouts):
-    """Send a request (a `with_streaming_response` call) and wait for the answer's headers, within the first-byte limit."""
-    try:
-        return await asyncio.wait_for(stack.enter_async_context(call), timeouts.first_byte)
-    except asyncio.TimeoutError:
-        raise ServerError(f"timeout: no response headers within {timeouts.first_byte:g} s (--request-timeout "
-                          "first-byte)") from None
+__all__ = ["APIS", "TIMEOUT_HELP", "RequestParams", "RequestRecord", "ServerError", "Timeouts", "make_client",
+           "normalize_url", "resolve_model", "stream_request"]
 
 
 def completions_url(base_url: str, api: str) -> str:
@@ -245,42 +127,6 @@ class RequestRecord:
         return [b - a for a, b in zip(self.chunk_s, self.chunk_s[1:])]
 
 
-def _ours(err: BaseException) -> ServerError | None:
-    """The HTTPFailure/BadReply/ServerError behind `err` (openai 1.x wraps what an httpx hook raises)."""
-    for e in (err, err.__cause__):
-        if isinstance(e, ServerError):
-            return e
-    return None
-
-
-def _transport(err: BaseException) -> bool:
-    """An error of the HTTP layer under openai (raised as is while a streamed body is read)."""
-    return type(err).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "anyio", "h11")
-
-
-def describe_error(err: BaseException, timeouts: Timeouts) -> str:
-    """One line for a failed request: HTTP status + server message, a bad reply, connection loss, or timeout."""
-    ours = _ours(err)
-    if ours is not None:
-        return str(ours)
-    total = f"timeout: the answer was not complete within {timeouts.total_s:g} s (--request-timeout total)"
-    if isinstance(err, asyncio.TimeoutError):
-        return total
-    openai = require_openai()
-    if isinstance(err, openai.APITimeoutError):
-        if type(err.__cause__).__name__ == "ConnectTimeout":
-            return f"timeout: no connection within {timeouts.connect:g} s (--request-timeout connect)"
-        return total
-    if isinstance(err, openai.APIStatusError):  # not raised while _refuse_failures is installed
-        return f"HTTP {err.status_code}"
-    if isinstance(err, openai.APIConnectionError):
-        cause = err.__cause__ or err.__context__
-        return f"connection error: {type(cause).__name__ + ': ' + str(cause) if cause else err}"
-    if _transport(err):  # raised while reading the body
-        return f"connection error: {type(err).__name__}: {err}"
-    return f"{type(err).__name__}: {err}"
-
-
 async def _consume(client, model: str, prompt: str, params: RequestParams, rec: RequestRecord, clock: Callable,
                    on_text: Callable[[str], None] | None) -> None:
     kwargs = params.create_kwargs()
@@ -292,7 +138,7 @@ async def _consume(client, model: str, prompt: str, params: RequestParams, rec: 
         call = client.completions.with_streaming_response.create(model=model, prompt=prompt, **kwargs)
     done = False
     async with AsyncExitStack() as stack:
-        response = await _open(stack, call, params.timeouts)
+        response = await open_within(stack, call, params.timeouts)
         ctype = response.headers.get("content-type", "")
         if "text/event-stream" not in ctype:
             body = await read_capped(response.iter_bytes(), MAX_ERROR_BYTES)
@@ -345,7 +191,9 @@ async def stream_request(client, model: str, prompt: str, params: RequestParams,
         rec.error = "cancelled: the run's --max-duration was reached"
         rec.ended_s = clock()
         raise
-    except Exception as e:  # every failure is data for the report
+    except Exception as e:  # every failure of the server is data for the report
+        if not server_failure(e):
+            raise
         rec.error = describe_error(e, params.timeouts)
     rec.ended_s = clock()
     return rec
@@ -357,7 +205,7 @@ async def list_models(client, timeouts: Timeouts) -> list[str]:
 
     async def get() -> list[str]:
         async with AsyncExitStack() as stack:
-            response = await _open(stack, client.models.with_streaming_response.list(), timeouts)
+            response = await open_within(stack, client.models.with_streaming_response.list(), timeouts)
             body = await read_capped(response.iter_bytes(), MAX_BODY_BYTES, endpoint)
             ctype = response.headers.get("content-type") or "no Content-Type"
         return model_ids(endpoint, parse_json(endpoint, f"the model list ({ctype})", body))
@@ -371,9 +219,9 @@ async def resolve_model(client, base_url: str, served_model: str | None, timeout
     try:
         ids = await list_models(client, timeouts)
     except Exception as e:
-        ours = _ours(e)
-        if ours is None and not isinstance(e, (asyncio.TimeoutError, openai.APIError)) and not _transport(e):
-            raise  # a bug of ours, not the server's
+        if not server_failure(e):
+            raise
+        ours = our_error(e)
         if isinstance(ours, HTTPFailure) and ours.status >= 400:
             if served_model:
                 return served_model  # a server without /v1/models: trust the name given
