@@ -87,8 +87,7 @@ def register(app: typer.Typer) -> None:
         ignore_eos: bool = typer.Option(_D.ignore_eos, "--ignore-eos", help="ask for exactly --output-len tokens (vLLM / "
                                         "trtllm-serve extension; strict servers reject it)"),
         seed: int = typer.Option(_D.seed, "--seed", help="arrivals, random prompts, sampling"),
-        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="SECONDS|total:S,connect:S,"
-                                                      "first-byte:S", help=TIMEOUT_HELP),
+        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="LIMITS", help=TIMEOUT_HELP),
         max_duration: Optional[float] = typer.Option(_D.max_duration_s, "--max-duration", help="seconds per sweep point; "
                                                      "requests still running then are cancelled and counted failed"),
         warmup: int = typer.Option(_D.warmup_requests, "--warmup", help="untimed short requests before the sweep"),

@@ -32,8 +32,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(_B.device, "--device"),
         dtype: str = typer.Option(_B.dtype, "--dtype"),
         served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request"),
-        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="SECONDS|total:S,connect:S,"
-                                                      "first-byte:S", help="openai: " + TIMEOUT_HELP),
+        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="LIMITS",
+                                                      help="openai: " + TIMEOUT_HELP),
     ) -> None:
         """Generate completions for --prompt texts and print them with token counts and speed."""
         from ..backends.generate import run_generate

@@ -79,8 +79,8 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(_D.concurrency, "--concurrency", help="openai: requests in flight"),
         served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request "
                                                    "(default: the only one the server's /v1/models lists)"),
-        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="SECONDS|total:S,connect:S,"
-                                                      "first-byte:S", help="openai: " + TIMEOUT_HELP),
+        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="LIMITS",
+                                                      help="openai: " + TIMEOUT_HELP),
     ) -> None:
         """Summarize CNN/DailyMail articles, score ROUGE, time batches, compare backends."""
         from ..summarize import AccuracyCheckFailed, markdown, run_summarize
