@@ -1,4 +1,4 @@
-"""bench metric definitions (vllm bench serve's) on hand-timed records, SLO parsing, arrivals, URL and request
+"""bench metric definitions (AIPerf 0.13's) on hand-timed records, SLO parsing, arrivals, URL and request
 settings, the Markdown table and the plot."""
 
 from __future__ import annotations
@@ -161,3 +161,24 @@ def test_csv_has_one_row_per_point_with_every_aggregate(records):
     assert rows[0]["rouge1_ci95_high"] == "15.0"
     assert (rows[1]["request_rate"], rows[1]["concurrency"], rows[1]["goodput"], rows[1]["rouge1_mean"]) == \
         ("2.0", "", "", "")
+
+
+def test_sse_events_split_as_the_spec_says():
+    import asyncio
+
+    from trt_minitron.serving.replies import BadReply, sse_data
+
+    async def events(*pieces: bytes, limit: int = 1 << 20) -> list[str]:
+        async def gen():
+            for p in pieces:
+                yield p
+        return [e async for e in sse_data(gen(), "/x", limit)]
+
+    # CRLF lines, a comment, an event: field, a two-line data, pieces cut anywhere, a last event without its blank line
+    got = asyncio.run(events(b": ping\r\n\r\nevent: x\r\ndata: {\"a\"", b": 1}\r\n\r\ndata:one\ndata: two\n\n",
+                             b"data: [DONE]"))
+    assert got == ['{"a": 1}', "one\ntwo", "[DONE]"]
+    with pytest.raises(BadReply, match="/x: a stream line is longer than 1 KiB"):
+        asyncio.run(events(b"data: " + b"x" * 2000, limit=1024))
+    with pytest.raises(BadReply, match="/x: a stream event is larger than 1 KiB"):
+        asyncio.run(events(b"data: " + b"x" * 600 + b"\n" + b"data: " + b"x" * 600 + b"\n", limit=1024))

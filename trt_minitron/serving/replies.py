@@ -132,15 +132,21 @@ async def sse_data(pieces: AsyncIterator[bytes], endpoint: str, limit: int = MAX
                     yield _text(endpoint, b"\n".join(data))
                 data, size = [], 0
             elif line.startswith(b"data:"):
-                value = line[6:] if line.startswith(b"data: ") else line[5:]
-                data.append(value)
-                size += len(value)
+                data.append(_value(line))
+                size += len(data[-1])
                 if size > limit:
                     raise BadReply(endpoint, f"a stream event is larger than {limit >> 10} KiB")
         if len(buf) > limit:
             raise BadReply(endpoint, f"a stream line is longer than {limit >> 10} KiB")
+    if buf.startswith(b"data:"):  # a last line without its newline
+        data.append(_value(buf))
     if data:  # a last event without its blank line
         yield _text(endpoint, b"\n".join(data))
+
+
+def _value(line: bytes) -> bytes:
+    """The value of a `data:` line (one space after the colon is not part of it)."""
+    return line[6:] if line.startswith(b"data: ") else line[5:]
 
 
 def _text(endpoint: str, data: bytes) -> str:
