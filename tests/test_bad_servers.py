@@ -1,6 +1,7 @@
 """Red team of the server-facing commands: `generate`, `generate --stream`, `summarize --backend openai` and `bench`
 against misbehaving OpenAI-compatible servers (tests/bad_openai.py: one misbehaviour each, on 127.0.0.1), and
-`serve` start-up against a server that dies, a /health that never says OK, a port in use.
+`serve` start-up against a server that dies while serving and a /health that never says OK (a server dying before
+it is ready and a port in use: test_serve_launch.py).
 
 Every case asserts the exit code, the one stderr line (bench: the failed request's message in its report and
 on stderr, the run going on), that the command returned within its --request-timeout plus slack, that no thread
@@ -435,18 +436,6 @@ def test_serve_server_dying_while_serving_is_one_line(tmp_path, fake_bin):  # no
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(PREFIX) and "exited with code 5 while serving" in lines[0]
     assert _gone(json.loads(fake_bin.read_text().splitlines()[0])["pid"])
-
-
-def test_serve_port_in_use_starts_nothing(tmp_path, fake_bin, capsys):  # noqa: F811
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
-        r = run(capsys, ["serve", make_engine(tmp_path / "eng"), "--port", port])
-    one_line(r, 2, f"cannot listen on 127.0.0.1:{port}")
-    assert not fake_bin.exists()
 
 
 def test_serve_sigterm_while_waiting_for_health_stops_the_server(tmp_path, fake_bin):  # noqa: F811
