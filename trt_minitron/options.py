@@ -304,6 +304,7 @@ class ServeOptions:
     ready_timeout_s: float = 1800.0
     stop_timeout_s: float = 30.0
     dry_run: bool = False
+    llm_api_options: Path | None = None  # HF folders under trtllm-serve: where the derived YAML goes (default ./)
     extra_args: tuple[str, ...] = ()
 
     def validate(self) -> None:
