@@ -9,8 +9,10 @@ at commit 0004396720054fd8e205cbf616f21f0b57c6b412, a post-1.2 main where TorchL
                "fp8", "nvfp4" set it)
   TorchLlmArgs.cuda_graph_config -> CudaGraphConfig (= DecodeCudaGraphConfig): batch_sizes, max_batch_size (must
                equal max(batch_sizes) when both are given; default 128), enable_padding
-The same names exist in the 1.0-1.2 lines (serve.py @00209af1 builds KvCacheConfig(free_gpu_memory_fraction=...);
-the 1.3.0rc27 docs' YAML example sets cuda_graph_config {enable_padding, max_batch_size} and kv_cache_config {dtype}).
+On the 1.2 line serve.py @00209af149e7 builds KvCacheConfig(free_gpu_memory_fraction=...) and passes
+enable_chunked_prefill, max_batch_size, max_num_tokens, max_seq_len, tensor/pipeline_parallel_size by these names;
+cuda_graph_config's fields on 1.0-1.2 were not confirmed from a source of that line (the 1.3.0rc27 docs' YAML example
+sets cuda_graph_config {enable_padding, max_batch_size} and kv_cache_config {dtype}).
 The checkpoint's KV-cache quantization is read as ModelOpt 0.47 writes it (modelopt/torch/export/
 unified_export_hf.py `_write_hf_export_config`, convert_hf_config.py `convert_hf_quant_config_format`):
 hf_quant_config.json {"quantization": {"quant_algo", "kv_cache_quant_algo"}} and, in config.json, quantization_config
