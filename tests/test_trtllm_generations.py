@@ -348,6 +348,21 @@ def test_serve_writes_the_yaml_it_derived_and_refuses_a_users_file(fake_serve, h
     assert len([1 for line in fake_serve.read_text().splitlines() if '"parsed"' in line]) == 2  # nothing started
 
 
+def test_serve_never_writes_into_the_model_folder(fake_serve, hf, capsys, monkeypatch):
+    monkeypatch.chdir(hf)  # the default path would be ./tiny.trtllm-serve.yaml inside the model
+    one_line_exit_2(capsys, ["serve", ".", "--dry-run"], "inside the model folder")
+    one_line_exit_2(capsys, ["serve", str(hf), "--llm-api-options", str(hf / "x.yaml")], "inside the model folder")
+    assert not list(hf.glob("*.yaml"))
+
+
+def test_summarize_labels_a_unified_checkpoint_by_its_format(hf, tmp_path):
+    from trt_minitron.summarize import checkpoint_format
+
+    fp8kv = copy_with(hf, tmp_path / "fp8kv", hf_quant_config__json=FP8_KV)
+    assert checkpoint_format(BackendSpec(kind="trtllm", model=str(fp8kv))) == "FP8 + FP8 KV"
+    assert checkpoint_format(BackendSpec(kind="trtllm", model=str(hf))) is None
+
+
 def test_serve_leaves_a_users_extra_llm_api_options_alone(fake_serve, hf, capsys, tmp_path):
     mine = tmp_path / "mine.yaml"
     mine.write_text("print_iter_log: true\n")

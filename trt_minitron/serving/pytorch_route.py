@@ -103,6 +103,9 @@ def pytorch_argv(opts: ServeOptions, exe: str) -> tuple[str, list[str], tuple[Op
         return (f"Hugging Face folder with trtllm-serve (PyTorch backend): {tuned}; your --extra_llm_api_options "
                 "replaces the derived YAML"), argv, ()
     path = Path(opts.llm_api_options) if opts.llm_api_options else default_options_path(opts.model)
+    if path.resolve().is_relative_to(Path(opts.model).resolve()):
+        raise OutputError(f"the LLM API options file {path} would go inside the model folder {opts.model}, which serve "
+                          "leaves untouched; run from another folder or pass --llm-api-options PATH outside it")
     check_options_path(path)
     argv += ["--extra_llm_api_options", str(path)]
     return (f"Hugging Face folder with trtllm-serve (PyTorch backend): {tuned}"), argv, \
