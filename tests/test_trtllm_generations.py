@@ -210,9 +210,11 @@ def test_engine_on_13_and_hf_on_a_version_without_the_llm_api(fake_trtllm13_path
 def test_engine_backend_on_12_is_unchanged(fake_trtllm_path, tmp_path):
     from test_backend_trtllm import make_engine
 
-    be = open_backend(BackendSpec(kind="trtllm", model=str(make_engine(tmp_path / "eng")), max_batch_size=2,
-                                  max_input_len=32, max_output_len=4))
+    eng = str(make_engine(tmp_path / "eng"))
+    be = open_backend(BackendSpec(kind="trtllm", model=eng, max_batch_size=2, max_input_len=32, max_output_len=4))
     assert type(be).__name__ == "TrtllmBackend" and be.generate([[95]], Sampling(max_new_tokens=4))[0].tokens
+    with pytest.raises(ConfigError, match="--tp-size apply to Hugging Face folders; the engine"):
+        open_backend(BackendSpec(kind="trtllm", model=eng, tp_size=2))
 
 
 def test_llm_api_settings_refuse_what_the_model_cannot_take(hf, tmp_path):

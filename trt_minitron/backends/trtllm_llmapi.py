@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .. import trtllm_install
-from ..errors import ConfigError
+from ..errors import ConfigError, MissingDependencyError, one_line
 from ..llmapi_args import derive, read_hf_checkpoint
 from ..options import BackendSpec
 from .base import Clock, Generation, Sampling, TokenCallback, decode, load_tokenizer, split_at_end, synchronize
@@ -50,8 +50,12 @@ class LlmApiBackend:
 
     def __init__(self, spec: BackendSpec):
         found = trtllm_install.require(f"--backend trtllm {spec.model} (a Hugging Face folder)", engine=False)
-        from tensorrt_llm import LLM
-        from tensorrt_llm.llmapi import CudaGraphConfig, KvCacheConfig
+        try:
+            from tensorrt_llm import LLM
+            from tensorrt_llm.llmapi import CudaGraphConfig, KvCacheConfig
+        except ImportError as e:
+            raise MissingDependencyError(f"tensorrt_llm {found.version} is installed but cannot be imported: "
+                                         f"{one_line(e, 300)}") from None
 
         self.spec = spec
         self.model = str(spec.model)
