@@ -15,6 +15,7 @@ from trt_minitron.cli import main
 from trt_minitron.quant.recompute import PQS_SIDECAR_HF
 from trt_minitron.verify import run_verify
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 KINDS = ("llama", "nemotron", "mistral")
 TEXTS = ["--dataset-file", str(SHARED), "--num-samples", "3", "--max-tokens", "48"]
 CASES = [(kind, variant) for kind in KINDS for variant in UNIFIED_FORMATS]

@@ -16,6 +16,7 @@ from trt_minitron.archs import registered
 from trt_minitron.cli import main
 from trt_minitron.verify import run_verify
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ARCHS = {a.hf_architecture: a for a in registered()}
 DTYPES = ["float32", "float16", "bfloat16"]
 # Every source kind an architecture is read from: .nemo and GGUF where the registry says the arch has one (a Mistral
