@@ -151,8 +151,3 @@ def to_format(fmt: QuantFormat, tensors: dict[str, torch.Tensor], dtype: torch.d
         if t is not None:
             out[suffix] = t.reshape(info.shape) if t.numel() == 1 and info.shape in ((), (1,)) else t
     return out
-
-
-def quantized_linears(linears: list[str], label: Label) -> list[str]:
-    """The Linear modules (HF names) the label says are quantized: all but those exclude_modules matches."""
-    return [] if label.quant_algo is None else [m for m in linears if not label.excludes(m)]
