@@ -157,3 +157,27 @@ def test_a_pre_quant_scale_kept_beside_its_folded_norm_fails(unified_ckpts, tmp_
     assert not result.ok
     assert ("model.layers.0.self_attn.k_proj.pre_quant_scale (its norm model.layers.0.input_layernorm carries the "
             "folded scale too)") in result.unquantized_differences, result.summary()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # ModelOpt's own: "dtype ... may lead to numerical errors"
+def test_modelopts_default_bfloat16_export_fails_and_is_diagnosed(unified_ckpts, tmp_path, monkeypatch):
+    """Why quantize --format hf exports in float32: ModelOpt's unified export in the checkpoint dtype (its default, what
+    other ModelOpt runs write) rounds each weight to bfloat16 before dividing it by its scale, and a few % of the FP8
+    codes land one step from its own fake quantization; verify fails it and says so."""
+    from quant_fixtures import CALIB
+
+    import trt_minitron.quant.modelopt_run as modelopt_run
+
+    def bf16_export(model, out_dir):
+        from modelopt.torch.export import export_hf_checkpoint
+
+        export_hf_checkpoint(model, dtype=torch.bfloat16, export_dir=out_dir)
+        return {}
+
+    monkeypatch.setattr(modelopt_run, "export_hf", bf16_export)
+    out = tmp_path / "bf16-export"
+    assert main(["quantize", str(unified_ckpts["llama"]), "-o", str(out), "--qformat", "fp8", "--format", "hf",
+                 *CALIB]) == 0
+    result = verify(out, unified_ckpts["llama"])
+    assert not result.ok and 0.01 < result.failures[0].weight_mismatch < 0.1, result.summary()
+    assert "codes are exactly ModelOpt's unified export computed in bfloat16" in result.summary()

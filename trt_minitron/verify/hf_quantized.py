@@ -31,7 +31,7 @@ from ..hf_ckpt import UNIFIED, HFCheckpoint
 from ..quant.checkpoint import QuantSpec
 from ..quant.formats import PQS, KVQuant
 from ..quant.recompute import PQS_SIDECAR_HF, check_sidecar, load_prequant_scales
-from ..quant.teacher import LayerCheck
+from ..quant.teacher import FLIP_FRACTION, LayerCheck
 from ..quant.unified import K_SCALE, V_SCALE, Label, label_format, linear_tensors, read_label, to_format
 from ..sources import TensorInfo, open_source
 from .hf_side import layer_output, load_module
@@ -102,6 +102,7 @@ class UnifiedSide:
         check_sidecar(self.spec, self.scales, ckpt.path, PQS_SIDECAR_HF)
         self._meta = ckpt.meta_model()
         self._config = ckpt.config
+        self.notes: list[str] = []
         if label.kv_cache_quant_algo:
             from transformers.modeling_utils import AttentionInterface
 
@@ -153,9 +154,14 @@ class UnifiedSide:
             # A folded scale is in the norm: the linear's own input transform has none (ones).
             linears[name] = self.fmt.dequantize({**stored, PQS: torch.ones(src.inputs[full].shape[-1], dtype=self.dtype)}
                                                 if full in folded else stored)
-            w, x, y = judge_linear(self.spec, stored, src.weights.read(f"{full}.weight"), pqs, src.inputs[full],
-                                   folded=full in folded, ours=linears[name])
+            weight = src.weights.read(f"{full}.weight")
+            w, x, y = judge_linear(self.spec, stored, weight, pqs, src.inputs[full], folded=full in folded,
+                                   ours=linears[name])
             checks.append(LayerCheck(i, name, w, x, y))
+            if w > FLIP_FRACTION and not self.notes and self._narrow_export(full, weight, pqs):
+                self.notes.append(f"layer {i} {name}'s codes are exactly ModelOpt's unified export computed in "
+                                  f"{dtype_name(self.dtype)}: it casts each weight to the export dtype before dividing it "
+                                  "by its scale (double rounding); `trt-minitron quantize --format hf` exports in float32")
         differences += self._norm_differences(src, folded)
         for norm in {src.fed_by[f] for f in folded}:  # a scale in the norm and in a linear it feeds: applied twice
             twice = [lin for lin, n in src.fed_by.items()
@@ -174,6 +180,20 @@ class UnifiedSide:
                 mis, rel = judge_kv(rounding(t).float(), rounding.scale, t)
                 checks.append(LayerCheck(i, f"self_attn.kv_cache.{which}", 0.0, mis, rel))
         return checks, differences, out[x_in.shape[0]:]
+
+    def _narrow_export(self, full: str, weight: torch.Tensor, pqs: torch.Tensor | None) -> bool:
+        """Whether linear `full`'s stored codes are ModelOpt's quant_utils.to_quantized_weight of the source weight (over
+        its pre-quant scale) cast to the checkpoint dtype first, as unified_export_hf._export_quantized_weight does
+        with its `dtype`: the diagnosis of a weight mismatch in checkpoints exported that way."""
+        from modelopt.torch.export.quant_utils import to_quantized_weight
+
+        raw = weight if pqs is None else weight / pqs[None, :]
+        names = {n.rsplit(".", 1)[1]: n for n in self.ckpt.infos if n.rsplit(".", 1)[0] == full}
+        scale2 = self.ckpt.read(names["weight_scale_2"]) if "weight_scale_2" in names else None
+        codes = to_quantized_weight(raw.to(self.dtype), self.ckpt.read(names["weight_scale"]), self.fmt.qformat, scale2,
+                                    self.fmt.group_size)
+        stored = self.ckpt.read(names["weight"])
+        return codes.shape == stored.shape and torch.equal(codes.view(torch.uint8), stored.view(torch.uint8))
 
     def _norm_differences(self, src: _Layer, folded: dict[str, torch.Tensor]) -> list[str]:
         """The layer's norms against the source rounded to the checkpoint dtype, or, where the linears a norm feeds

@@ -195,6 +195,7 @@ class TrtQuantizedSide:
     target = "trtllm"
     embedding_name = "transformer.vocab_embedding.weight"
     scope = "every linear and rank"
+    notes: tuple[str, ...] = ()
 
     def __init__(self, merged: MergedCheckpoint):
         ckpt = self.ckpt = merged.ckpt
@@ -367,7 +368,7 @@ def verify_quantized(side, source, ids: torch.Tensor, vocab: int, notes: tuple[s
             differences.append("lm_head.weight")
     return QuantizedVerifyResult(spec.quant_algo, spec.kv_cache_quant_algo, dtype_name(side.dtype), N, T,
                                  tuple(checks), tuple(differences), norms_checked, cost.report(), modelopt_version(),
-                                 notes, side.what, scope=side.scope)
+                                 notes + tuple(side.notes), side.what, scope=side.scope)
 
 
 def text_ids(path, vocab: int, dataset_file, num_samples: int, max_tokens: int) -> torch.Tensor:
