@@ -19,7 +19,7 @@ import trt_minitron.build as b
 from trt_minitron.archs import get_arch
 from trt_minitron.cli import main
 from trt_minitron.config import ModelConfig
-from trt_minitron.mapping import Mapping
+from trt_minitron.tensors.mapping import Mapping
 from trt_minitron.trtllm_ckpt import read_checkpoint
 
 FAKES = Path(__file__).parent / "fakes"

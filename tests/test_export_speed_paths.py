@@ -23,12 +23,12 @@ from trt_minitron import transfer
 from trt_minitron.archs.base import function_rule
 from trt_minitron.archs.llama import Llama
 from trt_minitron.export import ExportOptions, _progress, plan_export, run_export
-from trt_minitron.mapping import Mapping
 from trt_minitron.sources import open_source
 from trt_minitron.sources.base import TensorInfo
 from trt_minitron.sources.gguf_transformers import InMemorySource
-from trt_minitron.stwriter import header_bytes
 from trt_minitron.synthetic import write_synthetic_hf
+from trt_minitron.tensors.mapping import Mapping
+from trt_minitron.tensors.stwriter import header_bytes
 
 # 8 query heads, 2 KV heads (repeated at tp 4), head_dim 24 != 64 / 8, vocab 250 (padded at tp 4).
 LLAMA = {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,

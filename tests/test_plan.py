@@ -8,7 +8,7 @@ from trt_minitron.archs import get_arch
 from trt_minitron.build import BuildOptions, dry_run
 from trt_minitron.config import ModelConfig
 from trt_minitron.errors import ConfigError
-from trt_minitron.mapping import Mapping
+from trt_minitron.tensors.mapping import Mapping
 
 GIB = 1 << 30
 

@@ -28,7 +28,7 @@ from .archs import get_arch
 from .errors import ConfigError, MissingDependencyError
 from .options import FP8_GEMM, BuildOptions
 from .plan import DEFAULT_GPU_MEMORY, GIB, MemoryPlan, PlanRequest, make_plan
-from .stheader import read_header
+from .tensors.stheader import read_header
 from .trtllm_ckpt import TrtCheckpoint, check_rank_files, read_checkpoint
 
 # quant_algo values whose builds keep FP8 context FMHA (builder.build(), file id 205252225).

@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from .archs import get_arch
 from .archs.base import Arch, Out, RankContext, Recipe
 from .config import ModelConfig
-from .dtypes import BY_NAME, CHECKPOINT_DTYPES, dtype_name, torch_dtype
 from .errors import CheckpointError, ConfigError
-from .layout import Layout
-from .mapping import Mapping
 from .options import EXPORT_FORMATS as FORMATS
 from .options import ExportOptions
 from .outputs import atomic_output_dir, check_output, write_marker
 from .sources import MetaReader, Source, TensorInfo, open_source
-from .tensors import infos_without_torch
+from .tensors.dtypes import BY_NAME, CHECKPOINT_DTYPES, dtype_name, torch_dtype
+from .tensors.info import infos_without_torch
+from .tensors.layout import Layout
+from .tensors.mapping import Mapping
 from .transfer import OutTensor, write_rank_files
 
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from .archs import get_arch
-from .layout import Block, Layout
 from .sources.base import Source, TensorInfo
+from .tensors.layout import Block, Layout
 from .transfer import OutTensor, write_rank_files
 
 MAX_SHARD_BYTES = 4 << 30

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 from .config import ModelConfig
 from .errors import ConfigError
-from .mapping import Mapping
+from .tensors.mapping import Mapping
 
 GIB = 1 << 30
 DEFAULT_GPU_MEMORY = 80 * GIB  # an A100/H100 80 GB card, when no GPU is visible and --gpu-memory is not given

@@ -14,7 +14,7 @@ import torch
 from .archs import get_arch
 from .config import ModelConfig
 from .sources.base import TensorInfo
-from .stwriter import write_safetensors
+from .tensors.stwriter import write_safetensors
 
 # Hyper-parameters from the model cards / NeMo configs (see ../shared/reference/nemo.md section 4).
 PRESETS: dict[str, dict] = {

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 from .archs import arch_for_trt, get_arch
 from .archs.base import RankContext, Recipe
 from .config import ModelConfig, RopeScaling, load_json
-from .dtypes import BY_NAME, CHECKPOINT_DTYPES, of_torch, torch_dtype
 from .errors import CheckpointError, ConfigError
-from .mapping import Mapping
-from .stheader import read_header
-from .tensors import MetaReader, TensorInfo
+from .tensors.dtypes import BY_NAME, CHECKPOINT_DTYPES, of_torch, torch_dtype
+from .tensors.info import MetaReader, TensorInfo
+from .tensors.mapping import Mapping
+from .tensors.stheader import read_header
 
 if TYPE_CHECKING:
     import torch
@@ -190,7 +190,7 @@ class MergedCheckpoint:
     for tp > kv heads stays repeated (`kv_heads_merged` heads)."""
 
     def __init__(self, ckpt: TrtCheckpoint):
-        from .sources.stfile import SafetensorsFile
+        from .tensors.stfile import SafetensorsFile
 
         self.ckpt = ckpt
         if ckpt.quant is not None:  # float8 weights: a reader that accepts them (the source reader refuses them)

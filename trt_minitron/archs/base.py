@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 from typing import Mapping as Mapping_
 
-from ..dtypes import as_torch
 from ..errors import ConfigError
-from ..layout import Block, Layout, materialize
-from ..mapping import Mapping
-from ..tensors import MetaReader, RowStream, TensorInfo
+from ..tensors.dtypes import as_torch
+from ..tensors.info import MetaReader, RowStream, TensorInfo
+from ..tensors.layout import Block, Layout, materialize
+from ..tensors.mapping import Mapping
 
 if TYPE_CHECKING:
     import torch

@@ -19,9 +19,9 @@ import torch
 from ..config import load_json
 from ..errors import CheckpointError
 from ..export import DTYPES, PlannedTensor, plan_export
-from ..mapping import Mapping
 from ..sources.base import Source, TensorInfo
-from ..stwriter import write_safetensors
+from ..tensors.mapping import Mapping
+from ..tensors.stwriter import write_safetensors
 from .checkpoint import K_SCALE, V_SCALE, QuantSpec, RankTensors, linear_prefix
 from .formats import KV_SCALE, WEIGHT, WSF
 

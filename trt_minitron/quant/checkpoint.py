@@ -17,10 +17,10 @@ from typing import Iterator, Mapping
 
 import torch
 
-from ..dtypes import BY_SAFETENSORS, torch_dtype
 from ..errors import CheckpointError
 from ..sources.base import TensorInfo
-from ..stheader import read_header
+from ..tensors.dtypes import BY_SAFETENSORS, torch_dtype
+from ..tensors.stheader import read_header
 from .formats import KV_SCALE, WEIGHT, KVQuant, QuantFormat, QuantLinear, format_for_algo
 
 # TensorRT-LLM linear layers under transformer.layers.{i}.; column-parallel ones split output rows.

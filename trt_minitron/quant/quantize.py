@@ -23,15 +23,15 @@ import torch
 
 from ..archs import get_arch
 from ..config import ModelConfig, load_json
-from ..dtypes import torch_dtype
 from ..errors import ConfigError, MissingDependencyError, VerificationFailed
 from ..export import peak_rss_bytes, source_paths
 from ..hf_writer import write_hf_checkpoint
-from ..mapping import Mapping
 from ..options import QuantizeOptions
 from ..outputs import atomic_output_dir, check_output, write_marker
 from ..sources import Source, TensorInfo, open_source
 from ..sources.hf import HFSource
+from ..tensors.dtypes import torch_dtype
+from ..tensors.mapping import Mapping
 from .assemble import assemble_checkpoint
 from .calib import calibration_batches, load_articles
 from .checkpoint import QUANT_CHECKPOINT_DTYPES, RankTensors
@@ -253,7 +253,7 @@ def _cast_unquantized(path: Path, dtype: torch.dtype) -> int:
 
     ModelOpt's unified exporter leaves unquantized tensors in the calibration dtype (float32 on CPU);
     quantization scales (weight_scale, input_scale, ...) stay float32 as it writes them."""
-    from ..stwriter import write_safetensors
+    from ..tensors.stwriter import write_safetensors
 
     src = RankTensors(path)
     entries = []

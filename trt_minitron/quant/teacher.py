@@ -30,8 +30,8 @@ from ..archs import get_arch
 from ..archs.base import RankContext
 from ..config import ModelConfig, load_json
 from ..errors import CheckpointError
-from ..mapping import Mapping as TPMapping
 from ..sources.base import TensorInfo
+from ..tensors.mapping import Mapping as TPMapping
 from .checkpoint import COLUMN_LINEARS, LINEARS, QuantSpec, RankTensors
 from .formats import cat_cols
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from ..tensors import MetaReader, RowStream, TensorInfo
+from ..tensors.info import MetaReader, RowStream, TensorInfo
 
 if TYPE_CHECKING:
     import torch

@@ -12,11 +12,11 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from ..config import ModelConfig
-from ..dtypes import as_torch
 from ..errors import CheckpointError, ConfigError, MissingDependencyError, torch_load_reason
 from ..outputs import TOKENIZER_FILES
+from ..tensors.dtypes import as_torch
+from ..tensors.stfile import SafetensorsFile
 from .base import TensorInfo
-from .stfile import SafetensorsFile
 
 if TYPE_CHECKING:
     import torch

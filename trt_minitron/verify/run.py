@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 
 from ..config import ModelConfig
-from ..dtypes import torch_dtype
 from ..errors import CheckpointError, ConfigError, MissingDependencyError
 from ..options import QUANT_TEXTS, QUANT_TOKENS
 from ..sources import open_source
+from ..tensors.dtypes import torch_dtype
 from ..trtllm_ckpt import MergedCheckpoint, TrtCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
 from .criterion import VerifyResult, logit_tolerance
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from ..errors import CheckpointError
-from ..stheader import read_header
-from .base import RowStream, TensorInfo
+from .info import RowStream, TensorInfo
+from .stheader import read_header
 
 if TYPE_CHECKING:
     import torch

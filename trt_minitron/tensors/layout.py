@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping
 
 from .dtypes import as_torch
-from .tensors import TensorInfo
+from .info import TensorInfo
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +63,7 @@ class Layout:
 def block_trailing(b: Block, sources: Mapping[str, TensorInfo]) -> tuple[int, ...]:
     """The shape of one row of block `b`, after checking it lies inside its source tensor."""
     if b.name not in sources:
-        from .errors import CheckpointError
+        from ..errors import CheckpointError
 
         raise CheckpointError(f"missing tensor {b.name!r} in the source checkpoint")
     shape = sources[b.name].shape or (1,)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Collection
 
+from ..errors import CheckpointError
 from .dtypes import BY_SAFETENSORS, DType
-from .errors import CheckpointError
 
 MAX_HEADER_BYTES = 100 * 2**20
 

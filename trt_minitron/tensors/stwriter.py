@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from .dtypes import of_torch
-from .tensors import RowStream, TensorInfo
+from .info import RowStream, TensorInfo
 
 if TYPE_CHECKING:
     import torch
