@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from trt_minitron.config import ModelConfig
+from trt_minitron.archs.config import ModelConfig
 from trt_minitron.export import ExportOptions, run_export
 from trt_minitron.synthetic import PRESETS, write_synthetic_hf
 

@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 
 import trt_minitron.build as b
 from trt_minitron.archs import get_arch
+from trt_minitron.archs.config import ModelConfig
 from trt_minitron.cli import main
-from trt_minitron.config import ModelConfig
 from trt_minitron.tensors.mapping import Mapping
 from trt_minitron.trtllm_ckpt import read_checkpoint
 

@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 from tiny import make_tiny_llama, make_tiny_nemotron
 
+from trt_minitron.archs.config import ModelConfig
 from trt_minitron.cli import main
-from trt_minitron.config import ModelConfig
 from trt_minitron.export import ExportOptions, run_export
 from trt_minitron.sources import open_source
 from trt_minitron.sources.gguf import GGUFSource

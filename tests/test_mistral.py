@@ -10,8 +10,8 @@ import torch
 from hardening import user_error
 
 from trt_minitron.archs import get_arch
+from trt_minitron.archs.config import ModelConfig
 from trt_minitron.cli import main
-from trt_minitron.config import ModelConfig
 from trt_minitron.export import plan_export
 from trt_minitron.tensors.info import TensorInfo
 from trt_minitron.tensors.mapping import Mapping

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from trt_minitron.archs import get_arch
+from trt_minitron.archs.config import ModelConfig
 from trt_minitron.build import BuildOptions, dry_run
-from trt_minitron.config import ModelConfig
 from trt_minitron.errors import ConfigError
 from trt_minitron.tensors.mapping import Mapping
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from .archs import get_arch
 from .archs.base import Arch, Out, RankContext, Recipe
-from .config import ModelConfig
+from .archs.config import ModelConfig
 from .errors import CheckpointError, ConfigError
 from .options import EXPORT_FORMATS as FORMATS
 from .options import ExportOptions

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from .config import ModelConfig
+from .archs.config import ModelConfig
 from .errors import ConfigError
 from .tensors.mapping import Mapping
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .archs import get_arch
-from .config import ModelConfig
+from .archs.config import ModelConfig
 from .sources.base import TensorInfo
 from .tensors.stwriter import write_safetensors
 

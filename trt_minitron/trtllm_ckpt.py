@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .archs import arch_for_trt, get_arch
 from .archs.base import RankContext, Recipe
-from .config import ModelConfig, RopeScaling, load_json
+from .archs.config import ModelConfig, RopeScaling, load_json
 from .errors import CheckpointError, ConfigError
 from .tensors.dtypes import BY_NAME, CHECKPOINT_DTYPES, of_torch, torch_dtype
 from .tensors.info import MetaReader, TensorInfo

@@ -26,7 +26,7 @@ from ..tensors.mapping import Mapping
 if TYPE_CHECKING:
     import torch
 
-    from ..config import ModelConfig
+    from .config import ModelConfig
 
 
 class Reader(Protocol):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import load_json
+from ..archs.config import load_json
 from ..errors import ConfigError, MissingDependencyError, one_line
 from .base import (
     Clock,

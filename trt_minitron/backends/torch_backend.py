@@ -35,7 +35,7 @@ class TorchBackend:
 
     def __init__(self, model: str | Path, *, device: str = "auto", dtype: str = "auto",
                  tokenizer: str | Path | None = None):
-        from ..config import load_json
+        from ..archs.config import load_json
         from ..reference import ReferenceModel
         from ..trtllm_ckpt import folder_kind
 

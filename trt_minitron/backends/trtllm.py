@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import load_json
+from ..archs.config import load_json
 from ..errors import ConfigError, MissingDependencyError
 from .base import Clock, Generation, Sampling, TokenCallback, decode, load_tokenizer, split_at_end, synchronize
 

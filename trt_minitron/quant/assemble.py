@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from ..config import load_json
+from ..archs.config import load_json
 from ..errors import CheckpointError
 from ..export import DTYPES, PlannedTensor, plan_export
 from ..sources.base import Source, TensorInfo

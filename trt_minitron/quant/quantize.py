@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..archs import get_arch
-from ..config import ModelConfig, load_json
+from ..archs.config import ModelConfig, load_json
 from ..errors import ConfigError, MissingDependencyError, VerificationFailed
 from ..export import peak_rss_bytes, source_paths
 from ..hf_writer import write_hf_checkpoint

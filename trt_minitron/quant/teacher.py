@@ -28,7 +28,7 @@ import torch
 
 from ..archs import get_arch
 from ..archs.base import RankContext
-from ..config import ModelConfig, load_json
+from ..archs.config import ModelConfig, load_json
 from ..errors import CheckpointError
 from ..sources.base import TensorInfo
 from ..tensors.mapping import Mapping as TPMapping

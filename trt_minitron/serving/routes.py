@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import load_json
+from ..archs.config import load_json
 from ..errors import ConfigError, MissingDependencyError
 from ..options import ServeOptions
 from ..outputs import TOKENIZER_CORE

@@ -14,7 +14,7 @@ from ..tensors.info import MetaReader, RowStream, TensorInfo
 if TYPE_CHECKING:
     import torch
 
-    from ..config import ModelConfig
+    from ..archs.config import ModelConfig
 
 __all__ = ["MetaReader", "RowStream", "Source", "TensorInfo"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ModelConfig
+from ..archs.config import ModelConfig
 from ..errors import CheckpointError
 from .base import TensorInfo
 from .gguf_config import ROPE_FREQS, check_architecture, hf_config, llama3_from_rope_freqs

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig
+from ..archs.config import ModelConfig
 from ..errors import CheckpointError, MissingDependencyError
 from .base import TensorInfo
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from ..config import ModelConfig
+from ..archs.config import ModelConfig
 from ..errors import CheckpointError, ConfigError, MissingDependencyError, torch_load_reason
 from ..outputs import TOKENIZER_FILES
 from ..tensors.dtypes import as_torch

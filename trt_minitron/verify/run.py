@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig
+from ..archs.config import ModelConfig
 from ..errors import CheckpointError, ConfigError, MissingDependencyError
 from ..options import QUANT_TEXTS, QUANT_TOKENS
 from ..sources import open_source

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import yaml
 
-from ...config import ModelConfig
+from ...archs.config import ModelConfig
 from ...errors import CheckpointError, ConfigError, one_line
 from ..base import TensorInfo
 from .archive import open_container

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .archs import find_arch, get_arch, supported
-from .errors import ConfigError
+from ..errors import ConfigError
+from . import find_arch, get_arch, supported
 
 
 @dataclass(frozen=True, kw_only=True)
