@@ -36,10 +36,10 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-WRITE = """
-import sys
+TESTS = Path(__file__).resolve().parents[1] / "tests"  # synthetic.py: random checkpoints of real shapes
+WRITE = f"import sys; sys.path.insert(0, {str(TESTS)!r})" + """
 from pathlib import Path
-from trt_minitron.synthetic import PRESETS, write_synthetic_hf
+from synthetic import PRESETS, write_synthetic_hf
 write_synthetic_hf(Path(sys.argv[1]), {**PRESETS[sys.argv[2]], "num_hidden_layers": int(sys.argv[3])})
 """
 NAIVE = """

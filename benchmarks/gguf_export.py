@@ -29,12 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 
-EXPORT = """
-import json, sys
+TESTS = Path(__file__).resolve().parents[1] / "tests"  # gguf_transformers.py: the transformers route
+EXPORT = f"import sys; sys.path.insert(0, {str(TESTS)!r})" + """
+import json
 from pathlib import Path
 from trt_minitron import export as E
 if sys.argv[3] == "transformers":
-    from trt_minitron.sources.gguf_transformers import open_gguf
+    from gguf_transformers import open_gguf
     E.open_source = lambda src: open_gguf(Path(src))
 r = E.run_export(E.ExportOptions(src=sys.argv[1], output=Path(sys.argv[2]), dtype=sys.argv[4]))
 print("RESULT", json.dumps({"bytes": r.bytes_written, "seconds": r.seconds, "peak": r.peak_rss_bytes}))
@@ -43,7 +44,7 @@ PHASES = """
 import json, sys, tempfile, time
 from pathlib import Path
 import gguf
-from trt_minitron.sources.gguf import GGUFSource
+from trt_minitron.sources.gguf.source import GGUFSource
 t = time.perf_counter()
 src = GGUFSource(Path(sys.argv[1]))
 parsed = time.perf_counter()

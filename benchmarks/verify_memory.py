@@ -23,9 +23,12 @@ from pathlib import Path
 
 import torch
 
-from trt_minitron.archs.config import ModelConfig
-from trt_minitron.export import ExportOptions, run_export
-from trt_minitron.synthetic import PRESETS, write_synthetic_hf
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # synthetic.py
+
+from synthetic import PRESETS, write_synthetic_hf  # noqa: E402
+
+from trt_minitron.archs.config import ModelConfig  # noqa: E402
+from trt_minitron.export import ExportOptions, run_export  # noqa: E402
 
 CHILD = r"""
 import json, sys

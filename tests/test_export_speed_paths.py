@@ -16,7 +16,9 @@ import sys
 
 import pytest
 import torch
+from gguf_transformers import InMemorySource
 from safetensors.torch import load_file, save_file
+from synthetic import write_synthetic_hf
 
 import trt_minitron.export as export_mod
 from trt_minitron import transfer
@@ -25,8 +27,6 @@ from trt_minitron.archs.llama import Llama
 from trt_minitron.export import ExportOptions, _progress, plan_export, run_export
 from trt_minitron.sources import open_source
 from trt_minitron.sources.base import TensorInfo
-from trt_minitron.sources.gguf_transformers import InMemorySource
-from trt_minitron.synthetic import write_synthetic_hf
 from trt_minitron.tensors.mapping import Mapping
 from trt_minitron.tensors.stwriter import header_bytes
 

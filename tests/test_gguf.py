@@ -11,6 +11,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from gguf_transformers import open_gguf
 from safetensors.torch import load_file
 from test_smollm2 import GGUF
 
@@ -18,8 +19,7 @@ from trt_minitron import export as export_module
 from trt_minitron.cli import main
 from trt_minitron.export import ExportOptions, run_export
 from trt_minitron.sources import open_source
-from trt_minitron.sources.gguf import GGUFSource
-from trt_minitron.sources.gguf_transformers import open_gguf
+from trt_minitron.sources.gguf.source import GGUFSource
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ CHILD = r"""
 import json, sys
 from trt_minitron.cli import main
 from trt_minitron.export import peak_rss_bytes
-from trt_minitron.sources.gguf import GGUFSource  # noqa: F401  (everything export imports)
+from trt_minitron.sources.gguf.source import GGUFSource  # noqa: F401  (everything export imports)
 import gguf, rich.progress  # noqa: F401
 def hwm():
     for line in open("/proc/self/status"):

@@ -17,8 +17,8 @@ from tiny import make_tiny_llama
 
 from trt_minitron.cli import main
 from trt_minitron.errors import CheckpointError, TrtMinitronError
-from trt_minitron.sources.gguf import GGUFSource
-from trt_minitron.sources.gguf_format import HEADER_LIMIT, read_header
+from trt_minitron.sources.gguf.format import HEADER_LIMIT, read_header
+from trt_minitron.sources.gguf.source import GGUFSource
 
 V = gguf.GGUFValueType
 U64_MAX = 2**64 - 1

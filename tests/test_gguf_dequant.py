@@ -4,9 +4,9 @@ import gguf
 import numpy as np
 import pytest
 
-from trt_minitron.sources import gguf_dequant
-from trt_minitron.sources.gguf_dequant import dequantize_into, read_rows
-from trt_minitron.sources.gguf_format import read_header
+from trt_minitron.sources.gguf import dequant as gguf_dequant
+from trt_minitron.sources.gguf.dequant import dequantize_into, read_rows
+from trt_minitron.sources.gguf.format import read_header
 
 Q = gguf.GGMLQuantizationType
 

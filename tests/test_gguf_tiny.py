@@ -21,7 +21,7 @@ from trt_minitron.archs.config import ModelConfig
 from trt_minitron.cli import main
 from trt_minitron.export import ExportOptions, run_export
 from trt_minitron.sources import open_source
-from trt_minitron.sources.gguf import GGUFSource
+from trt_minitron.sources.gguf.source import GGUFSource
 from trt_minitron.verify import run_verify
 
 Q = gguf.GGMLQuantizationType
@@ -217,10 +217,10 @@ def test_format_hf_from_gguf_reproduces_the_hf_original(hf, tmp_path):
 
 
 def test_quantized_export_equals_the_transformers_route_at_tp2(hf, tmp_path, monkeypatch):
+    from gguf_transformers import open_gguf
     from transformers import AutoTokenizer
 
     from trt_minitron import export as export_module
-    from trt_minitron.sources.gguf_transformers import open_gguf
 
     path = _llama_gguf(hf, tmp_path / "m.gguf", Q.Q4_1)
     run_export(ExportOptions(src=str(path), output=tmp_path / "new", dtype="bfloat16", tp=2))

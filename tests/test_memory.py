@@ -7,8 +7,7 @@ import sys
 
 import pytest
 import torch
-
-from trt_minitron.synthetic import write_synthetic_hf
+from synthetic import write_synthetic_hf
 
 # The child measures its own baseline (interpreter + torch + trt_minitron imported) before exporting
 # and its peak after; both are VmHWM, which (unlike ru_maxrss) does not inherit pytest's own peak.

@@ -16,7 +16,7 @@ def open_source(src: str | Path) -> Source:
     path = Path(src)
     if path.exists():
         if path.is_file() and path.suffix == ".gguf":
-            from .gguf import GGUFSource
+            from .gguf.source import GGUFSource
 
             return GGUFSource(path)
         if path.is_dir() and (path / "config.json").is_file() and not (path / "model_config.yaml").is_file():

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from .archs import get_arch
-from .archs.config import ModelConfig
-from .sources.base import TensorInfo
-from .tensors.stwriter import write_safetensors
+from trt_minitron.archs import get_arch
+from trt_minitron.archs.config import ModelConfig
+from trt_minitron.sources.base import TensorInfo
+from trt_minitron.tensors.stwriter import write_safetensors
 
 # Hyper-parameters from the model cards / NeMo configs (see ../shared/reference/nemo.md section 4).
 PRESETS: dict[str, dict] = {

@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from ..archs import arch_for_gguf, supported
-from ..errors import CheckpointError, ConfigError
+from ...archs import arch_for_gguf, supported
+from ...errors import CheckpointError, ConfigError
 
 ROPE_FREQS = "rope_freqs.weight"  # llama.cpp stores llama3 rope scaling as per-frequency factors
 

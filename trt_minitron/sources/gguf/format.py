@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError, MissingDependencyError
+from ...errors import CheckpointError, MissingDependencyError
 
 HEADER_LIMIT = 64 * 2**20  # header + metadata + tensor table; a 256k-token vocabulary with its merges is ~10-20 MB
 MAX_DIMS = 4  # GGML_MAX_DIMS

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..archs.config import ModelConfig
-from ..errors import CheckpointError
-from .base import TensorInfo
-from .gguf_config import ROPE_FREQS, check_architecture, hf_config, llama3_from_rope_freqs
-from .gguf_dequant import read_rows
-from .gguf_format import GGUFTensor, import_gguf, read_header
-from .gguf_tokenizer import save_tokenizer
+from ...archs.config import ModelConfig
+from ...errors import CheckpointError
+from ..base import TensorInfo
+from .config import ROPE_FREQS, check_architecture, hf_config, llama3_from_rope_freqs
+from .dequant import read_rows
+from .format import GGUFTensor, import_gguf, read_header
+from .tokenizer import save_tokenizer
 
 _HF_GLOBAL = ("model.embed_tokens", "model.norm", "lm_head")
 _HF_LAYER = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import CheckpointError
-from .gguf_format import GGUFTensor, import_gguf
+from ...errors import CheckpointError
+from .format import GGUFTensor, import_gguf
 
 CHUNK_BYTES = 8 * 2**20  # float32 output per chunk: small enough to keep the temporaries out of the heap
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..archs.config import ModelConfig
-from ..errors import CheckpointError, MissingDependencyError
-from .base import TensorInfo
+from trt_minitron.archs.config import ModelConfig
+from trt_minitron.errors import CheckpointError, MissingDependencyError
+from trt_minitron.sources.base import TensorInfo
 
 
 def _narrow(t: torch.Tensor, dim: int | None, start: int, stop: int | None) -> torch.Tensor:

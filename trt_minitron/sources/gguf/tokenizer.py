@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ...errors import CheckpointError
 
 # tokenizer_config name -> tokenizer.ggml.* id key, as get_gguf_tokenizer resolves them to token strings
 _SPECIAL_TOKENS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
