@@ -85,7 +85,7 @@ def kl_vs_baseline(base: Path, ckpts: dict[str, Path], records: list[dict], toke
     import torch
     from transformers import AutoTokenizer
 
-    from trt_minitron.reference import ReferenceModel
+    from trt_minitron.checkpoints.reference import ReferenceModel
     from trt_minitron.verify.divergence import Divergence
 
     tok = AutoTokenizer.from_pretrained(base)

@@ -18,9 +18,9 @@ from safetensors.torch import save_file
 import trt_minitron.build as b
 from trt_minitron.archs import get_arch
 from trt_minitron.archs.config import ModelConfig
+from trt_minitron.checkpoints.trtllm import read_checkpoint
 from trt_minitron.cli import main
 from trt_minitron.tensors.mapping import Mapping
-from trt_minitron.trtllm_ckpt import read_checkpoint
 
 FAKES = Path(__file__).parent / "fakes"
 TINY = dict(architecture="LlamaForCausalLM", vocab_size=250, hidden_size=64, intermediate_size=96,

@@ -188,7 +188,7 @@ def test_every_other_command_works_without_modelopt(tmp_path):
         "sys.meta_path.insert(0, Block())\n"
         "import trt_minitron, trt_minitron.cli\n"
         "from trt_minitron.cli import main\n"
-        "from trt_minitron.quant.checkpoint import QuantSpec\n"  # reading quantized checkpoints needs no ModelOpt
+        "from trt_minitron.checkpoints.quantized import QuantSpec\n"  # reading quantized checkpoints needs no ModelOpt
         "import tiny\n"
         f"src = tiny.make_tiny_llama(__import__('pathlib').Path({str(tmp_path / 'src')!r}))\n"
         f"assert main(['export', str(src), '-o', {str(tmp_path / 'ckpt')!r}]) == 0\n"

@@ -9,9 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trt_minitron.errors import CheckpointError, ConfigError
-from trt_minitron.quant.checkpoint import QuantSpec
-from trt_minitron.quant.formats import (
+from trt_minitron.checkpoints.quant_formats import (
     FORMATS,
     ActQuant,
     QuantLinear,
@@ -24,6 +22,8 @@ from trt_minitron.quant.formats import (
     unpack_fp4_cols,
     unpack_int4_rows,
 )
+from trt_minitron.checkpoints.quantized import QuantSpec
+from trt_minitron.errors import CheckpointError, ConfigError
 from trt_minitron.quant.teacher import mismatch
 
 

@@ -14,9 +14,9 @@ from trt_minitron.archs import register, registered
 from trt_minitron.archs.base import Arch
 from trt_minitron.archs.config import ModelConfig
 from trt_minitron.archs.llama import Llama
+from trt_minitron.checkpoints.trtllm import read_checkpoint
 from trt_minitron.cli import main
 from trt_minitron.export import ExportOptions, run_export
-from trt_minitron.trtllm_ckpt import read_checkpoint
 
 ARCHS = registered()
 IDS = [a.hf_architecture for a in ARCHS]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from trt_minitron.checkpoints.trtllm import read_checkpoint
 from trt_minitron.export import ExportOptions, run_export
-from trt_minitron.trtllm_ckpt import read_checkpoint
 from trt_minitron.verify import prompt_ids, run_verify
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from . import __version__, build_api, outputs
 from .archs import get_arch
+from .checkpoints.trtllm import TrtCheckpoint, check_rank_files, read_checkpoint
 from .errors import ConfigError, MissingDependencyError
 from .options import FP8_GEMM, BuildOptions
 from .plan import DEFAULT_GPU_MEMORY, GIB, MemoryPlan, PlanRequest, make_plan
 from .tensors.stheader import read_header
-from .trtllm_ckpt import TrtCheckpoint, check_rank_files, read_checkpoint
 
 # quant_algo values whose builds keep FP8 context FMHA (builder.build(), file id 205252225).
 FP8_FMHA_ALGOS = ("FP8", "W4A8_AWQ")

@@ -36,8 +36,8 @@ class TorchBackend:
     def __init__(self, model: str | Path, *, device: str = "auto", dtype: str = "auto",
                  tokenizer: str | Path | None = None):
         from ..archs.config import load_json
-        from ..reference import ReferenceModel
-        from ..trtllm_ckpt import folder_kind
+        from ..checkpoints.reference import ReferenceModel
+        from ..checkpoints.trtllm import folder_kind
 
         ckpt = Path(model)
         if not (ckpt / "config.json").is_file():

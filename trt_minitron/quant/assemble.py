@@ -17,13 +17,13 @@ from typing import Callable
 import torch
 
 from ..archs.config import load_json
+from ..checkpoints.quant_formats import KV_SCALE, WEIGHT, WSF
+from ..checkpoints.quantized import K_SCALE, V_SCALE, QuantSpec, RankTensors, linear_prefix
 from ..errors import CheckpointError
 from ..export import DTYPES, PlannedTensor, plan_export
 from ..sources.base import Source, TensorInfo
 from ..tensors.mapping import Mapping
 from ..tensors.stwriter import write_safetensors
-from .checkpoint import K_SCALE, V_SCALE, QuantSpec, RankTensors, linear_prefix
-from .formats import KV_SCALE, WEIGHT, WSF
 
 # Tensors ModelOpt writes that ours replace (a sharded or vocab-padded embedding, its lm_head).
 REPLACED = ("transformer.vocab_embedding.weight", "lm_head.weight")

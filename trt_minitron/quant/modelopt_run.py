@@ -16,8 +16,8 @@ from typing import Callable
 import torch
 
 from ..archs import get_arch
+from ..checkpoints.quant_formats import QuantFormat
 from ..errors import MissingDependencyError
-from .formats import QuantFormat
 
 
 def require_modelopt():

@@ -23,6 +23,8 @@ import torch
 
 from ..archs import get_arch
 from ..archs.config import ModelConfig, load_json
+from ..checkpoints.quant_formats import KV_CACHE_DTYPES, QuantFormat, get_format
+from ..checkpoints.quantized import QUANT_CHECKPOINT_DTYPES, RankTensors
 from ..errors import ConfigError, MissingDependencyError, VerificationFailed
 from ..export import peak_rss_bytes, source_paths
 from ..hf_writer import write_hf_checkpoint
@@ -34,8 +36,6 @@ from ..tensors.dtypes import torch_dtype
 from ..tensors.mapping import Mapping
 from .assemble import assemble_checkpoint
 from .calib import calibration_batches, load_articles
-from .checkpoint import QUANT_CHECKPOINT_DTYPES, RankTensors
-from .formats import KV_CACHE_DTYPES, QuantFormat, get_format
 from .recompute import PQS_KEY, PQS_SIDECAR
 from .teacher import FLIP_FRACTION, LayerCheck, check_conversion, failures
 

@@ -27,9 +27,9 @@ from typing import Mapping
 
 import torch
 
+from ..checkpoints.quant_formats import ASF, FP8_MAX, PQS, WSF, WSF2
+from ..checkpoints.quantized import QuantSpec, RankTensors
 from ..errors import CheckpointError
-from .checkpoint import QuantSpec, RankTensors
-from .formats import ASF, FP8_MAX, PQS, WSF, WSF2
 
 PQS_SIDECAR = "trt_minitron_quantize.safetensors"
 PQS_KEY = "pre_quant_scale"  # sidecar name: "<HF module>.pre_quant_scale", float32 [in]

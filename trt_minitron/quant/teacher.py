@@ -29,11 +29,11 @@ import torch
 from ..archs import get_arch
 from ..archs.base import RankContext
 from ..archs.config import ModelConfig, load_json
+from ..checkpoints.quant_formats import cat_cols
+from ..checkpoints.quantized import COLUMN_LINEARS, LINEARS, QuantSpec, RankTensors
 from ..errors import CheckpointError
 from ..sources.base import TensorInfo
 from ..tensors.mapping import Mapping as TPMapping
-from .checkpoint import COLUMN_LINEARS, LINEARS, QuantSpec, RankTensors
-from .formats import cat_cols
 
 # Largest fraction of weight or GEMM-input elements allowed to differ from ModelOpt's by more than float
 # noise (1e-5 of the tensor's max) once exact ties are excluded. Measured: 0 in every tiny-model case

@@ -26,13 +26,13 @@ import torch
 
 from ..archs import get_arch
 from ..archs.base import RankContext
+from ..checkpoints.quantized import LINEARS, QuantSpec
+from ..checkpoints.reference import LayerWeights, Semantics, attention_block, attention_kv, mlp_block, norm, rope_cos_sin
+from ..checkpoints.trtllm import MergedCheckpoint
 from ..errors import CheckpointError
-from ..quant.checkpoint import LINEARS, QuantSpec
 from ..quant.recompute import check_sidecar, load_prequant_scales, teacher_kv, teacher_linear
 from ..quant.teacher import FLIP_FRACTION, LayerCheck, TensorReader, hf_modules, mismatch, rel_diff
-from ..reference import LayerWeights, Semantics, attention_block, attention_kv, mlp_block, norm, rope_cos_sin
 from ..tensors.dtypes import torch_dtype
-from ..trtllm_ckpt import MergedCheckpoint
 from .divergence import Divergence, DivergenceReport
 from .source_side import SourceSide, causal_additive_mask
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 
 from ..archs.config import ModelConfig
+from ..checkpoints.trtllm import MergedCheckpoint, TrtCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
 from ..errors import CheckpointError, ConfigError, MissingDependencyError
 from ..options import QUANT_TEXTS, QUANT_TOKENS
 from ..sources import open_source
 from ..tensors.dtypes import torch_dtype
-from ..trtllm_ckpt import MergedCheckpoint, TrtCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
 from .criterion import VerifyResult, logit_tolerance
 
 # Long enough (227 tokens with SmolLM2's tokenizer) that rope differences at far positions

@@ -19,10 +19,10 @@ from typing import Union
 import torch
 import torch.nn.functional as F
 
-from .archs import arch_for_trt
-from .errors import CheckpointError
-from .quant.formats import KVQuant, QuantLinear
-from .trtllm_ckpt import MergedCheckpoint, read_checkpoint
+from ..archs import arch_for_trt
+from ..errors import CheckpointError
+from .quant_formats import KVQuant, QuantLinear
+from .trtllm import MergedCheckpoint, read_checkpoint
 
 # TensorRT-LLM hidden_act -> the function (tensorrt_llm/functional.py ACT2FN names).
 ACTIVATIONS = {"silu": F.silu, "squared-relu": lambda x: torch.relu(x).square()}

@@ -21,7 +21,7 @@ from ..errors import CheckpointError
 from ..sources.base import TensorInfo
 from ..tensors.dtypes import BY_SAFETENSORS, torch_dtype
 from ..tensors.stheader import read_header
-from .formats import KV_SCALE, WEIGHT, KVQuant, QuantFormat, QuantLinear, format_for_algo
+from .quant_formats import KV_SCALE, WEIGHT, KVQuant, QuantFormat, QuantLinear, format_for_algo
 
 # TensorRT-LLM linear layers under transformer.layers.{i}.; column-parallel ones split output rows.
 COLUMN_LINEARS = ("attention.qkv", "mlp.fc", "mlp.gate")

@@ -9,14 +9,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .archs import arch_for_trt, get_arch
-from .archs.base import RankContext, Recipe
-from .archs.config import ModelConfig, RopeScaling, load_json
-from .errors import CheckpointError, ConfigError
-from .tensors.dtypes import BY_NAME, CHECKPOINT_DTYPES, of_torch, torch_dtype
-from .tensors.info import MetaReader, TensorInfo
-from .tensors.mapping import Mapping
-from .tensors.stheader import read_header
+from ..archs import arch_for_trt, get_arch
+from ..archs.base import RankContext, Recipe
+from ..archs.config import ModelConfig, RopeScaling, load_json
+from ..errors import CheckpointError, ConfigError
+from ..tensors.dtypes import BY_NAME, CHECKPOINT_DTYPES, of_torch, torch_dtype
+from ..tensors.info import MetaReader, TensorInfo
+from ..tensors.mapping import Mapping
+from ..tensors.stheader import read_header
 
 if TYPE_CHECKING:
     import torch
@@ -82,7 +82,7 @@ def quant_spec(raw: dict, where: str = "config.json"):
         raise CheckpointError(f"{where}: 'quantization' must be an object, got {type(q).__name__}")
     if q.get("quant_algo") is None and q.get("kv_cache_quant_algo") is None:
         return None  # unquantized: planning stays torch-free
-    from .quant.checkpoint import QuantSpec
+    from .quantized import QuantSpec
 
     return QuantSpec.from_config(raw, where)
 
@@ -190,11 +190,11 @@ class MergedCheckpoint:
     for tp > kv heads stays repeated (`kv_heads_merged` heads)."""
 
     def __init__(self, ckpt: TrtCheckpoint):
-        from .tensors.stfile import SafetensorsFile
+        from ..tensors.stfile import SafetensorsFile
 
         self.ckpt = ckpt
         if ckpt.quant is not None:  # float8 weights: a reader that accepts them (the source reader refuses them)
-            from .quant.checkpoint import PlainRankFile as SafetensorsFile  # noqa: N814
+            from .quantized import PlainRankFile as SafetensorsFile  # noqa: N814
         self.files = [SafetensorsFile(ckpt.rank_file(r)) for r in range(ckpt.mapping.world_size)]
         m, cfg = ckpt.mapping, ckpt.model
         self.tp, self.pp = m.tp_size, m.pp_size
@@ -249,8 +249,8 @@ class MergedCheckpoint:
         """Global layer `layer` of a quantized checkpoint: each quantized linear dequantized per rank and merged
         as tensor-parallel execution combines it (`attention.qkv` ... -> QuantLinear), its KV-cache rounding
         (`kv_cache` -> KVQuant or None), every other tensor as `layer` gives it."""
-        from .quant.checkpoint import K_SCALE, LINEARS, V_SCALE
-        from .quant.formats import KV_SCALE, cat_cols, cat_rows
+        from .quant_formats import KV_SCALE, cat_cols, cat_rows
+        from .quantized import K_SCALE, LINEARS, V_SCALE
 
         spec = self.ckpt.quant
         stage, local = divmod(layer, self.per_stage)
@@ -282,7 +282,7 @@ class MergedCheckpoint:
         """One KVQuant over the merged KV heads: a single scale, or each rank's scale on its own heads."""
         import torch
 
-        from .quant.formats import KVQuant
+        from .quant_formats import KVQuant
 
         if per_rank[0] is None:
             return None
