@@ -16,7 +16,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from trt_minitron.backends import BackendSpec, Sampling, open_backend
-from trt_minitron.data import PromptBuilder, read_dataset_file
+from trt_minitron.eval.data import PromptBuilder, read_dataset_file
 from trt_minitron.summarize import SummarizeOptions, run_summarize
 
 pytestmark = pytest.mark.slow

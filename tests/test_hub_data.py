@@ -5,8 +5,8 @@ import types
 
 import pytest
 
-from trt_minitron.data import DatasetError, load_records
 from trt_minitron.errors import MissingDependencyError
+from trt_minitron.eval.data import DatasetError, load_records
 from trt_minitron.options import CalibSettings
 from trt_minitron.quant.calib import load_articles
 

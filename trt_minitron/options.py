@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .data import DEFAULT_TEMPLATE, DatasetError
 from .errors import ConfigError, OutputError
+from .eval.data import DEFAULT_TEMPLATE, DatasetError
 from .outputs import nearest_existing
 
 if TYPE_CHECKING:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Callable
 
 from .backends import BackendSpec, Generation, Sampling, open_backend
-from .data import PromptBuilder, Record, load_records
 from .errors import OutputError, TrtMinitronError
-from .metrics import ROUGE_KEYS, bootstrap_mean, latency_stats, paired_bootstrap, rouge_scores
+from .eval.data import PromptBuilder, Record, load_records
+from .eval.metrics import ROUGE_KEYS, bootstrap_mean, latency_stats, paired_bootstrap, rouge_scores
 from .options import SummarizeOptions
 
 WARMUP_TOKENS = 8

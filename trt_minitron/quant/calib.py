@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import DatasetError, load_hub_split, read_dataset_file
+from ..eval.data import DatasetError, load_hub_split, read_dataset_file
 from ..options import HUB_CALIBRATION_NAME as HUB_NAME
 from ..options import CalibSettings
 

@@ -16,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..data import PromptBuilder, load_records
 from ..errors import TrtMinitronError
-from ..metrics import ROUGE_KEYS, bootstrap_mean, rouge_scores
+from ..eval.data import PromptBuilder, load_records
+from ..eval.metrics import ROUGE_KEYS, bootstrap_mean, rouge_scores
 from ..options import BenchOptions
 from .client import (
     RequestParams,

@@ -284,8 +284,8 @@ def text_ids(ckpt, dataset_file, num_samples: int, max_tokens: int) -> torch.Ten
     """Token ids [texts, T] of CNN/DailyMail articles with the checkpoint's tokenizer, all cut to the same length."""
     from transformers import AutoTokenizer
 
-    from ..data import load_records
     from ..errors import ConfigError
+    from ..eval.data import load_records
 
     if max_tokens < 8:
         raise ConfigError(f"--max-tokens must be >= 8, got {max_tokens}")

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MissingDependencyError, TrtMinitronError
+from ..errors import MissingDependencyError, TrtMinitronError
 
 HUB_DATASET = ("abisee/cnn_dailymail", "3.0.0")  # name, config; summarize reads "test", calibration "train"
 DEFAULT_TEMPLATE = "{article} TL;DR: "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import MissingDependencyError
+from ..errors import MissingDependencyError
 
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 BOOTSTRAP_SEED = 0
