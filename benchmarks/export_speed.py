@@ -10,7 +10,7 @@ every step alike:
   cp      - coreutils `cp` of model.safetensors (copy_file_range: the bytes read and written once)
   torch   - `python -c "import torch"`: the floor of an export that converts (a cast, +1); one that only
             moves bytes (same dtype) does not import torch
-  imports - `python -c "import trt_minitron.cli, trt_minitron.export"`: the fixed start-up cost inside
+  imports - `python -c "import trt_minitron.cli, trt_minitron.export.run"`: the fixed start-up cost inside
             every export below (interpreter and the tool; torch only at the first conversion)
   tp N    - `trt-minitron export --dtype D --tp N` (the console script: whole process)
   naive   - safetensors load_file of everything, then save_file (with --naive; a non-streaming converter)
@@ -105,7 +105,7 @@ def main() -> None:
     tool = str(BIN / "trt-minitron")
     steps: dict[str, list[str]] = {"cp": ["cp", str(model), str(work / "copy")],
                                    "torch": [sys.executable, "-c", "import torch"],
-                                   "imports": [sys.executable, "-c", "import trt_minitron.cli, trt_minitron.export"]}
+                                   "imports": [sys.executable, "-c", "import trt_minitron.cli, trt_minitron.export.run"]}
     tools = {"": [tool], "baseline ": shlex.split(args.baseline)} if args.baseline else {"": [tool]}
     for label, cmd in tools.items():
         for tp in args.tp.split(","):

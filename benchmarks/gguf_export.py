@@ -33,7 +33,7 @@ TESTS = Path(__file__).resolve().parents[1] / "tests"  # gguf_transformers.py: t
 EXPORT = f"import sys; sys.path.insert(0, {str(TESTS)!r})" + """
 import json
 from pathlib import Path
-from trt_minitron import export as E
+from trt_minitron.export import run as E
 if sys.argv[3] == "transformers":
     from gguf_transformers import open_gguf
     E.open_source = lambda src: open_gguf(Path(src))

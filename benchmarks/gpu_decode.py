@@ -111,7 +111,7 @@ def main() -> int:
               file=sys.stderr)
         return 2
     from trt_minitron.backends import BackendSpec, open_backend
-    from trt_minitron.export import ExportOptions, run_export
+    from trt_minitron.export.run import ExportOptions, run_export
 
     bw = copy_bandwidth()
     hf_dir, ckpt = a.workdir / "hf", a.workdir / "trtllm_ckpt_bf16"

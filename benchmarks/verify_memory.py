@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # syn
 from synthetic import PRESETS, write_synthetic_hf  # noqa: E402
 
 from trt_minitron.archs.config import ModelConfig  # noqa: E402
-from trt_minitron.export import ExportOptions, run_export  # noqa: E402
+from trt_minitron.export.run import ExportOptions, run_export  # noqa: E402
 
 CHILD = r"""
 import json, sys

@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from trt_minitron.archs.base import copy, function_rule
 from trt_minitron.archs.nemotron import Nemotron
-from trt_minitron.export import ExportOptions, run_export
+from trt_minitron.export.run import ExportOptions, run_export
 
 
 def export(src: Path, out: Path, dtype: str, tp: int = 2, pp: int = 1) -> Path:

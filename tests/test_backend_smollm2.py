@@ -35,7 +35,7 @@ def _gguf() -> Path:
 
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory):
-    from trt_minitron.export import ExportOptions, run_export
+    from trt_minitron.export.run import ExportOptions, run_export
 
     ckpt = tmp_path_factory.mktemp("smol") / "ckpt"
     run_export(ExportOptions(src=str(_gguf()), output=ckpt, dtype="float32"))

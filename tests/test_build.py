@@ -237,7 +237,7 @@ def test_real_export_builds_on_fake_trtllm(tmp_path, capsys, fake_trtllm):
     """A float32 export of a tiny HF Nemotron at tp 2 passes the fake's module-tree check on both ranks."""
     from tiny import make_tiny_nemotron
 
-    from trt_minitron.export import ExportOptions, run_export
+    from trt_minitron.export.run import ExportOptions, run_export
 
     run_export(ExportOptions(src=str(make_tiny_nemotron(tmp_path / "hf")), output=tmp_path / "ckpt",
                              dtype="float32", tp=2))
@@ -364,7 +364,7 @@ def test_real_engine_build_of_tiny_export(tmp_path, capsys, arch, dtype):
     """A real TensorRT-LLM engine of a tiny export, with the default plugins (auto = checkpoint dtype)."""
     from tiny import make_tiny_llama, make_tiny_nemotron
 
-    from trt_minitron.export import ExportOptions, run_export
+    from trt_minitron.export.run import ExportOptions, run_export
 
     make = make_tiny_llama if arch == "llama" else make_tiny_nemotron
     run_export(ExportOptions(src=str(make(tmp_path / "hf")), output=tmp_path / "ckpt", dtype=dtype))

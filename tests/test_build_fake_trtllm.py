@@ -15,7 +15,7 @@ from tiny import make_tiny_llama, make_tiny_nemotron
 import trt_minitron.build as b
 from trt_minitron.build_api import make_build_config
 from trt_minitron.errors import ConfigError, MissingDependencyError
-from trt_minitron.export import ExportOptions, run_export
+from trt_minitron.export.run import ExportOptions, run_export
 
 
 @pytest.fixture

@@ -20,11 +20,11 @@ from gguf_transformers import InMemorySource
 from safetensors.torch import load_file, save_file
 from synthetic import write_synthetic_hf
 
-import trt_minitron.export as export_mod
-from trt_minitron import transfer
+import trt_minitron.export.run as export_mod
 from trt_minitron.archs.base import function_rule
 from trt_minitron.archs.llama import Llama
-from trt_minitron.export import ExportOptions, _progress, plan_export, run_export
+from trt_minitron.export import transfer
+from trt_minitron.export.run import ExportOptions, _progress, plan_export, run_export
 from trt_minitron.sources import open_source
 from trt_minitron.sources.base import TensorInfo
 from trt_minitron.tensors.mapping import Mapping

@@ -15,9 +15,9 @@ from gguf_transformers import open_gguf
 from safetensors.torch import load_file
 from test_smollm2 import GGUF
 
-from trt_minitron import export as export_module
 from trt_minitron.cli import main
-from trt_minitron.export import ExportOptions, run_export
+from trt_minitron.export import run as export_module
+from trt_minitron.export.run import ExportOptions, run_export
 from trt_minitron.sources import open_source
 from trt_minitron.sources.gguf.source import GGUFSource
 
@@ -117,7 +117,7 @@ def test_magic_only_empty_garbage_or_unknown_version_is_one_line(tmp_path, capsy
 CHILD = r"""
 import json, sys
 from trt_minitron.cli import main
-from trt_minitron.export import peak_rss_bytes
+from trt_minitron.export.run import peak_rss_bytes
 from trt_minitron.sources.gguf.source import GGUFSource  # noqa: F401  (everything export imports)
 import gguf, rich.progress  # noqa: F401
 def hwm():

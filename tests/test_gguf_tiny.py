@@ -19,7 +19,7 @@ from tiny import make_tiny_llama, make_tiny_nemotron
 
 from trt_minitron.archs.config import ModelConfig
 from trt_minitron.cli import main
-from trt_minitron.export import ExportOptions, run_export
+from trt_minitron.export.run import ExportOptions, run_export
 from trt_minitron.sources import open_source
 from trt_minitron.sources.gguf.source import GGUFSource
 from trt_minitron.verify import run_verify
@@ -220,7 +220,7 @@ def test_quantized_export_equals_the_transformers_route_at_tp2(hf, tmp_path, mon
     from gguf_transformers import open_gguf
     from transformers import AutoTokenizer
 
-    from trt_minitron import export as export_module
+    from trt_minitron.export import run as export_module
 
     path = _llama_gguf(hf, tmp_path / "m.gguf", Q.Q4_1)
     run_export(ExportOptions(src=str(path), output=tmp_path / "new", dtype="bfloat16", tp=2))

@@ -12,7 +12,7 @@ from test_backend_trtllm import write_tokenizer
 from tiny import make_tiny_llama
 
 from trt_minitron.cli import INTERNAL_ERROR_EXIT, main
-from trt_minitron.export import ExportOptions, run_export
+from trt_minitron.export.run import ExportOptions, run_export
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def _boom(*_a, **_k):
 
 @pytest.mark.parametrize("debug", ["none", "flag", "env"])
 def test_internal_error_is_one_line_with_traceback_only_on_debug(models, tmp_path, capsys, monkeypatch, debug):
-    monkeypatch.setattr("trt_minitron.export.plan_export", _boom)
+    monkeypatch.setattr("trt_minitron.export.run.plan_export", _boom)
     monkeypatch.delenv("TRT_MINITRON_DEBUG", raising=False)
     args = ["export", str(models["hf"]), "--output", str(tmp_path / "out")]
     if debug == "flag":
@@ -53,7 +53,7 @@ def test_internal_error_is_one_line_with_traceback_only_on_debug(models, tmp_pat
 
 
 def test_internal_error_in_a_real_process_prints_no_traceback(models, tmp_path):
-    code = ("import sys, trt_minitron.export as e; e.plan_export = lambda *a, **k: {}['missing']; "
+    code = ("import sys, trt_minitron.export.run as e; e.plan_export = lambda *a, **k: {}['missing']; "
             "from trt_minitron.cli import main; sys.exit(main(sys.argv[1:]))")
     r = subprocess.run([sys.executable, "-c", code, "export", str(models["hf"]), "-o", str(tmp_path / "o")],
                        capture_output=True, text=True)
@@ -75,7 +75,7 @@ def test_environment_oserror_is_one_line_not_a_bug(models, tmp_path, capsys, mon
     def denied(*_a, **_k):
         raise PermissionError(errno.EACCES, "Permission denied", "/data/model/model.safetensors")
 
-    monkeypatch.setattr("trt_minitron.export.open_source", denied)
+    monkeypatch.setattr("trt_minitron.export.run.open_source", denied)
     msg = user_error(capsys, "export", models["hf"], "--output", tmp_path / "out")
     assert msg == "Permission denied: /data/model/model.safetensors"
 

@@ -70,7 +70,7 @@ def test_small_gzipped_nemo_with_a_huge_junk_member_is_not_unpacked_whole(nemos,
 def test_junk_member_does_not_stop_the_export(nemos, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from trt_minitron.export import ExportOptions, run_export
+    from trt_minitron.export.run import ExportOptions, run_export
 
     tmp = _tmpdir(monkeypatch, tmp_path / "tmp")
     run_export(ExportOptions(src=str(nemos["bomb"]), output=tmp_path / "a", dtype="float32"))

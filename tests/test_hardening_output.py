@@ -18,7 +18,7 @@ from tiny import make_tiny_llama
 
 from trt_minitron import outputs
 from trt_minitron.cli import main
-from trt_minitron.export import ExportOptions, run_export
+from trt_minitron.export.run import ExportOptions, run_export
 from trt_minitron.outputs import ENGINE_MANIFEST, MARKER, atomic_output_dir, check_output
 
 
@@ -188,7 +188,7 @@ def test_a_failing_write_leaves_nothing_and_keeps_the_old_output(src, tmp_path, 
     def broken(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("trt_minitron.export.write_rank_files", broken)
+    monkeypatch.setattr("trt_minitron.export.run.write_rank_files", broken)
     msg = user_error(capsys, "export", src, "--output", out, "--overwrite", "--dtype", "float32")
     assert msg.startswith(f"no space left while writing {out}"), msg
     assert tree_digest(out) == before and names(tmp_path) == ["ckpt", "models"]

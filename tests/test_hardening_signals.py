@@ -19,7 +19,7 @@ from tiny import make_tiny_llama
 
 CHILD = r"""
 import sys, tarfile, time
-import trt_minitron.export as ex, trt_minitron.hf_writer as hw
+import trt_minitron.export.run as ex, trt_minitron.export.hf_writer as hw
 
 def slow_progress(write):
     def wrapper(source, files, on_progress=None, **kw):
@@ -101,7 +101,7 @@ def test_signal_mid_write_leaves_nothing(sources, tmp_path, sig, fmt):
 
 
 def test_sigterm_during_overwrite_keeps_the_previous_export(sources, tmp_path):
-    from trt_minitron.export import ExportOptions, run_export
+    from trt_minitron.export.run import ExportOptions, run_export
 
     out = tmp_path / "ckpt"
     run_export(ExportOptions(src=str(sources["hf"]), output=out, dtype="float32"))

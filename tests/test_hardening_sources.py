@@ -10,7 +10,7 @@ from hardening import names, tree_digest, user_error
 from safetensors.torch import load_file, save_file
 from tiny import make_tiny_llama
 
-from trt_minitron.export import ExportOptions, run_export
+from trt_minitron.export.run import ExportOptions, run_export
 from trt_minitron.verify import run_verify
 
 

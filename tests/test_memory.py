@@ -15,7 +15,7 @@ CHILD = r"""
 import json, sys
 import torch  # noqa: F401  (a cast imports it at its first tensor: in the baseline, as the comment above says)
 from trt_minitron.cli import main
-from trt_minitron.export import peak_rss_bytes
+from trt_minitron.export.run import peak_rss_bytes
 from trt_minitron.sources import open_source  # noqa: F401  (everything export imports)
 import rich.progress  # noqa: F401
 def hwm():

@@ -13,7 +13,7 @@ from trt_minitron.archs import get_arch
 from trt_minitron.archs.config import ModelConfig
 from trt_minitron.checkpoints.trtllm import read_checkpoint
 from trt_minitron.cli import main
-from trt_minitron.export import plan_export
+from trt_minitron.export.run import plan_export
 from trt_minitron.tensors.info import TensorInfo
 from trt_minitron.tensors.mapping import Mapping
 

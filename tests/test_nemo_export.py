@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from tiny import make_tiny_llama, make_tiny_nemotron
 
 from trt_minitron.cli import main
-from trt_minitron.export import ExportOptions, run_export
+from trt_minitron.export.run import ExportOptions, run_export
 from trt_minitron.verify import run_verify
 
 
@@ -98,7 +98,7 @@ def test_format_hf_reproduces_the_original_hf_model(hf, tmp_path, name, layout):
 
 def test_format_hf_shards(hf, tmp_path):
     from trt_minitron.archs import hf_tensor_shapes
-    from trt_minitron.hf_writer import write_hf_checkpoint
+    from trt_minitron.export.hf_writer import write_hf_checkpoint
     from trt_minitron.sources.nemo import open_nemo
 
     src = open_nemo(build_nemo(hf["nemotron16"], tmp_path / "m.nemo", "zarr", dtype=torch.bfloat16), hf_tensor_shapes)

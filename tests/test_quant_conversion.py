@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from trt_minitron.checkpoints.quant_formats import get_format, unpack_int4_rows
 from trt_minitron.checkpoints.quantized import LINEARS, QuantSpec
-from trt_minitron.export import ExportOptions, run_export
+from trt_minitron.export.run import ExportOptions, run_export
 from trt_minitron.quant import modelopt_run as mo
 from trt_minitron.quant.assemble import assemble_checkpoint
 from trt_minitron.quant.calib import calibration_batches

@@ -16,7 +16,7 @@ from trt_minitron.archs.config import ModelConfig
 from trt_minitron.archs.llama import Llama
 from trt_minitron.checkpoints.trtllm import read_checkpoint
 from trt_minitron.cli import main
-from trt_minitron.export import ExportOptions, run_export
+from trt_minitron.export.run import ExportOptions, run_export
 
 ARCHS = registered()
 IDS = [a.hf_architecture for a in ARCHS]

@@ -39,7 +39,7 @@ PROMPTS = ("The capital of France is", "Water boils at")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from trt_minitron.export import ExportOptions, run_export
+    from trt_minitron.export.run import ExportOptions, run_export
 
     root = tmp_path_factory.mktemp("served")
     hf = root / "smollm2-hf"

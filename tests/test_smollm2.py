@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from trt_minitron.checkpoints.trtllm import read_checkpoint
-from trt_minitron.export import ExportOptions, run_export
+from trt_minitron.export.run import ExportOptions, run_export
 from trt_minitron.verify import prompt_ids, run_verify
 
 

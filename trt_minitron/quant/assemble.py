@@ -20,7 +20,7 @@ from ..archs.config import load_json
 from ..checkpoints.quant_formats import KV_SCALE, WEIGHT, WSF
 from ..checkpoints.quantized import K_SCALE, V_SCALE, QuantSpec, RankTensors, linear_prefix
 from ..errors import CheckpointError
-from ..export import DTYPES, PlannedTensor, plan_export
+from ..export.run import DTYPES, PlannedTensor, plan_export
 from ..sources.base import Source, TensorInfo
 from ..tensors.mapping import Mapping
 from ..tensors.stwriter import write_safetensors

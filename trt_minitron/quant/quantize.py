@@ -26,8 +26,8 @@ from ..archs.config import ModelConfig, load_json
 from ..checkpoints.quant_formats import KV_CACHE_DTYPES, QuantFormat, get_format
 from ..checkpoints.quantized import QUANT_CHECKPOINT_DTYPES, RankTensors
 from ..errors import ConfigError, MissingDependencyError, VerificationFailed
-from ..export import peak_rss_bytes, source_paths
-from ..hf_writer import write_hf_checkpoint
+from ..export.hf_writer import write_hf_checkpoint
+from ..export.run import peak_rss_bytes, source_paths
 from ..options import QuantizeOptions
 from ..outputs import atomic_output_dir, check_output, write_marker
 from ..sources import Source, TensorInfo, open_source

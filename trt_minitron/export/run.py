@@ -19,18 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from .archs import get_arch
-from .archs.base import Arch, Out, RankContext, Recipe
-from .archs.config import ModelConfig
-from .errors import CheckpointError, ConfigError
-from .options import EXPORT_FORMATS as FORMATS
-from .options import ExportOptions
-from .outputs import atomic_output_dir, check_output, write_marker
-from .sources import MetaReader, Source, TensorInfo, open_source
-from .tensors.dtypes import BY_NAME, CHECKPOINT_DTYPES, dtype_name, torch_dtype
-from .tensors.info import infos_without_torch
-from .tensors.layout import Layout
-from .tensors.mapping import Mapping
+from ..archs import get_arch
+from ..archs.base import Arch, Out, RankContext, Recipe
+from ..archs.config import ModelConfig
+from ..errors import CheckpointError, ConfigError
+from ..options import EXPORT_FORMATS as FORMATS
+from ..options import ExportOptions
+from ..outputs import atomic_output_dir, check_output, write_marker
+from ..sources import MetaReader, Source, TensorInfo, open_source
+from ..tensors.dtypes import BY_NAME, CHECKPOINT_DTYPES, dtype_name, torch_dtype
+from ..tensors.info import infos_without_torch
+from ..tensors.layout import Layout
+from ..tensors.mapping import Mapping
 from .transfer import OutTensor, write_rank_files
 
 if TYPE_CHECKING:

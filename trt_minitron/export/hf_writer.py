@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .archs import get_arch
-from .sources.base import Source, TensorInfo
-from .tensors.layout import Block, Layout
+from ..archs import get_arch
+from ..sources.base import Source, TensorInfo
+from ..tensors.layout import Block, Layout
 from .transfer import OutTensor, write_rank_files
 
 MAX_SHARD_BYTES = 4 << 30

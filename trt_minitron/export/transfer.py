@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
-from .errors import CheckpointError
-from .tensors.dtypes import as_torch, dtype_name
-from .tensors.info import TensorInfo, infos_without_torch
-from .tensors.layout import Block, Layout, block_trailing
-from .tensors.stwriter import PAGE, header_bytes
+from ..errors import CheckpointError
+from ..tensors.dtypes import as_torch, dtype_name
+from ..tensors.info import TensorInfo, infos_without_torch
+from ..tensors.layout import Block, Layout, block_trailing
+from ..tensors.stwriter import PAGE, header_bytes
 
 if TYPE_CHECKING:
     import torch
