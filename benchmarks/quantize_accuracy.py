@@ -75,7 +75,7 @@ def run(args: list[str], threads: int | None, show_progress: bool = False) -> tu
 
 
 def weight_bytes(ckpt: Path) -> int:
-    from trt_minitron.build import rank_file_data_bytes
+    from trt_minitron.build.run import rank_file_data_bytes
 
     return sum(rank_file_data_bytes(f) for f in ckpt.glob("rank*.safetensors"))
 

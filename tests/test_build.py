@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import trt_minitron.build as b
+import trt_minitron.build.run as b
 from trt_minitron.archs import get_arch
 from trt_minitron.archs.config import ModelConfig
 from trt_minitron.checkpoints.trtllm import read_checkpoint
@@ -92,7 +92,7 @@ def test_dry_run_needs_no_tensorrt_llm(tmp_path, capsys):
 
 
 def test_importing_trt_minitron_never_imports_tensorrt_llm():
-    code = ("import sys; sys.path.insert(0, %r); import trt_minitron.cli, trt_minitron.build; "
+    code = ("import sys; sys.path.insert(0, %r); import trt_minitron.cli, trt_minitron.build.run; "
             "print('tensorrt_llm' in sys.modules)" % str(FAKES))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 from test_build import NEMOTRON_TINY, TINY, write_checkpoint
 from tiny import make_tiny_llama, make_tiny_nemotron
 
-import trt_minitron.build as b
-from trt_minitron.build_api import make_build_config
+import trt_minitron.build.run as b
+from trt_minitron.build.api import make_build_config
 from trt_minitron.errors import ConfigError, MissingDependencyError
 from trt_minitron.export.run import ExportOptions, run_export
 

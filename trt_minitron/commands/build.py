@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
                                                    "plan (default: the local GPU's, else 80)."),
     ) -> None:
         """Build TensorRT-LLM engines (in the checkpoint dtype) with paged KV cache, packed input and context FMHA."""
-        from .. import build as impl
+        from ..build import run as impl
 
         opts = BuildOptions(
             checkpoint=checkpoint, output=output, max_batch_size=max_batch_size, max_input_len=max_input_len,

@@ -46,7 +46,7 @@ import copy
 import os
 import time
 
-from .errors import ConfigError, MissingDependencyError
+from ..errors import ConfigError, MissingDependencyError
 
 
 def is_pydantic_model(cls: object) -> bool:

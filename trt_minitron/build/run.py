@@ -23,13 +23,14 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from . import __version__, build_api, outputs
-from .archs import get_arch
-from .checkpoints.trtllm import TrtCheckpoint, check_rank_files, read_checkpoint
-from .errors import ConfigError, MissingDependencyError
-from .options import FP8_GEMM, BuildOptions
+from .. import __version__, outputs
+from . import api as build_api
+from ..archs import get_arch
+from ..checkpoints.trtllm import TrtCheckpoint, check_rank_files, read_checkpoint
+from ..errors import ConfigError, MissingDependencyError
+from ..options import FP8_GEMM, BuildOptions
 from .plan import DEFAULT_GPU_MEMORY, GIB, MemoryPlan, PlanRequest, make_plan
-from .tensors.stheader import read_header
+from ..tensors.stheader import read_header
 
 # quant_algo values whose builds keep FP8 context FMHA (builder.build(), file id 205252225).
 FP8_FMHA_ALGOS = ("FP8", "W4A8_AWQ")

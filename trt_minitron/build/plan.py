@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from .archs.config import ModelConfig
-from .errors import ConfigError
-from .tensors.mapping import Mapping
+from ..archs.config import ModelConfig
+from ..errors import ConfigError
+from ..tensors.mapping import Mapping
 
 GIB = 1 << 30
 DEFAULT_GPU_MEMORY = 80 * GIB  # an A100/H100 80 GB card, when no GPU is visible and --gpu-memory is not given
