@@ -17,7 +17,7 @@ from rouge_score import rouge_scorer
 
 from trt_minitron.backends import BackendSpec, Sampling, open_backend
 from trt_minitron.eval.data import PromptBuilder, read_dataset_file
-from trt_minitron.summarize import SummarizeOptions, run_summarize
+from trt_minitron.summarize.run import SummarizeOptions, run_summarize
 
 pytestmark = pytest.mark.slow
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cnn_dailymail_sample.jsonl"
@@ -114,12 +114,12 @@ def test_summarize_report_hf_vs_torch(backends, tmp_path):
 def test_generate_cli_streams_same_text_as_batch(backends, capsys):
     import io
 
-    from trt_minitron.backends.generate import GenerateOptions, run_generate
+    from trt_minitron.generate.run import GenerateOptions, run_generate
 
     tb = backends["torch"]
     spec = BackendSpec(kind="torch", model=tb.model, device="cpu")
     buf = io.StringIO()
-    import trt_minitron.backends.generate as G
+    import trt_minitron.generate.run as G
     G_open = G.open_backend
     try:
         G.open_backend = lambda s: type("K", (), {"__getattr__": lambda self, k: getattr(tb, k),

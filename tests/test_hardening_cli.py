@@ -114,8 +114,8 @@ def test_summarize_report_is_checked_before_the_first_sample(models, tmp_path, c
     def never(*_a, **_k):
         raise AssertionError("a backend was opened before --report was checked")
 
-    monkeypatch.setattr("trt_minitron.summarize.open_backend", never)
-    monkeypatch.setattr("trt_minitron.summarize.load_records", never)
+    monkeypatch.setattr("trt_minitron.summarize.run.open_backend", never)
+    monkeypatch.setattr("trt_minitron.summarize.run.load_records", never)
     if report == "folder":
         path, expect = tmp_path / "reports", "is a folder; give a file path such as"
         path.mkdir()
@@ -133,7 +133,7 @@ def test_summarize_report_is_checked_before_the_first_sample(models, tmp_path, c
 
 def test_summarize_report_is_written_atomically(models, tmp_path, capsys):
     from trt_minitron.backends import BackendSpec
-    from trt_minitron.summarize import SummarizeOptions, run_summarize
+    from trt_minitron.summarize.run import SummarizeOptions, run_summarize
 
     data = tmp_path / "data.jsonl"
     data.write_text(json.dumps({"id": "a", "article": "w1 w2 w3", "highlights": "w2"}) + "\n")

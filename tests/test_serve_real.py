@@ -27,9 +27,9 @@ from test_smollm2 import smollm2_gguf
 
 from trt_minitron.backends import BackendSpec, Sampling
 from trt_minitron.backends.base import load_tokenizer
-from trt_minitron.backends.generate import GenerateOptions, run_generate
 from trt_minitron.cli import main
-from trt_minitron.summarize import SummarizeOptions, run_summarize
+from trt_minitron.generate.run import GenerateOptions, run_generate
+from trt_minitron.summarize.run import SummarizeOptions, run_summarize
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

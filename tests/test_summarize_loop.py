@@ -9,7 +9,7 @@ import pytest
 from rouge_score import rouge_scorer
 
 from trt_minitron.backends import BackendSpec, Generation
-from trt_minitron.summarize import AccuracyCheckFailed, SummarizeOptions, batches_by_length, markdown, run_summarize
+from trt_minitron.summarize.run import AccuracyCheckFailed, SummarizeOptions, batches_by_length, markdown, run_summarize
 
 
 class Tok:
@@ -145,7 +145,7 @@ def test_check_accuracy_threshold(tmp_path):
 
 
 def test_cli_exit_code_1_on_accuracy_failure(tmp_path, monkeypatch, capsys):
-    import trt_minitron.summarize as S
+    import trt_minitron.summarize.run as S
     from trt_minitron.cli import main
 
     write_records(tmp_path / "d.jsonl")

@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request"),
     ) -> None:
         """Generate completions for --prompt texts and print them with token counts and speed."""
-        from ..backends.generate import run_generate
+        from ..generate.run import run_generate
 
         opts = GenerateOptions(
             backend=BackendSpec(kind=backend, model=model, device=device, dtype=dtype, tokenizer=tokenizer,

@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
                                                    "(default: the only one the server's /v1/models lists)"),
     ) -> None:
         """Summarize CNN/DailyMail articles, score ROUGE, time batches, compare backends."""
-        from ..summarize import AccuracyCheckFailed, markdown, run_summarize
+        from ..summarize.run import AccuracyCheckFailed, markdown, run_summarize
 
         opts = SummarizeOptions(
             backends=parse_backends(backend, model, device=device, dtype=dtype, tokenizer=tokenizer,

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .backends import BackendSpec, Generation, Sampling, open_backend
-from .errors import OutputError, TrtMinitronError
-from .eval.data import PromptBuilder, Record, load_records
-from .eval.metrics import ROUGE_KEYS, bootstrap_mean, latency_stats, paired_bootstrap, rouge_scores
-from .options import SummarizeOptions
+from ..backends import BackendSpec, Generation, Sampling, open_backend
+from ..errors import OutputError, TrtMinitronError
+from ..eval.data import PromptBuilder, Record, load_records
+from ..eval.metrics import ROUGE_KEYS, bootstrap_mean, latency_stats, paired_bootstrap, rouge_scores
+from ..options import SummarizeOptions
 
 WARMUP_TOKENS = 8
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from ..backends import Generation, open_backend
 from ..errors import ConfigError
 from ..options import GenerateOptions
-from . import Generation, open_backend
 
 
 def encode(tokenizer, text: str, chat: bool) -> list[int]:
