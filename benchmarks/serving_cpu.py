@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trt_minitron.serving.bench import BenchOptions, run_bench  # noqa: E402
-from trt_minitron.serving.report import plot_sweeps  # noqa: E402
+from trt_minitron.bench.report import plot_sweeps  # noqa: E402
+from trt_minitron.bench.run import BenchOptions, run_bench  # noqa: E402
 
 MODES = {"default": [], "continuous-batching": ["--continuous-batching"]}
 

@@ -9,8 +9,8 @@ import json
 import pytest
 from fake_openai import MODEL, FakeOpenAIServer, make_word_tokenizer
 
+from trt_minitron.bench.run import arrival_offsets
 from trt_minitron.cli import main
-from trt_minitron.serving.bench import arrival_offsets
 
 ARTICLES = {
     "ok1": "the cat sat on the mat today",

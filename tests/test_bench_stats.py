@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from trt_minitron.backends.openai_client import RequestParams, RequestRecord, normalize_url
+from trt_minitron.bench.report import markdown, plot_sweeps
+from trt_minitron.bench.run import BenchOptions, SweepPoint, arrival_offsets
+from trt_minitron.bench.stats import aggregate, duration_s, tpot_s
 from trt_minitron.errors import ConfigError
 from trt_minitron.options import SLO, parse_slo
-from trt_minitron.serving.bench import BenchOptions, SweepPoint, arrival_offsets
-from trt_minitron.serving.client import RequestParams, RequestRecord, normalize_url
-from trt_minitron.serving.report import markdown, plot_sweeps
-from trt_minitron.serving.stats import aggregate, duration_s, tpot_s
 
 
 def rec(i, sent, chunks, usage=None, text_tokens=None, error=None, ended=None):

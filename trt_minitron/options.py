@@ -18,8 +18,8 @@ from .eval.data import DEFAULT_TEMPLATE, DatasetError
 from .outputs import nearest_existing
 
 if TYPE_CHECKING:
-    from .serving.bench import SweepPoint
-    from .serving.client import RequestParams
+    from .backends.openai_client import RequestParams
+    from .bench.run import SweepPoint
 
 # --- export ------------------------------------------------------------------------------------------------------
 
@@ -148,7 +148,7 @@ class BackendSpec:
         if self.concurrency < 1:
             raise ConfigError(f"--concurrency must be >= 1, got {self.concurrency}")
         if self.kind == "openai":
-            from .serving.client import normalize_url
+            from .backends.openai_client import normalize_url
             normalize_url(self.model)
         elif not Path(self.model).exists():
             raise ConfigError(f"{self.kind} model path {self.model} does not exist")
@@ -379,7 +379,7 @@ class BenchOptions:
     plot: Path | None = None
 
     def validate(self) -> None:
-        from .serving.client import normalize_url
+        from .backends.openai_client import normalize_url
 
         normalize_url(self.url)
         if self.dataset not in BENCH_DATASETS:
@@ -407,14 +407,14 @@ class BenchOptions:
                 check_writable(Path(path), flag)
 
     def points(self) -> list[SweepPoint]:
-        from .serving.bench import SweepPoint
+        from .bench.run import SweepPoint
 
         if self.request_rate:
             return [SweepPoint(self.max_concurrency, None if math.isinf(r) else r) for r in self.request_rate]
         return [SweepPoint(c) for c in (self.concurrency or (1,))]
 
     def params(self, max_tokens: int | None = None) -> RequestParams:
-        from .serving.client import RequestParams
+        from .backends.openai_client import RequestParams
 
         return RequestParams(max_tokens=max_tokens or self.output_len, api=self.api, temperature=self.temperature,
                              seed=self.seed if self.temperature > 0 else None, ignore_eos=self.ignore_eos,

@@ -14,7 +14,8 @@ import asyncio
 import time
 
 from ..errors import ConfigError
-from ..serving.client import (
+from .base import Generation, Sampling, TokenCallback
+from .openai_client import (
     RequestParams,
     RequestRecord,
     ServerError,
@@ -25,7 +26,6 @@ from ..serving.client import (
     server_tokenizer,
     stream_request,
 )
-from .base import Generation, Sampling, TokenCallback
 
 
 class OpenAIBackend:

@@ -103,8 +103,8 @@ def register(app: typer.Typer) -> None:
             request_timeout_s=request_timeout, max_duration_s=max_duration, warmup_requests=warmup,
             report=report, plot=plot)
         opts.validate()
-        from ..serving.bench import RequestsFailed, run_bench
-        from ..serving.report import failures, markdown
+        from ..bench.report import failures, markdown
+        from ..bench.run import RequestsFailed, run_bench
 
         factory, stop = live_progress()
         try:

@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
             kv_cache_free_gpu_memory_fraction=kv_cache_free_gpu_memory_fraction, mpirun=mpirun,
             continuous_batching=continuous_batching, device=device, dtype=dtype, ready_timeout_s=ready_timeout,
             stop_timeout_s=stop_timeout, dry_run=dry_run, extra_args=tuple(extra or ()))
-        from ..serving.launch import run_server
+        from ..serve.run import run_server
 
         code = run_server(opts, say=lambda line: print(line, flush=True))
         sys.stdout.flush()

@@ -246,7 +246,7 @@ def prompt_text(tokenizer, ids: list[int]) -> str:
 
 def server_tokenizer(tokenizer: str | None, model_id: str):
     """The tokenizer for prompts and token counts: --tokenizer, else the served model when it is a local folder."""
-    from ..backends.base import load_tokenizer
+    from .base import load_tokenizer
 
     if tokenizer:
         return load_tokenizer(tokenizer)

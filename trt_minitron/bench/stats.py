@@ -18,8 +18,8 @@ from collections import Counter
 
 import numpy as np
 
+from ..backends.openai_client import RequestRecord
 from ..options import SLO
-from .client import RequestRecord
 
 PERCENTILES = (50, 90, 99)
 def distribution_ms(values_s: list[float]) -> dict[str, float | None]:

@@ -16,11 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import TrtMinitronError
-from ..eval.data import PromptBuilder, load_records
-from ..eval.metrics import ROUGE_KEYS, bootstrap_mean, rouge_scores
-from ..options import BenchOptions
-from .client import (
+from ..backends.openai_client import (
     RequestParams,
     RequestRecord,
     make_client,
@@ -30,6 +26,10 @@ from .client import (
     server_tokenizer,
     stream_request,
 )
+from ..errors import TrtMinitronError
+from ..eval.data import PromptBuilder, load_records
+from ..eval.metrics import ROUGE_KEYS, bootstrap_mean, rouge_scores
+from ..options import BenchOptions
 from .stats import SLO, aggregate, tpot_s
 
 WARMUP_TOKENS = 8
