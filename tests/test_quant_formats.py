@@ -24,7 +24,7 @@ from trt_minitron.checkpoints.quant_formats import (
 )
 from trt_minitron.checkpoints.quantized import QuantSpec
 from trt_minitron.errors import CheckpointError, ConfigError
-from trt_minitron.quant.teacher import mismatch
+from trt_minitron.quantize.teacher import mismatch
 
 
 @pytest.fixture(autouse=True)

@@ -30,8 +30,8 @@ from ..checkpoints.quantized import LINEARS, QuantSpec
 from ..checkpoints.reference import LayerWeights, Semantics, attention_block, attention_kv, mlp_block, norm, rope_cos_sin
 from ..checkpoints.trtllm import MergedCheckpoint
 from ..errors import CheckpointError
-from ..quant.recompute import check_sidecar, load_prequant_scales, teacher_kv, teacher_linear
-from ..quant.teacher import FLIP_FRACTION, LayerCheck, TensorReader, hf_modules, mismatch, rel_diff
+from ..quantize.recompute import check_sidecar, load_prequant_scales, teacher_kv, teacher_linear
+from ..quantize.teacher import FLIP_FRACTION, LayerCheck, TensorReader, hf_modules, mismatch, rel_diff
 from ..tensors.dtypes import torch_dtype
 from .divergence import Divergence, DivergenceReport
 from .source_side import SourceSide, causal_additive_mask
@@ -206,7 +206,7 @@ def _check_kv(merged: MergedCheckpoint, w: LayerWeights, k: torch.Tensor, v: tor
 
 def _unquantized_norms(merged: MergedCheckpoint, source) -> tuple[list[str], int]:
     """Norm tensors of every rank that differ from what export writes for them (the arch rules on the source)."""
-    from ..quant.assemble import materialise
+    from ..quantize.assemble import materialise
 
     ckpt = merged.ckpt
     arch = get_arch(ckpt.model.architecture)
@@ -225,7 +225,7 @@ def _unquantized_norms(merged: MergedCheckpoint, source) -> tuple[list[str], int
 def verify_quantized(merged: MergedCheckpoint, source, ids: torch.Tensor, vocab: int,
                      notes: tuple[str, ...] = ()) -> QuantizedVerifyResult:
     """Conversion checks and quantization cost on token ids [texts, T]; see the module docstring."""
-    from ..quant.modelopt_run import require_modelopt
+    from ..quantize.modelopt_run import require_modelopt
 
     require_modelopt()
     ckpt = merged.ckpt
