@@ -34,7 +34,7 @@ CHILD = r"""
 import json, sys
 if sys.argv[1] == "baseline":
     import torch, transformers  # noqa: F401
-    from trt_minitron.verify import run_verify  # noqa: F401
+    from trt_minitron.verify.run import run_verify  # noqa: F401
     from trt_minitron.verify import layerwise, full, source_side  # noqa: F401
     from trt_minitron.archs import get_arch
     for a in ("LlamaForCausalLM", "NemotronForCausalLM"):

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from synthetic import PRESETS, write_synthetic_hf  # noqa: E402
 
 from trt_minitron.export.run import ExportOptions, run_export  # noqa: E402
-from trt_minitron.verify import run_verify  # noqa: E402
 from trt_minitron.verify.criterion import LOGIT_RTOL, RESID_RTOL, ROPE_PER_POSITION, STAGE_RTOL  # noqa: E402
+from trt_minitron.verify.run import run_verify  # noqa: E402
 
 
 def measure(name: str, src: Path | str, out: Path, dtype: str, tp: int = 1) -> tuple[float, float, float]:

@@ -12,7 +12,7 @@ from trt_minitron.archs.llama import Llama
 from trt_minitron.archs.nemotron import Nemotron
 from trt_minitron.cli import main
 from trt_minitron.export.run import ExportOptions, run_export
-from trt_minitron.verify import run_verify
+from trt_minitron.verify.run import run_verify
 
 LAYOUTS = [(1, 1), (2, 1), (4, 1), (1, 2), (2, 2)]  # tiny models: 4 heads, 2 kv heads, 4 layers
 

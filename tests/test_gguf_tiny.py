@@ -22,7 +22,7 @@ from trt_minitron.cli import main
 from trt_minitron.export.run import ExportOptions, run_export
 from trt_minitron.sources import open_source
 from trt_minitron.sources.gguf.source import GGUFSource
-from trt_minitron.verify import run_verify
+from trt_minitron.verify.run import run_verify
 
 Q = gguf.GGMLQuantizationType
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from tiny import make_tiny_llama
 
 from trt_minitron.export.run import ExportOptions, run_export
-from trt_minitron.verify import run_verify
+from trt_minitron.verify.run import run_verify
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from tiny import make_tiny_llama, make_tiny_nemotron
 
 from trt_minitron.cli import main
 from trt_minitron.export.run import ExportOptions, run_export
-from trt_minitron.verify import run_verify
+from trt_minitron.verify.run import run_verify
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 
 from trt_minitron.checkpoints.trtllm import read_checkpoint
 from trt_minitron.export.run import ExportOptions, run_export
-from trt_minitron.verify import prompt_ids, run_verify
+from trt_minitron.verify.run import prompt_ids, run_verify
 
 
 def smollm2_gguf() -> Path:

@@ -13,8 +13,8 @@ from tiny import make_tiny
 
 import trt_minitron.verify.run as verify_run
 from trt_minitron.cli import main
-from trt_minitron.verify import run_verify
 from trt_minitron.verify.criterion import LOGIT_RTOL, LogitStats
+from trt_minitron.verify.run import run_verify
 
 LAYOUTS = [(1, 1), (2, 1), (4, 1), (1, 2), (2, 2)]  # tiny models: 4 heads, 2 kv heads, 4 layers
 DTYPES = ["float32", "float16", "bfloat16"]

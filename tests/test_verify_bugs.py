@@ -8,7 +8,7 @@ from plant import BUGS, LLAMA31_ROPE, delete_rope_scaling
 from tiny import make_tiny
 
 from trt_minitron.cli import main
-from trt_minitron.verify import run_verify
+from trt_minitron.verify.run import run_verify
 
 DTYPES = ["float32", "float16", "bfloat16"]
 INITS = ["default", "randomized"]

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
 
         Exit 0: every layer and the logits agree within float32 noise; 1: they disagree; 2: bad input.
         """
-        from ..verify import run_verify
+        from ..verify.run import run_verify
 
         result = run_verify(ckpt, reference, prompt=prompt, full=full, dataset_file=dataset_file,
                             num_samples=num_samples, max_tokens=max_tokens)
