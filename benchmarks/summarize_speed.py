@@ -21,7 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trt_minitron.backends import BackendSpec, open_backend  # noqa: E402
+from trt_minitron.backends import open_backend  # noqa: E402
+from trt_minitron.options import BackendSpec  # noqa: E402
 from trt_minitron.summarize.run import SummarizeOptions, run_summarize  # noqa: E402
 
 BATCH_SIZES = (1, 4, 8)

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from rouge_score import rouge_scorer
 
-from trt_minitron.backends import BackendSpec, Sampling, open_backend
+from trt_minitron.backends import open_backend
+from trt_minitron.backends.base import Sampling
 from trt_minitron.eval.data import PromptBuilder, read_dataset_file
+from trt_minitron.options import BackendSpec
 from trt_minitron.summarize.run import SummarizeOptions, run_summarize
 
 pytestmark = pytest.mark.slow
@@ -125,7 +127,7 @@ def test_generate_cli_streams_same_text_as_batch(backends, capsys):
         G.open_backend = lambda s: type("K", (), {"__getattr__": lambda self, k: getattr(tb, k),
                                                   "close": lambda self: None})()
         gens = run_generate(GenerateOptions(backend=spec, prompts=("The capital of France is",), stream=True,
-                                            sampling=Sampling(max_new_tokens=8)), out=buf)
+                                            max_new_tokens=8), out=buf)
     finally:
         G.open_backend = G_open
     text = buf.getvalue()

@@ -134,8 +134,10 @@ def test_request_rate_follows_seeded_poisson_arrivals(assets, tmp_path):
 
 
 def test_openai_backend_raises_with_the_servers_message(assets):
-    from trt_minitron.backends import BackendSpec, Sampling, open_backend
+    from trt_minitron.backends import open_backend
+    from trt_minitron.backends.base import Sampling
     from trt_minitron.errors import TrtMinitronError
+    from trt_minitron.options import BackendSpec
 
     with FakeOpenAIServer(tokens=3) as srv:
         b = open_backend(BackendSpec(kind="openai", model=srv.url, tokenizer=str(assets["tok"]), concurrency=2))

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trt_minitron.backends.openai_client import RequestParams, RequestRecord, normalize_url
+from trt_minitron.backends.openai_client import RequestParams, RequestRecord
 from trt_minitron.bench.report import markdown, plot_sweeps
-from trt_minitron.bench.run import BenchOptions, SweepPoint, arrival_offsets
+from trt_minitron.bench.run import SweepPoint, arrival_offsets, sweep_points
 from trt_minitron.bench.stats import aggregate, duration_s, tpot_s
 from trt_minitron.errors import ConfigError
-from trt_minitron.options import SLO, parse_slo
+from trt_minitron.options import SLO, BenchOptions, normalize_url, parse_slo
 
 
 def rec(i, sent, chunks, usage=None, text_tokens=None, error=None, ended=None):
@@ -89,9 +89,9 @@ def test_arrivals():
 
 
 def test_sweep_points_and_validation():
-    assert [p.label for p in BenchOptions(url="h:1", concurrency=(1, 4)).points()] == ["c=1", "c=4"]
-    assert BenchOptions(url="h:1").points() == [SweepPoint(1)]
-    pts = BenchOptions(url="h:1", request_rate=(0.5, float("inf")), max_concurrency=2).points()
+    assert [p.label for p in sweep_points(BenchOptions(url="h:1", concurrency=(1, 4)))] == ["c=1", "c=4"]
+    assert sweep_points(BenchOptions(url="h:1")) == [SweepPoint(1)]
+    pts = sweep_points(BenchOptions(url="h:1", request_rate=(0.5, float("inf")), max_concurrency=2))
     assert [p.label for p in pts] == ["r=0.5/s c<=2", "c=2"]
     for bad in (dict(concurrency=(1,), request_rate=(1.0,)), dict(concurrency=(0,)), dict(request_rate=(0.0,)),
                 dict(dataset="sharegpt"), dict(num_requests=0), dict(max_duration_s=0.0),

@@ -132,7 +132,7 @@ def test_summarize_report_is_checked_before_the_first_sample(models, tmp_path, c
 
 
 def test_summarize_report_is_written_atomically(models, tmp_path, capsys):
-    from trt_minitron.backends import BackendSpec
+    from trt_minitron.options import BackendSpec
     from trt_minitron.summarize.run import SummarizeOptions, run_summarize
 
     data = tmp_path / "data.jsonl"

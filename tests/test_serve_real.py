@@ -25,10 +25,10 @@ from rouge_score import rouge_scorer
 from test_serve_launch import as_in_a_terminal, free_port
 from test_smollm2 import smollm2_gguf
 
-from trt_minitron.backends import BackendSpec, Sampling
 from trt_minitron.backends.base import load_tokenizer
 from trt_minitron.cli import main
 from trt_minitron.generate.run import GenerateOptions, run_generate
+from trt_minitron.options import BackendSpec
 from trt_minitron.summarize.run import SummarizeOptions, run_summarize
 
 pytestmark = pytest.mark.slow
@@ -71,7 +71,7 @@ def test_serve_printed_the_route_command_and_endpoint(server):
 def test_generate_openai_equals_hf_greedy(server):
     def run(kind, model):
         opts = GenerateOptions(backend=BackendSpec(kind=kind, model=model, device="cpu", concurrency=2),
-                               prompts=PROMPTS, sampling=Sampling(max_new_tokens=6))
+                               prompts=PROMPTS, max_new_tokens=6)
         return run_generate(opts, out=io.StringIO())
 
     served = run("openai", server["url"])

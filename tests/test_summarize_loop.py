@@ -8,7 +8,8 @@ import json
 import pytest
 from rouge_score import rouge_scorer
 
-from trt_minitron.backends import BackendSpec, Generation
+from trt_minitron.backends.base import Generation
+from trt_minitron.options import BackendSpec
 from trt_minitron.summarize.run import AccuracyCheckFailed, SummarizeOptions, batches_by_length, markdown, run_summarize
 
 

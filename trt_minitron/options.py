@@ -1,8 +1,9 @@
-"""Every command's options and their defaults, in one module that imports neither torch nor numpy.
+"""Every command's options and their defaults, in one module that imports neither torch nor numpy, nor any
+other module of the package but errors and outputs: what the user asked for, checked before anything runs.
 
 The CLI (commands/) takes each flag's default from these classes and imports a command's implementation
-only when that command runs, so `trt-minitron --help` starts at once. The implementations re-export the
-class they take (export.ExportOptions is this ExportOptions).
+only when that command runs, so `trt-minitron --help` starts at once. What a run builds from them (a
+backend's Sampling, bench's request parameters and sweep points) lives where it is used.
 """
 
 from __future__ import annotations
@@ -11,15 +12,10 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
-from .errors import ConfigError, OutputError
-from .eval.data import DEFAULT_TEMPLATE, DatasetError
+from .errors import ConfigError, DatasetError, OutputError
 from .outputs import nearest_existing
-
-if TYPE_CHECKING:
-    from .backends.openai_client import RequestParams
-    from .bench.run import SweepPoint
 
 # --- export ------------------------------------------------------------------------------------------------------
 
@@ -93,35 +89,35 @@ class BuildOptions:
 # --- generation (generate, summarize) ----------------------------------------------------------------------------
 
 BACKENDS = ("trtllm", "hf", "torch", "openai")
+DEFAULT_TEMPLATE = "{article} TL;DR: "  # summarize's and bench's --prompt-template (TensorRT-LLM's summarize.py)
+APIS = ("completions", "chat")  # OpenAI endpoints: /v1/completions (prompt text), /v1/chat/completions
 
 
-@dataclass(frozen=True, kw_only=True)
-class Sampling:
-    """Decoding settings; greedy unless temperature > 0 (TensorRT-LLM's top_k=1 default is greedy too)."""
+def check_sampling(*, max_new_tokens: int, num_beams: int, temperature: float, top_p: float, top_k: int) -> None:
+    """Reject decoding settings no backend can honour (the one rule: options and backends.base.Sampling ask here)."""
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if num_beams < 1:
+        raise ConfigError(f"num_beams must be >= 1, got {num_beams}")
+    if temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise ConfigError(f"top_k must be >= 0, got {top_k}")
 
-    max_new_tokens: int = 100
-    temperature: float = 0.0
-    top_k: int = 0  # 0 = no top-k filter
-    top_p: float = 1.0
-    num_beams: int = 1
-    seed: int = 0
 
-    @property
-    def greedy(self) -> bool:
-        return self.num_beams == 1 and (self.temperature <= 0.0 or self.top_k == 1)
-
-    def validate(self) -> None:
-        """Reject settings no backend can honour."""
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.num_beams < 1:
-            raise ConfigError(f"num_beams must be >= 1, got {self.num_beams}")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k must be >= 0, got {self.top_k}")
+def normalize_url(url: str) -> str:
+    """`HOST:PORT`, `http://HOST:PORT` or `http://HOST:PORT/v1` -> the base URL the client expects (`.../v1`)."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{url!r} is not a server URL; expected http://HOST:PORT/v1")
+    try:
+        _ = parts.port  # raises on a bad port
+    except ValueError:
+        raise ConfigError(f"{url!r} has an invalid port; expected http://HOST:PORT/v1") from None
+    path = parts.path.rstrip("/") or "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,27 +144,29 @@ class BackendSpec:
         if self.concurrency < 1:
             raise ConfigError(f"--concurrency must be >= 1, got {self.concurrency}")
         if self.kind == "openai":
-            from .backends.openai_client import normalize_url
             normalize_url(self.model)
         elif not Path(self.model).exists():
             raise ConfigError(f"{self.kind} model path {self.model} does not exist")
-
-
-GENERATE_SAMPLING = Sampling(max_new_tokens=64)  # `generate`'s decoding defaults
 
 
 @dataclass(frozen=True, kw_only=True)
 class GenerateOptions:
     backend: BackendSpec
     prompts: tuple[str, ...]
-    sampling: Sampling = GENERATE_SAMPLING
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # greedy unless > 0
+    top_k: int = 0  # 0 = no top-k filter
+    top_p: float = 1.0
+    num_beams: int = 1
+    seed: int = 0
     chat: bool = False
     stream: bool = False
 
     def validate(self) -> None:
         if not self.prompts:
             raise ConfigError("give at least one --prompt")
-        self.sampling.validate()
+        check_sampling(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, temperature=self.temperature,
+                       top_p=self.top_p, top_k=self.top_k)
         self.backend.validate()
 
 
@@ -197,11 +195,6 @@ class SummarizeOptions:
     report: Path | None = None
     concurrency: int = 1  # openai backends: requests in flight (all prompts go out as one stream of requests)
 
-    @property
-    def sampling(self) -> Sampling:
-        return Sampling(max_new_tokens=self.output_len, temperature=self.temperature, top_k=self.top_k,
-                        top_p=self.top_p, num_beams=self.num_beams, seed=self.seed)
-
     def validate(self) -> None:
         if not self.backends:
             raise ConfigError("give at least one --backend KIND MODEL")
@@ -209,7 +202,8 @@ class SummarizeOptions:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.max_rouge_drop is not None and len(self.backends) < 2:
             raise ConfigError("--max-rouge-drop compares two backends; give a second --backend")
-        self.sampling.validate()
+        check_sampling(max_new_tokens=self.output_len, num_beams=self.num_beams, temperature=self.temperature,
+                       top_p=self.top_p, top_k=self.top_k)
         for b in self.backends:
             b.validate()
         if self.report is not None:
@@ -379,8 +373,6 @@ class BenchOptions:
     plot: Path | None = None
 
     def validate(self) -> None:
-        from .backends.openai_client import normalize_url
-
         normalize_url(self.url)
         if self.dataset not in BENCH_DATASETS:
             raise ConfigError(f"unknown --dataset {self.dataset!r}; choose one of {', '.join(BENCH_DATASETS)}")
@@ -401,24 +393,13 @@ class BenchOptions:
             raise ConfigError(f"--max-duration must be > 0 s, got {self.max_duration_s}")
         if self.warmup_requests < 0:
             raise ConfigError(f"--warmup must be >= 0, got {self.warmup_requests}")
-        self.params().validate()
+        if self.api not in APIS:
+            raise ConfigError(f"unknown API {self.api!r}; choose one of {', '.join(APIS)}")
+        if self.request_timeout_s <= 0:
+            raise ConfigError(f"request timeout must be > 0, got {self.request_timeout_s}")
         for flag, path in (("--report", self.report), ("--plot", self.plot)):
             if path is not None:
                 check_writable(Path(path), flag)
-
-    def points(self) -> list[SweepPoint]:
-        from .bench.run import SweepPoint
-
-        if self.request_rate:
-            return [SweepPoint(self.max_concurrency, None if math.isinf(r) else r) for r in self.request_rate]
-        return [SweepPoint(c) for c in (self.concurrency or (1,))]
-
-    def params(self, max_tokens: int | None = None) -> RequestParams:
-        from .backends.openai_client import RequestParams
-
-        return RequestParams(max_tokens=max_tokens or self.output_len, api=self.api, temperature=self.temperature,
-                             seed=self.seed if self.temperature > 0 else None, ignore_eos=self.ignore_eos,
-                             timeout_s=self.request_timeout_s)
 
 
 def check_writable(path: Path, flag: str) -> None:

@@ -1,12 +1,16 @@
 """Generation backends behind one protocol (base.Backend): trtllm (engine), hf (transformers), torch (reference),
-openai (an OpenAI-compatible server, by URL)."""
+openai (an OpenAI-compatible server, by URL, through openai_client.py, which bench shares).
+
+Importing this package imports no torch: each backend module is imported when a spec asks for it."""
 
 from __future__ import annotations
 
-from ..options import BACKENDS, BackendSpec
-from .base import Backend, Generation, Sampling
+from typing import TYPE_CHECKING
 
-__all__ = ["BACKENDS", "Backend", "BackendSpec", "Generation", "Sampling", "open_backend"]
+from ..options import BackendSpec
+
+if TYPE_CHECKING:
+    from .base import Backend
 
 
 def open_backend(spec: BackendSpec) -> Backend:

@@ -18,9 +18,31 @@ from typing import Callable, Protocol, runtime_checkable
 import torch
 
 from ..errors import ConfigError
-from ..options import Sampling
+from ..options import check_sampling
 
 TokenCallback = Callable[[int, int], None]  # (row, token id), called as tokens are produced
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sampling:
+    """Decoding settings of one generate() call; greedy unless temperature > 0 (TensorRT-LLM's top_k=1 default is
+    greedy too). Built from the command's options (generate: GenerateOptions, summarize: SummarizeOptions)."""
+
+    max_new_tokens: int = 100
+    temperature: float = 0.0
+    top_k: int = 0  # 0 = no top-k filter
+    top_p: float = 1.0
+    num_beams: int = 1
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.num_beams == 1 and (self.temperature <= 0.0 or self.top_k == 1)
+
+    def validate(self) -> None:
+        """Reject settings no backend can honour."""
+        check_sampling(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, temperature=self.temperature,
+                       top_p=self.top_p, top_k=self.top_k)
 
 
 @dataclass(kw_only=True)

@@ -14,13 +14,13 @@ import asyncio
 import time
 
 from ..errors import ConfigError
+from ..options import normalize_url
 from .base import Generation, Sampling, TokenCallback
 from .openai_client import (
     RequestParams,
     RequestRecord,
     ServerError,
     make_client,
-    normalize_url,
     prompt_text,
     resolve_model,
     server_tokenizer,

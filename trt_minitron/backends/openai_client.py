@@ -13,11 +13,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError, MissingDependencyError, TrtMinitronError
+from ..options import APIS
 
-APIS = ("completions", "chat")
 INSTALL_HINT = "pip install 'trt-minitron[serve]' (or pip install openai)"
 
 
@@ -33,19 +32,6 @@ def require_openai():
         raise MissingDependencyError(f"talking to an OpenAI-compatible server needs the openai client: {INSTALL_HINT}") \
             from None
     return openai
-
-
-def normalize_url(url: str) -> str:
-    """`HOST:PORT`, `http://HOST:PORT` or `http://HOST:PORT/v1` -> the base URL the client expects (`.../v1`)."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{url!r} is not a server URL; expected http://HOST:PORT/v1")
-    try:
-        _ = parts.port  # raises on a bad port
-    except ValueError:
-        raise ConfigError(f"{url!r} has an invalid port; expected http://HOST:PORT/v1") from None
-    path = parts.path.rstrip("/") or "/v1"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
 def make_client(base_url: str, timeout_s: float):

@@ -9,6 +9,7 @@ request by --request-timeout and the point by --max-duration; failures are count
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +21,6 @@ from ..backends.openai_client import (
     RequestParams,
     RequestRecord,
     make_client,
-    normalize_url,
     prompt_text,
     resolve_model,
     server_tokenizer,
@@ -29,7 +29,7 @@ from ..backends.openai_client import (
 from ..errors import TrtMinitronError
 from ..eval.data import PromptBuilder, load_records
 from ..eval.metrics import ROUGE_KEYS, bootstrap_mean, rouge_scores
-from ..options import BenchOptions
+from ..options import BenchOptions, normalize_url
 from .stats import SLO, aggregate, tpot_s
 
 WARMUP_TOKENS = 8
@@ -54,6 +54,20 @@ class SweepPoint:
             return f"c={self.concurrency}"
         cap = f" c<={self.concurrency}" if self.concurrency else ""
         return f"r={self.request_rate:g}/s{cap}"
+
+
+def sweep_points(opts: BenchOptions) -> list[SweepPoint]:
+    """--request-rate values (capped by --max-concurrency), else --concurrency values (default 1)."""
+    if opts.request_rate:
+        return [SweepPoint(opts.max_concurrency, None if math.isinf(r) else r) for r in opts.request_rate]
+    return [SweepPoint(c) for c in (opts.concurrency or (1,))]
+
+
+def request_params(opts: BenchOptions, max_tokens: int | None = None) -> RequestParams:
+    """Every request's settings (a seed only when sampling)."""
+    return RequestParams(max_tokens=max_tokens or opts.output_len, api=opts.api, temperature=opts.temperature,
+                         seed=opts.seed if opts.temperature > 0 else None, ignore_eos=opts.ignore_eos,
+                         timeout_s=opts.request_timeout_s)
 
 
 @dataclass(frozen=True)
@@ -169,14 +183,14 @@ async def _bench(opts: BenchOptions, progress) -> dict:
         prompts = build_prompts(opts, tokenizer)
         warm = []
         if opts.warmup_requests:
-            wp = opts.params(min(WARMUP_TOKENS, opts.output_len))
+            wp = request_params(opts, min(WARMUP_TOKENS, opts.output_len))
             warm = await asyncio.gather(*(
                 stream_request(client, model, prompts[i % len(prompts)].text, wp,
                                RequestRecord(index=i, prompt_id=prompts[i % len(prompts)].id), time.perf_counter())
                 for i in range(opts.warmup_requests)))
         points = []
-        params = opts.params()
-        for point in opts.points():
+        params = request_params(opts)
+        for point in sweep_points(opts):
             advance = progress(point.label, len(prompts)) if progress else None
             records = await run_point(client, model, prompts, params, point, opts.seed, opts.max_duration_s, advance)
             agg, rows = score_point(records, prompts, tokenizer, opts.slo, opts.bootstrap_samples)

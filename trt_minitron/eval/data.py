@@ -12,17 +12,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MissingDependencyError, TrtMinitronError
+from ..errors import DatasetError, MissingDependencyError
+from ..options import DEFAULT_TEMPLATE
 
 HUB_DATASET = ("abisee/cnn_dailymail", "3.0.0")  # name, config; summarize reads "test", calibration "train"
-DEFAULT_TEMPLATE = "{article} TL;DR: "
 CHAT = "chat"
 CHAT_INSTRUCTION = "Summarize the following news article in a few sentences.\n\n{article}"
 _SENTINEL = "\uE000ARTICLE\uE000"  # private-use code points: never in real text
-
-
-class DatasetError(TrtMinitronError):
-    """A dataset file that is missing, empty, not JSON/parquet, or lacks article/highlights."""
 
 
 @dataclass(frozen=True)

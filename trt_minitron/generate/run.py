@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from ..backends import Generation, open_backend
+from ..backends import open_backend
+from ..backends.base import Generation, Sampling
 from ..errors import ConfigError
 from ..options import GenerateOptions
 
@@ -46,23 +47,25 @@ def _summary(g: Generation) -> str:
 def run_generate(opts: GenerateOptions, out: TextIO) -> list[Generation]:
     """Entry point of `trt-minitron generate`: returns the generations (empty on MPI ranks other than 0)."""
     opts.validate()
+    sampling = Sampling(max_new_tokens=opts.max_new_tokens, temperature=opts.temperature, top_k=opts.top_k,
+                        top_p=opts.top_p, num_beams=opts.num_beams, seed=opts.seed)
     backend = open_backend(opts.backend)
     try:
         ids = [encode(backend.tokenizer, p, opts.chat) for p in opts.prompts]
         gens: list[Generation] = []
         if opts.stream:
-            if opts.sampling.num_beams != 1:
+            if sampling.num_beams != 1:
                 raise ConfigError("--stream needs --num-beams 1")
             for text, p in zip(opts.prompts, ids):
                 if backend.is_main:
                     out.write(f"### {text}\n")
                 printer = _Printer(backend.tokenizer, out)
-                g = backend.generate([p], opts.sampling, on_token=printer if backend.is_main else None)
+                g = backend.generate([p], sampling, on_token=printer if backend.is_main else None)
                 if backend.is_main:
                     out.write(f"\n{_summary(g[0])}\n\n")
                 gens += g
         else:
-            gens = backend.generate(ids, opts.sampling)
+            gens = backend.generate(ids, sampling)
             for text, g in zip(opts.prompts, gens):
                 out.write(f"### {text}\n{g.text}\n{_summary(g)}\n\n")
         return gens

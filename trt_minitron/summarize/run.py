@@ -13,11 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..backends import BackendSpec, Generation, Sampling, open_backend
+from ..backends import open_backend
+from ..backends.base import Generation, Sampling
 from ..errors import OutputError, TrtMinitronError
 from ..eval.data import PromptBuilder, Record, load_records
 from ..eval.metrics import ROUGE_KEYS, bootstrap_mean, latency_stats, paired_bootstrap, rouge_scores
-from ..options import SummarizeOptions
+from ..options import BackendSpec, SummarizeOptions
 
 WARMUP_TOKENS = 8
 
@@ -82,7 +83,8 @@ def run_backend(backend, records: list[Record], opts: SummarizeOptions,
     per_request = backend.name == "openai"
     size = len(prompts) if per_request else opts.batch_size
     batches = batches_by_length([len(p) for p in prompts], size, opts.sort_by_length)
-    sampling = opts.sampling
+    sampling = Sampling(max_new_tokens=opts.output_len, temperature=opts.temperature, top_k=opts.top_k,
+                        top_p=opts.top_p, num_beams=opts.num_beams, seed=opts.seed)
     if opts.warmup:
         warm = Sampling(**{**asdict(sampling), "max_new_tokens": min(WARMUP_TOKENS, sampling.max_new_tokens)})
         backend.generate([prompts[i] for i in batches[0][:opts.batch_size]], warm)
