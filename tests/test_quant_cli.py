@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,11 @@ def test_quantize_writes_checkpoint_whose_config_matches_our_export(models, tmp_
     out, ref = tmp_path / "q", tmp_path / "ref"
     parallel = ["--tp", str(tp), "--pp", str(pp), "--dtype", dtype]
     extra = ["--kv-cache-dtype", "fp8"] if kv else []
-    assert main(["quantize", str(models[kind]), "-o", str(out), "--qformat", qformat, *parallel, *CALIB, *extra]) == 0
+    umask = os.umask(0o022)
+    try:
+        assert main(["quantize", str(models[kind]), "-o", str(out), "--qformat", qformat, *parallel, *CALIB, *extra]) == 0
+    finally:
+        os.umask(umask)
     captured = capsys.readouterr()
     closing = captured.err.strip().splitlines()[-1]
     assert closing.startswith(f"quantized {qformat}") and f"tp {tp}, pp {pp}" in closing and "peak RSS" in closing
@@ -56,6 +61,8 @@ def test_quantize_writes_checkpoint_whose_config_matches_our_export(models, tmp_
                                                             "tokenizer.json", "tokenizer_config.json",
                                                             "trt_minitron_quantize.json", "trt_minitron_export.json",
                                                             "trt_minitron_quantize.safetensors"])  # pre-quant scales
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir()}
+    assert modes == dict.fromkeys(modes, "0o644")  # the sidecar too: a colleague can read a shared checkpoint
     assert _leftovers(tmp_path) == []
     assert main(["export", str(models[kind]), "-o", str(ref), *parallel]) == 0
     diff = _config_diff(out, ref)

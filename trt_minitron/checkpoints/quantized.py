@@ -5,7 +5,8 @@ This is the interface the reference model uses: `QuantSpec.from_config(config)` 
 unquantized checkpoint; otherwise `spec.linear(rank_tensors, "transformer.layers.0.attention.qkv")`
 gives one rank's layer, `cat_rows` / `cat_cols` (formats.py) merge ranks the way tensor-parallel
 execution combines them, and `spec.kv_quant(rank_tensors, "transformer.layers.0.attention")`
-the KV-cache rounding.
+the KV-cache rounding. The float32 pre-quant scales quantize keeps beside the checkpoint (which stores them
+rounded to its dtype) are the sidecar PQS_SIDECAR.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from ..errors import CheckpointError
 from ..sources.base import TensorInfo
 from ..tensors.dtypes import BY_SAFETENSORS, torch_dtype
 from ..tensors.stheader import read_header
-from .quant_formats import KV_SCALE, WEIGHT, KVQuant, QuantFormat, QuantLinear, format_for_algo
+from ..tensors.stwriter import write_safetensors
+from .quant_formats import KV_SCALE, PQS, WEIGHT, KVQuant, QuantFormat, QuantLinear, format_for_algo
 
 # TensorRT-LLM linear layers under transformer.layers.{i}.; column-parallel ones split output rows.
 COLUMN_LINEARS = ("attention.qkv", "mlp.fc", "mlp.gate")
@@ -32,6 +34,8 @@ QUANT_CHECKPOINT_DTYPES = ("bfloat16", "float16")  # what ModelOpt's exporters w
 # ModelOpt 0.47 also writes the K and V scales apart; TensorRT-LLM's preprocess_weights replaces
 # kv_cache_scaling_factor by max(k, v) when they are present (models/modeling_utils.py, file id 1189552800).
 K_SCALE, V_SCALE = "k_cache_scaling_factor", "v_cache_scaling_factor"
+PQS_SIDECAR = "trt_minitron_quantize.safetensors"
+PQS_KEY = "pre_quant_scale"  # sidecar name: "<HF module>.pre_quant_scale", float32 [in]
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,31 @@ class RankTensors(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self._names)
+
+
+def write_prequant_scales(path: Path, scales: Mapping[str, torch.Tensor]) -> int:
+    """The sidecar: float32 pre-quant scales by Hugging Face module name (empty for formats without them), written
+    as every other output file is (mode 0644 under the usual umask). Returns how many."""
+    entries = [(f"{name}.{PQS_KEY}", TensorInfo((t.numel(),), torch.float32),
+                lambda t=t: t.detach().float().cpu().reshape(-1).contiguous()) for name, t in scales.items()]
+    write_safetensors(path, entries)
+    return len(entries)
+
+
+def load_prequant_scales(ckpt_dir: Path) -> dict[str, torch.Tensor]:
+    """The float32 pre-quant scales `quantize` saved beside the checkpoint, by Hugging Face module name."""
+    path = ckpt_dir / PQS_SIDECAR
+    if not path.is_file():
+        return {}
+    t = RankTensors(path)
+    return {n.removesuffix(f".{PQS_KEY}"): t[n].float() for n in t}
+
+
+def check_sidecar(spec: QuantSpec, scales: Mapping[str, torch.Tensor], where: Path) -> None:
+    """A format with pre-quant scales needs quantize's float32 sidecar (the checkpoint keeps them rounded)."""
+    if spec.format.linear_tensors(2, spec.format.group_size or 2, spec.dtype).get(PQS) is not None and not scales:
+        raise CheckpointError(f"{where}: no {PQS_SIDECAR} (the float32 pre-quant scales `trt-minitron quantize` "
+                              f"saves); verify cannot rebuild ModelOpt's {spec.quant_algo} weights without it")
 
 
 class PlainRankFile:

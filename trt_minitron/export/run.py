@@ -26,7 +26,7 @@ from ..errors import CheckpointError, ConfigError
 from ..options import EXPORT_FORMATS as FORMATS
 from ..options import ExportOptions
 from ..outputs import atomic_output_dir, check_output, write_marker
-from ..sources import MetaReader, Source, TensorInfo, open_source
+from ..sources import MetaReader, Source, TensorInfo, open_source, source_paths
 from ..tensors.dtypes import BY_NAME, CHECKPOINT_DTYPES, dtype_name, torch_dtype
 from ..tensors.info import infos_without_torch
 from ..tensors.layout import Layout
@@ -36,11 +36,6 @@ from .transfer import OutTensor, write_rank_files
 if TYPE_CHECKING:
     import torch
 
-
-def __getattr__(name: str):
-    if name == "DTYPES":  # {name: torch dtype} of CHECKPOINT_DTYPES, built on first use: it imports torch
-        return {n: torch_dtype(n) for n in CHECKPOINT_DTYPES}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 @dataclass(frozen=True)
 class PlannedTensor:
@@ -157,11 +152,6 @@ def run_export(opts: ExportOptions) -> ExportResult | None:
     finally:
         source.close()
     return _report(Path(opts.output), counts, start)
-
-
-def source_paths(source: Source) -> list[Path]:
-    """Where a source's files live (a hub download's cache folder, a .nemo file), to keep outputs off them."""
-    return [Path(p) for p in (getattr(source, "folder", None), getattr(source, "path", None)) if p is not None]
 
 
 def _write_trtllm(source: Source, trt_config: dict, planned: list[PlannedTensor], mapping: Mapping,

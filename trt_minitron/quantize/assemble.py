@@ -20,8 +20,9 @@ from ..archs.config import load_json
 from ..checkpoints.quant_formats import KV_SCALE, WEIGHT, WSF
 from ..checkpoints.quantized import K_SCALE, V_SCALE, QuantSpec, RankTensors, linear_prefix
 from ..errors import CheckpointError
-from ..export.run import DTYPES, PlannedTensor, plan_export
+from ..export.run import PlannedTensor, plan_export
 from ..sources.base import Source, TensorInfo
+from ..tensors.dtypes import torch_dtype
 from ..tensors.mapping import Mapping
 from ..tensors.stwriter import write_safetensors
 
@@ -105,7 +106,7 @@ def assemble_checkpoint(source: Source, modelopt_dir: Path, out_dir: Path, mappi
     spec = QuantSpec.from_config(config)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     ranks = [rank_entries([p for p in planned if p.rank == r], source,
-                          RankTensors(modelopt_dir / f"rank{r}.safetensors"), spec, DTYPES[dtype], f"rank{r}")
+                          RankTensors(modelopt_dir / f"rank{r}.safetensors"), spec, torch_dtype(dtype), f"rank{r}")
              for r in range(mapping.world_size)]
     total = sum(info.nbytes for entries in ranks for _, info, _ in entries)
     done = 0

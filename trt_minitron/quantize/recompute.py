@@ -22,17 +22,12 @@ import contextlib
 import io
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping
 
 import torch
 
-from ..checkpoints.quant_formats import ASF, FP8_MAX, PQS, WSF, WSF2
-from ..checkpoints.quantized import QuantSpec, RankTensors
-from ..errors import CheckpointError
-
-PQS_SIDECAR = "trt_minitron_quantize.safetensors"
-PQS_KEY = "pre_quant_scale"  # sidecar name: "<HF module>.pre_quant_scale", float32 [in]
+from ..checkpoints.quant_formats import ASF, FP8_MAX, WSF, WSF2
+from ..checkpoints.quantized import QuantSpec
 
 
 @dataclass(frozen=True)
@@ -46,15 +41,6 @@ class TeacherLinear:
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.module.input_quantizer(x.float()).float()
-
-
-def load_prequant_scales(ckpt_dir: Path) -> dict[str, torch.Tensor]:
-    """The float32 pre-quant scales `quantize` saved beside the checkpoint, by Hugging Face module name."""
-    path = ckpt_dir / PQS_SIDECAR
-    if not path.is_file():
-        return {}
-    t = RankTensors(path)
-    return {n.removesuffix(f".{PQS_KEY}"): t[n].float() for n in t}
 
 
 def _config(spec: QuantSpec) -> dict:
@@ -113,10 +99,3 @@ def teacher_kv(scale: torch.Tensor):
     q = TensorQuantizer(QuantizerAttributeConfig(**entry["cfg"]))
     q.amax = (scale.float() * FP8_MAX).reshape(())
     return q
-
-
-def check_sidecar(spec: QuantSpec, scales: Mapping[str, torch.Tensor], where: Path) -> None:
-    """A format with pre-quant scales needs quantize's float32 sidecar (the checkpoint keeps them rounded)."""
-    if spec.format.linear_tensors(2, spec.format.group_size or 2, spec.dtype).get(PQS) is not None and not scales:
-        raise CheckpointError(f"{where}: no {PQS_SIDECAR} (the float32 pre-quant scales `trt-minitron quantize` "
-                              f"saves); verify cannot rebuild ModelOpt's {spec.quant_algo} weights without it")

@@ -24,19 +24,18 @@ import torch
 from ..archs import get_arch
 from ..archs.config import ModelConfig, load_json
 from ..checkpoints.quant_formats import KV_CACHE_DTYPES, QuantFormat, get_format
-from ..checkpoints.quantized import QUANT_CHECKPOINT_DTYPES, RankTensors
+from ..checkpoints.quantized import PQS_SIDECAR, QUANT_CHECKPOINT_DTYPES, RankTensors, write_prequant_scales
 from ..errors import ConfigError, MissingDependencyError, VerificationFailed
 from ..export.hf_writer import write_hf_checkpoint
-from ..export.run import peak_rss_bytes, source_paths
+from ..export.run import peak_rss_bytes
 from ..options import QuantizeOptions
 from ..outputs import atomic_output_dir, check_output, write_marker
-from ..sources import Source, TensorInfo, open_source
+from ..sources import Source, TensorInfo, open_source, source_paths
 from ..sources.hf import HFSource
 from ..tensors.dtypes import torch_dtype
 from ..tensors.mapping import Mapping
 from .assemble import assemble_checkpoint
 from .calib import calibration_batches, load_articles
-from .recompute import PQS_KEY, PQS_SIDECAR
 from .teacher import FLIP_FRACTION, LayerCheck, check_conversion, failures
 
 OUTPUT_FORMATS = ("trtllm", "hf")
@@ -215,13 +214,9 @@ def save_prequant_scales(model: torch.nn.Module, path: Path) -> int:
     """The post-export model's float32 pre-quant scales (what its weights were divided by) as a small safetensors
     sidecar, by Hugging Face module name: verify rebuilds ModelOpt's weights from the source with them, since the
     checkpoint keeps them rounded to its dtype. Returns how many (0 for formats without them: an empty file)."""
-    from safetensors.torch import save_file
-
-    scales = {f"{name}.{PQS_KEY}": q._pre_quant_scale.detach().float().cpu().reshape(-1).contiguous()
-              for name, m in model.named_modules()
-              if (q := getattr(m, "input_quantizer", None)) is not None and getattr(q, "_pre_quant_scale", None) is not None}
-    save_file(scales, str(path))
-    return len(scales)
+    return write_prequant_scales(path, {
+        name: q._pre_quant_scale for name, m in model.named_modules()
+        if (q := getattr(m, "input_quantizer", None)) is not None and getattr(q, "_pre_quant_scale", None) is not None})
 
 
 def _judge(checks: list[LayerCheck]) -> None:

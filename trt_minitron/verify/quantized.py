@@ -26,11 +26,11 @@ import torch
 
 from ..archs import get_arch
 from ..archs.base import RankContext
-from ..checkpoints.quantized import LINEARS, QuantSpec
+from ..checkpoints.quantized import LINEARS, QuantSpec, check_sidecar, load_prequant_scales
 from ..checkpoints.reference import LayerWeights, Semantics, attention_block, attention_kv, mlp_block, norm, rope_cos_sin
 from ..checkpoints.trtllm import MergedCheckpoint
 from ..errors import CheckpointError
-from ..quantize.recompute import check_sidecar, load_prequant_scales, teacher_kv, teacher_linear
+from ..quantize.recompute import teacher_kv, teacher_linear
 from ..quantize.teacher import FLIP_FRACTION, LayerCheck, TensorReader, hf_modules, mismatch, rel_diff
 from ..tensors.dtypes import torch_dtype
 from .divergence import Divergence, DivergenceReport
