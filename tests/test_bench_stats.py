@@ -10,7 +10,7 @@ from trt_minitron.backends.openai_client import RequestParams, RequestRecord
 from trt_minitron.bench.report import markdown, plot_sweeps
 from trt_minitron.bench.run import SweepPoint, arrival_offsets, sweep_points
 from trt_minitron.bench.stats import aggregate, duration_s, tpot_s
-from trt_minitron.errors import ConfigError
+from trt_minitron.errors import ConfigError, OutputError
 from trt_minitron.options import SLO, BenchOptions, normalize_url, parse_slo
 
 
@@ -102,11 +102,11 @@ def test_sweep_points_and_validation():
 
 def test_unwritable_report_is_refused_before_the_run(tmp_path):
     (tmp_path / "ro").mkdir(mode=0o555)
-    with pytest.raises(ConfigError, match="--report"):
+    with pytest.raises(OutputError, match="--report .* is a folder"):
         BenchOptions(url="h:1", report=tmp_path).validate()
     import os
     if os.geteuid() != 0:  # root writes anywhere
-        with pytest.raises(ConfigError, match="not a writable folder"):
+        with pytest.raises(OutputError, match="cannot be written: Permission denied"):
             BenchOptions(url="h:1", report=tmp_path / "ro" / "r.json").validate()
 
 

@@ -303,7 +303,7 @@ def test_output_below_a_file_is_one_line(tmp_path, capsys, fake_trtllm):
     ckpt = write_checkpoint(tmp_path / "ckpt")
     (tmp_path / "afile").write_text("x")
     code, _, err = run_cli(capsys, ckpt, "--output", tmp_path / "afile" / "eng")
-    assert code == 2 and err.count("\n") == 1 and "afile is not a folder" in err
+    assert code == 2 and err.count("\n") == 1 and "afile is a file, not a folder" in err
     assert fake_trtllm.CALLS == []
 
 

@@ -9,13 +9,12 @@ backend's Sampling, bench's request parameters and sweep points) lives where it 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import ConfigError, DatasetError, OutputError
-from .outputs import nearest_existing
+from .errors import ConfigError, DatasetError
+from .outputs import absolute, check_output_file
 
 # --- export ------------------------------------------------------------------------------------------------------
 
@@ -193,6 +192,7 @@ class SummarizeOptions:
     max_rouge_drop: float | None = None
     bootstrap_samples: int = 1000
     report: Path | None = None
+    overwrite: bool = False  # replace an existing --report that trt-minitron did not write
     concurrency: int = 1  # openai backends: requests in flight (all prompts go out as one stream of requests)
 
     def validate(self) -> None:
@@ -206,26 +206,8 @@ class SummarizeOptions:
                        top_p=self.top_p, top_k=self.top_k)
         for b in self.backends:
             b.validate()
-        if self.report is not None:
-            check_report_path(Path(self.report))
-
-
-def check_report_path(report: Path) -> None:
-    """Refuse, before any sample runs, a --report that could not be written at the end."""
-    if report.is_dir():
-        raise OutputError(f"--report {report} is a folder; give a file path such as {report / 'summarize.json'}")
-    if report.exists():
-        try:
-            with open(report, "a"):
-                pass
-        except OSError as e:
-            raise OutputError(f"--report {report} cannot be written: {e.strerror}") from None
-        return
-    ancestor = nearest_existing(report.parent)
-    if not ancestor.is_dir():
-        raise OutputError(f"--report {report} cannot be written: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputError(f"--report {report} cannot be written: no permission to create files in {ancestor}")
+        if self.report is not None:  # before any sample runs, not after
+            check_output_file(self.report, flag="--report", overwrite=self.overwrite, example="summarize.json")
 
 
 # --- quantize ----------------------------------------------------------------------------------------------------
@@ -371,6 +353,7 @@ class BenchOptions:
     bootstrap_samples: int = 1000
     report: Path | None = None
     plot: Path | None = None
+    overwrite: bool = False  # replace an existing --report / --plot that trt-minitron did not write
 
     def validate(self) -> None:
         normalize_url(self.url)
@@ -397,17 +380,8 @@ class BenchOptions:
             raise ConfigError(f"unknown API {self.api!r}; choose one of {', '.join(APIS)}")
         if self.request_timeout_s <= 0:
             raise ConfigError(f"request timeout must be > 0, got {self.request_timeout_s}")
-        for flag, path in (("--report", self.report), ("--plot", self.plot)):
-            if path is not None:
-                check_writable(Path(path), flag)
-
-
-def check_writable(path: Path, flag: str) -> None:
-    """Refuse before the run, not after it, an output path that cannot be written."""
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder; give a file name")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ConfigError(f"{flag} {path}: {parent} is not a writable folder")
+        if self.report is not None and self.plot is not None and absolute(self.report) == absolute(self.plot):
+            raise ConfigError(f"--report and --plot name the same file {self.report}")
+        for flag, path, example in (("--report", self.report, "bench.json"), ("--plot", self.plot, "bench.png")):
+            if path is not None:  # before the run, not after it
+                check_output_file(path, flag=flag, overwrite=self.overwrite, example=example)

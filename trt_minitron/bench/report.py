@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 
-from ..errors import ConfigError, MissingDependencyError
+from .. import __version__
+from ..errors import MissingDependencyError
+from ..outputs import TOOL, write_file
 
 
 def _f(value, fmt: str = ".0f") -> str:
@@ -44,26 +46,16 @@ def failures(report: dict) -> list[str]:
     return [f"{p['label']}: {e['count']} x {e['message']}" for p in report["points"] for e in p["aggregate"]["errors"]]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
-
-
-def write_outputs(report: dict, json_path: Path | None, png_path: Path | None) -> None:
-    """Write the JSON report and the plot where asked."""
+def write_outputs(report: dict, json_path: Path | None, png_path: Path | None, overwrite: bool = False) -> None:
+    """Write the JSON report and the plot where asked (outputs.write_file: atomic, ours or --overwrite)."""
     if json_path is not None:
-        _atomic_write(Path(json_path), json.dumps(report, indent=2, ensure_ascii=False).encode())
+        write_file(json_path, json.dumps(report, indent=2, ensure_ascii=False).encode(), overwrite=overwrite)
     if png_path is not None:
-        plot_sweeps({Path(report["server"]["model"]).name or report["server"]["model"]: report}, Path(png_path))
+        plot_sweeps({Path(report["server"]["model"]).name or report["server"]["model"]: report}, Path(png_path),
+                    overwrite=overwrite)
 
 
-def plot_sweeps(runs: dict[str, dict], path: Path, title: str | None = None) -> None:
+def plot_sweeps(runs: dict[str, dict], path: Path, title: str | None = None, overwrite: bool = False) -> None:
     """PNG: output tokens/s (x) against TTFT and E2E latency p50 / p99 (y), one line per run, points labelled."""
     try:
         import matplotlib
@@ -91,13 +83,10 @@ def plot_sweeps(runs: dict[str, dict], path: Path, title: str | None = None) -> 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
+    png = io.BytesIO()
+    try:  # the Software text makes the file recognisably ours (outputs.is_ours)
+        fig.savefig(png, format="png", dpi=110,
+                    metadata={"Software": f"{TOOL} {__version__} (matplotlib {matplotlib.__version__})"})
     finally:
         plt.close(fig)
+    write_file(path, png.getvalue(), overwrite=overwrite)

@@ -30,6 +30,7 @@ from ..errors import TrtMinitronError
 from ..eval.data import PromptBuilder, load_records
 from ..eval.metrics import ROUGE_KEYS, bootstrap_mean, rouge_scores
 from ..options import BenchOptions, normalize_url
+from ..outputs import TOOL
 from .stats import SLO, aggregate, tpot_s
 
 WARMUP_TOKENS = 8
@@ -200,7 +201,7 @@ async def _bench(opts: BenchOptions, progress) -> dict:
         await client.close()
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     return {
-        "tool": "trt-minitron bench",
+        "tool": f"{TOOL} bench",  # what makes the file recognisably ours (outputs.is_ours)
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "server": {"url": base, "model": model, "api": opts.api},
         "settings": settings,
@@ -229,5 +230,5 @@ def run_bench(opts: BenchOptions, progress=None) -> dict:
 
     opts.validate()
     report = asyncio.run(_bench(opts, progress))
-    write_outputs(report, opts.report, opts.plot)
+    write_outputs(report, opts.report, opts.plot, opts.overwrite)
     return report

@@ -215,18 +215,6 @@ def require_trtllm() -> str:
     return str(getattr(tensorrt_llm, "__version__", "unknown"))
 
 
-def check_output(out: Path, checkpoint: Path, overwrite: bool) -> Path:
-    """The shared output rules (outputs.check_output, the checkpoint protected), plus a writable parent,
-    checked before minutes of building."""
-    out = outputs.check_output(out, overwrite=overwrite, protect=[checkpoint])
-    parent = outputs.nearest_existing(out.parent)
-    if not parent.is_dir():
-        raise ConfigError(f"--output {out}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"--output {out}: {parent} is not writable")
-    return out
-
-
 def build(opts: BuildOptions) -> Path:
     """Validate, plan, build every rank into a temporary folder, write the manifest, then rename it into place.
 
@@ -238,7 +226,7 @@ def build(opts: BuildOptions) -> Path:
     """
     opts.validate()
     out = Path(opts.output)
-    out = check_output(out, Path(opts.checkpoint), opts.overwrite)
+    out = outputs.check_output(out, overwrite=opts.overwrite, protect=[Path(opts.checkpoint)])  # before minutes of building
     checked = inspect_checkpoint(opts.checkpoint, require_rank_files=True)
     bc = build_settings(opts, checked.ckpt.dtype, checked.ckpt.quant)
     trtllm_version = require_trtllm()

@@ -86,6 +86,8 @@ def register(app: typer.Typer) -> None:
         warmup: int = typer.Option(_D.warmup_requests, "--warmup", help="untimed short requests before the sweep"),
         report: Optional[Path] = typer.Option(_D.report, "--report", help="write the JSON report here"),
         plot: Optional[Path] = typer.Option(_D.plot, "--plot", help="write a PNG of throughput vs p50/p99 latency"),
+        overwrite: bool = typer.Option(_D.overwrite, "--overwrite", help="replace an existing --report / --plot that "
+                                       "trt-minitron did not write (one it wrote is replaced anyway)"),
     ) -> None:
         """Benchmark a served model: TTFT, TPOT, ITL, E2E (mean/p50/p90/p99), throughput, goodput, ROUGE.
 
@@ -101,7 +103,7 @@ def register(app: typer.Typer) -> None:
             request_rate=parse_list(request_rate, float, "--request-rate"), max_concurrency=max_concurrency,
             slo=parse_slo(slo_items), temperature=temperature, ignore_eos=ignore_eos, seed=seed,
             request_timeout_s=request_timeout, max_duration_s=max_duration, warmup_requests=warmup,
-            report=report, plot=plot)
+            report=report, plot=plot, overwrite=overwrite)
         opts.validate()
         from ..bench.report import failures, markdown
         from ..bench.run import RequestsFailed, run_bench

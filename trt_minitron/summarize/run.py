@@ -8,17 +8,17 @@ synchronisations. Predictions go back to input order before scoring and reportin
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ..backends import open_backend
 from ..backends.base import Generation, Sampling
-from ..errors import OutputError, TrtMinitronError
+from ..errors import TrtMinitronError
 from ..eval.data import PromptBuilder, Record, load_records
 from ..eval.metrics import ROUGE_KEYS, bootstrap_mean, latency_stats, paired_bootstrap, rouge_scores
 from ..options import BackendSpec, SummarizeOptions
+from ..outputs import TOOL, write_file
 
 WARMUP_TOKENS = 8
 
@@ -27,18 +27,6 @@ class AccuracyCheckFailed(TrtMinitronError):
     """--check-accuracy or --max-rouge-drop found a backend below the bar."""
 
     exit_code = 1
-
-
-def write_report(report: Path, data: dict) -> None:
-    """Write the JSON report atomically (a temporary sibling renamed into place), or one line why not."""
-    tmp = report.with_name(f".{report.name}.tmp-{os.getpid()}")
-    try:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-        os.replace(tmp, report)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write --report {report}: {e.strerror}") from None
 
 
 @dataclass
@@ -162,6 +150,7 @@ def build_report(opts: SummarizeOptions, records: list[Record], runs: list[Backe
     comps = compare(runs, opts.bootstrap_samples)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items() if k != "backends"}
     return {
+        "tool": f"{TOOL} summarize",  # what makes the file recognisably ours (outputs.is_ours)
         "settings": settings,
         "dataset": {"source": str(opts.dataset_file) if opts.dataset_file else "abisee/cnn_dailymail 3.0.0 test",
                     "num_samples": len(records)},
@@ -240,5 +229,5 @@ def run_summarize(opts: SummarizeOptions, progress_factory=None, opener=None) ->
         return None
     report = build_report(opts, records, runs)
     if opts.report:
-        write_report(Path(opts.report), report)
+        write_file(opts.report, json.dumps(report, indent=2, ensure_ascii=False).encode(), overwrite=opts.overwrite)
     return report
