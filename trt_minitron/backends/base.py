@@ -173,6 +173,34 @@ def pick_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Generat
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+class LocalBackend:
+    """What the in-process backends (hf, torch) share: device, dtype, tokenizer, end and pad ids, the padded batch
+    on the device. A subclass calls `_set_up`, then loads its model into `self.net`."""
+
+    is_main = True
+
+    def _set_up(self, model: str | Path, device: str, dtype: str, tokenizer: str | Path | None,
+                gguf_file: str | None = None) -> None:
+        self.model = str(model)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.tokenizer = load_tokenizer(tokenizer or Path(model), None if tokenizer else gguf_file)
+        self.end_id = int(self.tokenizer.eos_token_id)
+        self.pad_id = int(self.tokenizer.pad_token_id)
+
+    def _batch(self, batch: list[list[int]], sampling: Sampling) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompts left-padded on the device, and the mask of real tokens (settings checked first)."""
+        sampling.validate()
+        ids, mask = left_pad(batch, self.pad_id)
+        return ids.to(self.device), mask.to(self.device)
+
+    def synchronize(self) -> None:
+        synchronize(self.device)
+
+    def close(self) -> None:
+        del self.net
+
+
 class Clock:
     """perf_counter after a device synchronise; first() records time to first token once."""
 
