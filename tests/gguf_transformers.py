@@ -13,13 +13,7 @@ import torch
 from trt_minitron.archs.config import ModelConfig
 from trt_minitron.errors import CheckpointError, MissingDependencyError
 from trt_minitron.sources.base import TensorInfo
-
-
-def _narrow(t: torch.Tensor, dim: int | None, start: int, stop: int | None) -> torch.Tensor:
-    if dim is None:
-        return t
-    stop = t.shape[dim] if stop is None else stop
-    return t.narrow(dim, start, stop - start)
+from trt_minitron.tensors.info import narrow
 
 
 class InMemorySource:
@@ -32,7 +26,7 @@ class InMemorySource:
         return {n: TensorInfo(tuple(t.shape), t.dtype) for n, t in self._state.items()}
 
     def read(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        return _narrow(self._state[name], dim, start, stop)
+        return narrow(self._state[name], dim, start, stop)
 
     def write_tokenizer(self, dst: Path) -> list[str]:
         before = {p.name for p in dst.iterdir()}

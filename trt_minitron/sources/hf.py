@@ -15,6 +15,7 @@ from ..archs.config import ModelConfig
 from ..errors import CheckpointError, ConfigError, MissingDependencyError, torch_load_reason
 from ..outputs import TOKENIZER_FILES
 from ..tensors.dtypes import as_torch
+from ..tensors.info import narrow
 from ..tensors.stfile import SafetensorsFile
 from .base import TensorInfo
 
@@ -22,13 +23,6 @@ if TYPE_CHECKING:
     import torch
 
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-def _narrow(t: torch.Tensor, dim: int | None, start: int, stop: int | None) -> torch.Tensor:
-    if dim is None:
-        return t
-    stop = t.shape[dim] if stop is None else stop
-    return t.narrow(dim, start, stop - start)
 
 
 class HFSource:
@@ -134,7 +128,7 @@ class HFSource:
         f = self._files[name]
         h = self._handles[f]
         if isinstance(h, dict):
-            return _narrow(h[self._stored[name]], dim, start, stop)
+            return narrow(h[self._stored[name]], dim, start, stop)
         return h.read(self._stored[name], dim, start, stop)
 
     def file_range(self, name: str) -> tuple[Path, int] | None:

@@ -54,11 +54,16 @@ class MetaReader:
         from .dtypes import as_torch
 
         info = self.infos[name]
-        t = torch.empty(info.shape, dtype=as_torch(info.dtype), device="meta")
-        if dim is None:
-            return t
-        stop = info.shape[dim] if stop is None else stop
-        return t.narrow(dim, start, stop - start)
+        return narrow(torch.empty(info.shape, dtype=as_torch(info.dtype), device="meta"), dim, start, stop)
+
+
+def narrow(t: torch.Tensor, dim: int | None, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """What a reader's `read(name, dim, start, stop)` returns from the whole tensor `t`: all of it (dim None),
+    or indices [start, stop) of dimension `dim` (stop None: to the end)."""
+    if dim is None:
+        return t
+    stop = t.shape[dim] if stop is None else stop
+    return t.narrow(dim, start, stop - start)
 
 
 def infos_without_torch(source) -> Mapping[str, TensorInfo]:
