@@ -17,11 +17,11 @@ import sys
 import pytest
 import torch
 from gguf_transformers import InMemorySource
+from plant import function_rule
 from safetensors.torch import load_file, save_file
 from synthetic import write_synthetic_hf
 
 import trt_minitron.export.run as export_mod
-from trt_minitron.archs.base import function_rule
 from trt_minitron.archs.llama import Llama
 from trt_minitron.export import transfer
 from trt_minitron.export.run import ExportOptions, _progress, plan_export, run_export

@@ -77,8 +77,7 @@ def opts(tmp_path, n_backends=1, **kw):
 
 
 def test_batches_sorted_longest_first():
-    assert batches_by_length([3, 9, 1, 9, 5], 2, True) == [[1, 3], [4, 0], [2]]
-    assert batches_by_length([3, 9, 1], 2, False) == [[0, 1], [2]]
+    assert batches_by_length([3, 9, 1, 9, 5], 2) == [[1, 3], [4, 0], [2]]
 
 
 def test_report_order_rouge_timing_and_warmup(tmp_path):

@@ -186,7 +186,6 @@ class SummarizeOptions:
     prompt_template: str = DEFAULT_TEMPLATE
     add_special_tokens: bool = True
     warmup: bool = True
-    sort_by_length: bool = True
     check_accuracy: bool = False
     rouge1_threshold: float = 15.0
     max_rouge_drop: float | None = None

@@ -58,8 +58,7 @@ class TrtCheckpoint:
             if isinstance(o.produce, Recipe):
                 out[o.name] = o.produce.layout(infos).info(infos).shape
             else:  # a plain-function rule: dry-run it on meta tensors
-                real = RankContext(self.model, self.mapping, rank, torch_dtype(self.dtype))
-                rule = next(x for x in arch.rank_plan(real) if x.name == o.name)
+                rule = arch.torch_out(ctx, o.name)
                 meta = {n: TensorInfo(s, torch_dtype("float32")) for n, s in arch.hf_tensors(self.model).items()}
                 out[o.name] = tuple(rule.produce(MetaReader(meta)).shape)
         return out

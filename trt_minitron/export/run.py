@@ -103,8 +103,7 @@ def plan_export(source: Source, mapping: Mapping, dtype: str,
                 planned.append(PlannedTensor(rank, out.name, layout.info(infos), out, layout))
             else:  # a plain function makes a tensor: its rule in torch's dtype, dry-run on meta tensors
                 if without_torch:
-                    real = RankContext(cfg, mapping, rank, torch_dtype(dtype))
-                    out = next(o for o in arch.rank_plan(real) if o.name == out.name)  # noqa: PLW2901
+                    out = arch.torch_out(ctx, out.name)  # noqa: PLW2901
                 t = out.produce(_CheckingReader(source.tensors()))
                 planned.append(PlannedTensor(rank, out.name, TensorInfo(tuple(t.shape), t.dtype), out))
     return arch, arch.trt_config(cfg, dtype, mapping), planned

@@ -56,9 +56,9 @@ class BackendRun:
         return out
 
 
-def batches_by_length(lengths: list[int], batch_size: int, sort: bool) -> list[list[int]]:
-    """Index batches; longest prompts first when sorting, so each batch pads little."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)) if sort else list(range(len(lengths)))
+def batches_by_length(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Index batches, longest prompts first, so each batch pads little."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
@@ -70,7 +70,7 @@ def run_backend(backend, records: list[Record], opts: SummarizeOptions,
     # A server backend keeps its own `concurrency` requests in flight: it gets every prompt in one call.
     per_request = backend.name == "openai"
     size = len(prompts) if per_request else opts.batch_size
-    batches = batches_by_length([len(p) for p in prompts], size, opts.sort_by_length)
+    batches = batches_by_length([len(p) for p in prompts], size)
     sampling = Sampling(max_new_tokens=opts.output_len, temperature=opts.temperature, top_k=opts.top_k,
                         top_p=opts.top_p, num_beams=opts.num_beams, seed=opts.seed)
     if opts.warmup:
