@@ -12,6 +12,7 @@ from trt_minitron.archs.llama import Llama
 from trt_minitron.archs.nemotron import Nemotron
 from trt_minitron.cli import main
 from trt_minitron.export.run import ExportOptions, run_export
+from trt_minitron.options import VerifyOptions
 from trt_minitron.verify.run import run_verify
 
 LAYOUTS = [(1, 1), (2, 1), (4, 1), (1, 2), (2, 2)]  # tiny models: 4 heads, 2 kv heads, 4 layers
@@ -38,7 +39,7 @@ def test_export_then_verify_passes(models, tmp_path, name, tp, pp):
     export(models[name], out, tp=tp, pp=pp)
     assert sorted(p.name for p in out.glob("rank*.safetensors")) == sorted(
         f"rank{r}.safetensors" for r in range(tp * pp))
-    result = run_verify(out, models[name])
+    result = run_verify(VerifyOptions(checkpoint=out, reference=models[name]))
     assert result.ok, result.summary()
     assert result.max_abs_diff < 1e-3 and result.top1_agreement == 1.0
 

@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from tiny import make_tiny_llama
 
 from trt_minitron.export.run import ExportOptions, run_export
+from trt_minitron.options import VerifyOptions
 from trt_minitron.verify.run import run_verify
 
 
@@ -147,7 +148,7 @@ def _shard(src, weight_map_for):
 def test_sharded_index_with_plain_names_still_exports(src, tmp_path):
     _shard(src, lambda f: f)
     run_export(ExportOptions(src=str(src), output=tmp_path / "out", dtype="float32"))
-    assert run_verify(tmp_path / "out", src).ok
+    assert run_verify(VerifyOptions(checkpoint=tmp_path / "out", reference=src)).ok
 
 
 @pytest.mark.parametrize("entry, expect", [
@@ -246,7 +247,7 @@ def test_tied_config_with_stored_lm_head_follows_transformers(tmp_path, capsys, 
     else:
         assert ref.lm_head.weight.data_ptr() == ref.model.embed_tokens.weight.data_ptr() and tied
         assert note not in err
-    result = run_verify(out, src)
+    result = run_verify(VerifyOptions(checkpoint=out, reference=src))
     assert result.ok and result.top1_agreement == 1.0, result.summary()
 
 

@@ -13,6 +13,7 @@ from tiny import make_tiny_llama, make_tiny_nemotron
 
 from trt_minitron.cli import main
 from trt_minitron.export.run import ExportOptions, run_export
+from trt_minitron.options import VerifyOptions
 from trt_minitron.verify.run import run_verify
 
 
@@ -68,7 +69,7 @@ def test_nemo_export_equals_hf_export_bit_exact(hf, tmp_path, name, layout, tp, 
 def test_verify_passes_against_hf_source(hf, tmp_path, name):
     nemo = build_nemo(hf[name], tmp_path / "m.nemo", "torch_dist", archive="tar")
     out = export(nemo, tmp_path / "ckpt", dtype="float32", tp=2)
-    result = run_verify(out, hf[name])
+    result = run_verify(VerifyOptions(checkpoint=out, reference=hf[name]))
     assert result.ok, result.summary()
     assert result.max_abs_diff < 1e-3 and result.top1_agreement == 1.0
 

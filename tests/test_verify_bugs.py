@@ -8,6 +8,7 @@ from plant import BUGS, LLAMA31_ROPE, delete_rope_scaling
 from tiny import make_tiny
 
 from trt_minitron.cli import main
+from trt_minitron.options import VerifyOptions
 from trt_minitron.verify.run import run_verify
 
 DTYPES = ["float32", "float16", "bfloat16"]
@@ -36,10 +37,10 @@ def models(tmp_path_factory):
 def test_planted_bug_fails_and_is_located(models, tmp_path, bug, arch, init, dtype):
     src, other = models(arch, init), models(arch, init, seed=1)
     bug.plant(src, tmp_path / "bad", dtype, other)
-    layers = run_verify(tmp_path / "bad", src)
+    layers = run_verify(VerifyOptions(checkpoint=tmp_path / "bad", reference=src))
     assert not layers.ok, layers.summary()
     assert layers.first_divergence is not None and layers.first_divergence.where == bug.where, layers.summary()
-    full = run_verify(tmp_path / "bad", src, full=True)
+    full = run_verify(VerifyOptions(checkpoint=tmp_path / "bad", reference=src, full=True))
     assert not full.ok, full.summary()
 
 
@@ -53,7 +54,7 @@ def test_deleted_llama31_rope_scaling_fails(models, tmp_path, init, dtype):
     src = models("llama", init, **LLAMA31_ROPE)
     delete_rope_scaling(src, tmp_path / "bad", dtype, None)
     for full in (False, True):
-        result = run_verify(tmp_path / "bad", src, full=full)
+        result = run_verify(VerifyOptions(checkpoint=tmp_path / "bad", reference=src, full=full))
         assert not result.ok and result.first_divergence.where == "rope", result.summary()
 
 

@@ -35,7 +35,24 @@ class ExportOptions:
 
 # --- verify ------------------------------------------------------------------------------------------------------
 
-QUANT_TEXTS, QUANT_TOKENS = 8, 128  # quantized checkpoints: CNN/DailyMail articles x tokens each
+@dataclass(frozen=True, kw_only=True)
+class VerifyOptions:
+    checkpoint: Path  # a TensorRT-LLM checkpoint folder
+    reference: str  # its source: HF folder, .gguf, .nemo or hub id
+    prompt: str | None = None  # None: a fixed ~150-token paragraph (unquantized checkpoints)
+    full: bool = False  # whole models instead of layer by layer (unquantized checkpoints)
+    # quantized checkpoints: CNN/DailyMail articles (None: the hub's 3.0.0 test split) x tokens each
+    dataset_file: Path | None = None
+    num_samples: int = 8
+    max_tokens: int = 128
+
+    def validate(self) -> None:
+        if self.prompt is not None and not self.prompt.strip():
+            raise ConfigError("--prompt is empty: give some text, or omit --prompt for the default paragraph")
+        if self.num_samples < 1:
+            raise DatasetError(f"--num-samples must be >= 1, got {self.num_samples}")
+        if self.max_tokens < 8:
+            raise ConfigError(f"--max-tokens must be >= 8, got {self.max_tokens}")
 
 
 # --- build -------------------------------------------------------------------------------------------------------

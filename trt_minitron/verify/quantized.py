@@ -287,8 +287,6 @@ def text_ids(ckpt, dataset_file, num_samples: int, max_tokens: int) -> torch.Ten
     from ..errors import ConfigError
     from ..eval.data import load_records
 
-    if max_tokens < 8:
-        raise ConfigError(f"--max-tokens must be >= 8, got {max_tokens}")
     records = load_records(dataset_file, num_samples)
     try:
         tok = AutoTokenizer.from_pretrained(ckpt.path)
