@@ -168,7 +168,7 @@ def test_tp_not_dividing_heads_is_one_clear_line(models, tmp_path, capsys):
 
 def test_existing_output_is_refused_unless_overwrite(models, tmp_path, capsys):
     out = tmp_path / "c"
-    export(models["llama"], out)  # an earlier export: recognisably ours (test_hardening_output.py: everything else)
+    export(models["llama"], out)  # an earlier export: recognisably ours (test_output_folders.py: everything else)
     assert main(["export", str(models["llama"]), "--output", str(out)]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["export", str(models["nemotron"]), "--output", str(out), "--overwrite"]) == 0

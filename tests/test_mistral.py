@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hardening import user_error
+from cli_checks import user_error
 
 from trt_minitron.archs import get_arch
 from trt_minitron.archs.config import ModelConfig

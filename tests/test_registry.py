@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from hardening import user_error
+from cli_checks import user_error
 
 from trt_minitron.archs import register, registered
 from trt_minitron.archs.base import Arch

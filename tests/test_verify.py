@@ -1,4 +1,4 @@
-"""verify v2: correct exports of every supported form pass, bad input is one line and exit 2 before the
+"""verify: correct exports of every supported form pass, bad input is one line and exit 2 before the
 source is opened, kv_channels-only configs and vocabulary padding are handled."""
 
 import json

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 import torch
-from hardening import names, tree_digest, user_error
+from cli_checks import names, tree_digest, user_error
 from safetensors.torch import load_file, save_file
 from tiny import make_tiny_llama
 
@@ -199,7 +199,7 @@ class Custom:  # a class torch's weights_only unpickler refuses
     ("list", "holds a list, not a state dict of named tensors"),
     ("nested", "holds a nested dict under 'model'; expected a flat state dict of named tensors"),
     ("number", "holds a int under 'step'; expected a flat state dict"),
-    ("pickle", "cannot load with weights_only=True (Unsupported global: GLOBAL test_hardening_sources.Custom"),
+    ("pickle", "cannot load with weights_only=True (Unsupported global: GLOBAL test_bad_sources.Custom"),
 ])
 def test_malformed_bin_is_one_line(src, tmp_path, capsys, content, expect):
     sd = load_file(src / "model.safetensors")

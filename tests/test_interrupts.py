@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hardening import names, tree_digest
+from cli_checks import names, tree_digest
 from nemo_fixtures import build_nemo
 from tiny import make_tiny_llama
 

@@ -1,4 +1,4 @@
-"""Helpers for the hardening tests: run the CLI, check the one-line contract, fingerprint folders."""
+"""Helpers for the tests of bad input: run the CLI, check the one-line contract, fingerprint folders."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import sys
 import tarfile
 
 import pytest
-from hardening import can_unshare_mount, names, tree_digest, user_error
+from cli_checks import can_unshare_mount, names, tree_digest, user_error
 from nemo_fixtures import build_nemo
 from tiny import make_tiny_llama
 

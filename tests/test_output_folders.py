@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hardening import can_unshare_mount, names, tree_digest, user_error
+from cli_checks import can_unshare_mount, names, tree_digest, user_error
 from tiny import make_tiny_llama
 
 from trt_minitron import outputs

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from hardening import names, tree_digest, user_error
+from cli_checks import names, tree_digest, user_error
 from test_backend_trtllm import write_tokenizer
 from tiny import make_tiny_llama
 
