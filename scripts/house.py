@@ -6,7 +6,8 @@ Reads the source with `ast` only (nothing is imported, no torch). An arrow is ev
 the package by another: at import time, inside a function ("lazy") or under `if TYPE_CHECKING` ("typing").
 - floors: topological layers of the import graph (a circle counts as one room); floor 0 imports nothing.
 - circles: sets of modules (and of packages: a sub-package, or a top-level module, is one unit) that reach
-  each other through arrows.
+  each other through arrows that run (at import time or lazily); circles closed only by typing-only arrows are
+  listed apart (they never import anything at run time).
 - upward arrows: with a layout file, arrows from one wing to a wing it may not import (the table in
   docs/layout.md: wing, paths, what lives there, what it may import); without one, the arrows that close
   a circle (one per back edge of a depth-first walk).
@@ -222,6 +223,30 @@ def short(mod: str, package: str) -> str:
     return mod[len(package) + 1:] if mod.startswith(package + ".") else mod
 
 
+def runtime_circles(nodes, edges, key=lambda m: m) -> list[list[str]]:
+    """Circles through arrows that run (import time or lazy), of modules or, with `key`, of units of them."""
+    adj: dict[str, set[str]] = defaultdict(set)
+    for (a, b), ks in edges.items():
+        if ks != {"typing"} and key(a) != key(b):
+            adj[key(a)].add(key(b))
+    return [c for c in sccs({key(n) for n in nodes}, adj) if len(c) > 1]
+
+
+def upward_arrows(mods, edges, package: str, wings) -> list[tuple[str, str, str, str, set]]:
+    """(module, its wing, imported module, its wing, kinds) for every arrow the layout table does not allow."""
+    allowed = {name: ok for name, _, ok in wings}
+    out = []
+    for (a, b), ks in sorted(edges.items()):
+        wa, wb = wing_of(a, package, wings), wing_of(b, package, wings)
+        if wa and wb and wa != wb and wb not in allowed[wa]:
+            out.append((a, wa, b, wb, ks))
+    return out
+
+
+def homeless(mods, package: str, wings) -> list[str]:
+    return sorted(m for m in mods if wing_of(m, package, wings) is None)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--package", default="trt_minitron")
@@ -247,7 +272,9 @@ def main(argv=None) -> int:
           + " ".join(short(m, pkg) for m in top_level))
     print(f"arrows: {len(edges)} ({kinds['top']} at import time, {kinds['lazy']} lazy, {kinds['typing']} typing only)")
 
-    level, circles = floors(nodes, adj)
+    level, all_circles = floors(nodes, adj)
+    circles = runtime_circles(nodes, edges)
+    typing_circles = [c for c in all_circles if not any(set(c) <= set(r) for r in circles)]
     n_floors = 1 + max(level.values())
     print(f"floors: {n_floors}")
     if args.floors:
@@ -257,13 +284,16 @@ def main(argv=None) -> int:
     print(f"circles (modules): {len(circles)}")
     for c in circles:
         print("  " + " <-> ".join(short(m, pkg) for m in c))
+    if typing_circles:
+        print(f"  closed only by typing-only arrows: {len(typing_circles)}")
+        for c in typing_circles:
+            print("    " + " <-> ".join(short(m, pkg) for m in c))
     uadj: dict[str, set[str]] = defaultdict(set)
     for a, b in edges:
-        ua, ub = unit(a, pkg), unit(b, pkg)
-        if ua != ub:
-            uadj[ua].add(ub)
+        if unit(a, pkg) != unit(b, pkg):
+            uadj[unit(a, pkg)].add(unit(b, pkg))
     units = {unit(m, pkg) for m in mods}
-    ucircles = [c for c in sccs(units, uadj) if len(c) > 1]
+    ucircles = runtime_circles(nodes, edges, key=lambda m: unit(m, pkg))
     ulevel, _ = floors(units, uadj)
     print(f"package level (a sub-package or a top-level module is one room): {len(units)} rooms, "
           f"{sum(len(v) for v in uadj.values())} arrows, {1 + max(ulevel.values())} floors")
@@ -279,19 +309,15 @@ def main(argv=None) -> int:
     layout = args.layout or (args.root / "docs" / "layout.md")
     if layout.is_file() and parse_layout(layout, pkg):
         wings = parse_layout(layout, pkg)
-        allowed = {name: ok for name, _, ok in wings}
-        homeless = sorted(short(m, pkg) for m in mods if wing_of(m, pkg, wings) is None)
-        up = []
-        for (a, b), ks in sorted(edges.items()):
-            wa, wb = wing_of(a, pkg, wings), wing_of(b, pkg, wings)
-            if wa and wb and wa != wb and wb not in allowed[wa]:
-                up.append(f"{short(a, pkg)} ({wa}) -> {short(b, pkg)} ({wb}) [{'/'.join(sorted(ks))}]")
+        up = [f"{short(a, pkg)} ({wa}) -> {short(b, pkg)} ({wb}) [{'/'.join(sorted(ks))}]"
+              for a, wa, b, wb, ks in upward_arrows(mods, edges, pkg, wings)]
         print(f"upward arrows (against {layout.relative_to(args.root) if layout.is_relative_to(args.root) else layout}): "
               f"{len(up)}")
         for line in up:
             print("  " + line)
-        if homeless:
-            print(f"modules in no wing: {' '.join(homeless)}")
+        lost = homeless(mods, pkg, wings)
+        if lost:
+            print(f"modules in no wing: {' '.join(short(m, pkg) for m in lost)}")
         counts = defaultdict(int)
         for m in mods:
             counts[wing_of(m, pkg, wings)] += 1

@@ -15,7 +15,7 @@ from typing import ClassVar, Mapping
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..sources.base import TensorInfo
+from ..tensors.info import TensorInfo
 
 FP8_MAX = 448.0
 E2M1_MAX = 6.0

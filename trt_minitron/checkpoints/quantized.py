@@ -19,8 +19,8 @@ from typing import Iterator, Mapping
 import torch
 
 from ..errors import CheckpointError
-from ..sources.base import TensorInfo
 from ..tensors.dtypes import BY_SAFETENSORS, torch_dtype
+from ..tensors.info import TensorInfo
 from ..tensors.stheader import read_header
 from ..tensors.stwriter import write_safetensors
 from .quant_formats import KV_SCALE, PQS, WEIGHT, KVQuant, QuantFormat, QuantLinear, format_for_algo
