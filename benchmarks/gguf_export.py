@@ -3,11 +3,11 @@
     python benchmarks/gguf_export.py [--gguf FILE] [--dtypes float32,bfloat16] [--repeat 3] [--before SRC_DIR]
 
 Each export runs in a fresh subprocess, so peak RSS (VmHWM) is its own, interpreter and imports included:
-  transformers - sources.gguf_transformers.open_gguf: AutoModelForCausalLM.from_pretrained(gguf_file=...) dequantizes the
+  transformers - tests/gguf_transformers.py open_gguf: AutoModelForCausalLM.from_pretrained(gguf_file=...) dequantizes the
                  whole file to float32, then export streams from that in-memory state dict
   before       - (with --before SRC_DIR) the streamed route of another trt_minitron source tree, e.g. an older
                  commit unpacked with `git archive COMMIT trt_minitron | tar -x -C SRC_DIR`, put first on PYTHONPATH
-  streamed     - sources.gguf.GGUFSource, what `trt-minitron export FILE.gguf` uses: one tensor at a time
+  streamed     - sources.gguf.source.GGUFSource, what `trt-minitron export FILE.gguf` uses: one tensor at a time
 GB/s = checkpoint bytes written / seconds inside export (open to rename, as export's closing line says);
 "process s" adds interpreter start and imports. With --repeat N each cell is the fastest of N runs (the
 machine is shared) and its RSS; the routes take turns within each repeat. Disk-speed anchors, timed the

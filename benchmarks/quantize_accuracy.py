@@ -19,7 +19,7 @@ on the first 100 - calib-size records only, so no article is both calibrated on 
 Accuracy: one `trt-minitron summarize --backend torch bf16 --backend torch <fmt> ...` (the bf16 checkpoint is
 the baseline; each format gets ROUGE-1/2/L with 95 % bootstrap intervals and the paired-bootstrap difference
 from bf16 on the same articles), and KL(bf16 || format) of the next-token distributions, teacher-forced on the
-first --kl-samples scored articles (--kl-tokens tokens each), with the reference model (trt_minitron/reference.py)
+first --kl-samples scored articles (--kl-tokens tokens each), with the reference model (trt_minitron/checkpoints/reference.py)
 running each checkpoint as TensorRT-LLM would (dequantized weights, emulated activation and KV rounding).
 """
 

@@ -5,7 +5,7 @@
 
 Backends not given (or, for trtllm, without an importable tensorrt_llm) are listed as skipped.
 Prints a Markdown table (tokens/s and the ratio to batch 1) and, with --json, writes the numbers.
-Each backend is loaded once; warm-up is excluded and the device synchronised (see summarize.py).
+Each backend is loaded once; warm-up is excluded and the device synchronised (see trt_minitron/summarize/run.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Peak RSS and seconds of `verify`, layer by layer vs whole models, on random checkpoints of real widths.
 
 For each preset and layer count: a random bf16 Hugging Face checkpoint with the model's real widths
-(trt_minitron/synthetic.py), exported to a bf16 TensorRT-LLM checkpoint, then `trt-minitron verify` in its
+(tests/synthetic.py), exported to a bf16 TensorRT-LLM checkpoint, then `trt-minitron verify` in its
 own subprocess per mode. Peak RSS is that process's VmHWM (interpreter and imports included); the
 baseline row is a process that only imports what verify imports. The whole-model mode is skipped where
 its float32 model would not fit in --full-limit-gb. With --plant-rope, a copy of each Llama checkpoint

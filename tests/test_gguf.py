@@ -1,6 +1,6 @@
 """The streaming GGUF reader on the real SmolLM2-135M-Instruct (Q4_1/Q8_0/F32), on broken files, and its memory.
 
-The reference is the route it replaces: transformers dequantizing the whole file (sources.gguf_transformers.open_gguf).
+The reference is the route it replaces: transformers dequantizing the whole file (tests/gguf_transformers.py open_gguf).
 """
 
 import json

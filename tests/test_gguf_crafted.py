@@ -1,4 +1,4 @@
-"""The GGUF header parser (sources/gguf_format.py) on files written byte by byte: valid ones agree with gguf's
+"""The GGUF header parser (sources/gguf/format.py) on files written byte by byte: valid ones agree with gguf's
 GGUFReader; crafted ones (absurd counts and lengths, bad tables) are one CheckpointError line at once.
 
 The time bounds are hang guards (gguf's GGUFReader loops for ever on an absurd array length), not benchmarks.

@@ -1,4 +1,4 @@
-"""gguf_dequant.py: its direct Q8_0 / Q4_1 numpy paths and its chunked reads against gguf.quants, bit for bit."""
+"""sources/gguf/dequant.py: its direct Q8_0 / Q4_1 numpy paths and its chunked reads against gguf.quants, bit for bit."""
 
 import gguf
 import numpy as np

@@ -1,4 +1,4 @@
-"""gguf_tokenizer.py: the tokenizer built from our parsed metadata equals transformers' whole-file route
+"""sources/gguf/tokenizer.py: the tokenizer built from our parsed metadata equals transformers' whole-file route
 (`AutoTokenizer.from_pretrained(folder, gguf_file=...)`) file for file, byte for byte, for a byte-level BPE
 and a sentencepiece vocabulary, in llama and nemotron files."""
 

@@ -241,7 +241,7 @@ def test_real_full_or_read_only_disk_is_one_line(src, tmp_path, mount, expect):
 
 
 def test_atomic_output_dir_is_usable_by_other_commands(tmp_path):
-    """The contract build.py will use: an engine folder (manifest) is replaced, the tmp folder is gone."""
+    """The contract build uses: an engine folder (manifest) is replaced, the tmp folder is gone."""
     engine = _engine_folder(tmp_path / "engine")
     with atomic_output_dir(engine, overwrite=True, protect=[tmp_path / "ckpt"]) as tmp:
         assert tmp.parent == tmp_path and tmp.name == f".engine.tmp-{os.getpid()}"

@@ -1,4 +1,4 @@
-"""Dequantization rules (trt_minitron/quant/formats.py) against ModelOpt's own packing and fake quantization.
+"""Dequantization rules (trt_minitron/checkpoints/quant_formats.py) against ModelOpt's own packing and fake quantization.
 
 Unit level, on random tensors: every rule is compared with the ModelOpt function that wrote or
 defines the format. The layer-level comparison on real calibrated models is test_quant_conversion.py.

@@ -2,7 +2,7 @@
 
 For each point of the sweep (a concurrency, or a request rate with Poisson arrivals seeded by --seed) the
 same prompts are sent as streamed requests; every request is recorded (times, text, token counts, error,
-ROUGE for CNN/DailyMail) and aggregated (serving.stats). A point is bounded by --num-requests, each
+ROUGE for CNN/DailyMail) and aggregated (stats.py). A point is bounded by --num-requests, each
 request by --request-timeout and the point by --max-duration; failures are counted, never raised.
 """
 

@@ -3,7 +3,7 @@
 Per rank, the TensorRT-LLM Python API along the path `trtllm-build` takes:
     PretrainedConfig.from_json_file -> set_rank -> MODEL_MAP[arch].from_checkpoint
     -> tensorrt_llm.builder.build(model, BuildConfig) -> Engine.save
-The calls live in build_api.py, each noted there with the TensorRT-LLM source (file, commit) it was checked
+The calls live in api.py, each noted there with the TensorRT-LLM source (file, commit) it was checked
 against: the pydantic BuildConfig of the 1.2 line (PR #8330) is built with its constructor, the dataclass of
 0.12-1.1 with from_dict; which one is detected, not guessed. Plugin dtypes: "auto" (TensorRT-LLM resolves it to
 the checkpoint dtype: PluginConfig docstring and __getattribute__, plugin/plugin.py @c20322ffd3dc) or an
@@ -75,7 +75,7 @@ def build_settings(opts: BuildOptions, dtype: str, quant=None) -> dict:
 
 def quant_plugin_settings(quant) -> dict:
     """PluginConfig fields a quantized checkpoint gets, stated here rather than left to TensorRT-LLM's silent
-    adjustments, so the manifest shows what the engine was built with (sources: build_api.py):
+    adjustments, so the manifest shows what the engine was built with (sources: api.py):
       - use_fused_mlp off unless quant_algo is FP8: trtllm-build turns it off for every other algorithm
         (commands/build.py @008b2b8d, "avoid ValueError if not supported quantization is chosen");
       - weight_only_groupwise_quant_matmul_plugin "auto" (= the checkpoint dtype) for W4A16_AWQ and W4A8_AWQ: the

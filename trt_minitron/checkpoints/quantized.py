@@ -3,7 +3,7 @@ dequantized linear layers (`QuantLinear`) and FP8 KV-cache scales (`KVQuant`).
 
 This is the interface the reference model uses: `QuantSpec.from_config(config)` is None for an
 unquantized checkpoint; otherwise `spec.linear(rank_tensors, "transformer.layers.0.attention.qkv")`
-gives one rank's layer, `cat_rows` / `cat_cols` (formats.py) merge ranks the way tensor-parallel
+gives one rank's layer, `cat_rows` / `cat_cols` (quant_formats.py) merge ranks the way tensor-parallel
 execution combines them, and `spec.kv_quant(rank_tensors, "transformer.layers.0.attention")`
 the KV-cache rounding. The float32 pre-quant scales quantize keeps beside the checkpoint (which stores them
 rounded to its dtype) are the sidecar PQS_SIDECAR.
@@ -207,7 +207,7 @@ def check_sidecar(spec: QuantSpec, scales: Mapping[str, torch.Tensor], where: Pa
 class PlainRankFile:
     """A rank file of a quantized checkpoint read with plain reads (no mmap), one tensor or row block at a time.
 
-    The same interface as sources.stfile.SafetensorsFile (`infos`, `read`), which refuses float8 on purpose
+    The same interface as tensors.stfile.SafetensorsFile (`infos`, `read`), which refuses float8 on purpose
     (a float8 *source* tensor cast to bfloat16 without its scale would be silently wrong); here float8 is a
     quantized checkpoint's own storage type. The header is validated by the safetensors library first."""
 

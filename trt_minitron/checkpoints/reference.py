@@ -26,7 +26,7 @@ from .trtllm import MergedCheckpoint, read_checkpoint
 
 # TensorRT-LLM hidden_act -> the function (tensorrt_llm/functional.py ACT2FN names).
 ACTIVATIONS = {"silu": F.silu, "squared-relu": lambda x: torch.relu(x).square()}
-# A linear layer's weight as stored (out, in), or a quantized checkpoint's dequantized layer (quant/formats.py).
+# A linear layer's weight as stored (out, in), or a quantized checkpoint's dequantized layer (quant_formats.py).
 Linear = Union[torch.Tensor, QuantLinear]
 
 

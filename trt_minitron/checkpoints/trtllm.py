@@ -35,7 +35,7 @@ class TrtCheckpoint:
 
     @cached_property
     def quant(self):
-        """The checkpoint's quantization (quant/checkpoint.QuantSpec), None when its weights are not quantized."""
+        """The checkpoint's quantization (checkpoints/quantized.QuantSpec), None when its weights are not quantized."""
         return quant_spec(self.raw, str(self.path / "config.json"))
 
     def expected_tensors(self, rank: int) -> dict[str, TensorInfo]:

@@ -27,7 +27,7 @@ from ..errors import ConfigError, MissingDependencyError
 from ..options import ServeOptions
 from ..outputs import TOKENIZER_CORE
 
-MANIFEST = "trt_minitron_manifest.json"  # written by build.py
+MANIFEST = "trt_minitron_manifest.json"  # written by build (build/run.py)
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TRTLLM_HINT = ("trtllm-serve (TensorRT-LLM) is not installed here; use the image: docker build -f docker/Dockerfile "
                "--target serve -t trt-minitron:serve . && docker run --gpus all -p 8000:8000 -v $PWD/engines:/engines "

@@ -26,7 +26,7 @@ HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 class HFSource:
-    """A local HF folder. Safetensors are read tensor by tensor (stfile.py); .bin files are mmapped.
+    """A local HF folder. Safetensors are read tensor by tensor (tensors/stfile.py); .bin files are mmapped.
     Safetensors headers are parsed without torch: torch is imported when a tensor is read or `tensors()`
     is asked for (`tensors_without_torch()` is the same list with the headers' dtypes.DType).
 

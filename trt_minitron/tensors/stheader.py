@@ -1,6 +1,6 @@
 """The one safetensors header parser: length prefix, JSON header, every entry validated; no torch.
 
-Readers (sources/stfile.py), checkpoint checks (trtllm_ckpt.py) and the build plan read headers here.
+Readers (stfile.py), checkpoint checks (checkpoints/trtllm.py) and the build plan read headers here.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Both are measured in one pass, one decoder layer at a time, on CNN/DailyMail art
 
   conversion (judged, exit 1): per layer, teacher-forced (every linear fed the source's own input to it at that
     layer), each quantized linear of each rank against ModelOpt's fake quantization rebuilt from the source's
-    weights and the checkpoint's scales (quant/recompute.py): the dequantized weight and the GEMM input element by
-    element, allowing only isolated rounding-tie flips (quant/teacher.py FLIP_FRACTION); the FP8 KV-cache rounding
+    weights and the checkpoint's scales (quantize/recompute.py): the dequantized weight and the GEMM input element by
+    element, allowing only isolated rounding-tie flips (quantize/teacher.py FLIP_FRACTION); the FP8 KV-cache rounding
     likewise; and every unquantized tensor (norms, the text's embedding rows, lm_head) bit-identical to what
     `export` writes. Recomputed rather than read from quantize's sidecar report: that report describes the files
     as quantize wrote them, and verify judges the files as they are now.

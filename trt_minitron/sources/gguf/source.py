@@ -1,13 +1,13 @@
 """GGUF files as a Source, one tensor at a time.
 
-gguf_format.py parses the metadata and the tensor table (every length checked); gguf_dequant.py reads
+format.py parses the metadata and the tensor table (every length checked); dequant.py reads
 each tensor, or just the row block asked for, with plain reads and dequantizes it on its own, so memory
 stays near the largest tensor in float32, not the model.
 
 Layout rules are llama.cpp's converter (convert_hf_to_gguf.py) undone, as transformers' GGUF loader
 does: names through gguf's own TensorNameMap; `llama` Q/K rows permuted per head for interleaved
 rope, permuted back; `nemotron` layernorm1p gammas stored as gamma + 1, read back minus 1.
-The config from the metadata is gguf_config.py's, the tokenizer gguf_tokenizer.py's.
+The config from the metadata is config.py's, the tokenizer tokenizer.py's.
 """
 
 from __future__ import annotations

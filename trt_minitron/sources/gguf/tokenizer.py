@@ -2,7 +2,7 @@
 
 `AutoTokenizer.from_pretrained(folder, gguf_file=...)` parses the file again, twice (gguf's GGUFReader
 for the config, its own reader for the vocabulary): ~10 s of the ~12 s it takes for SmolLM2. Here the
-metadata gguf_format.py read is grouped as transformers' `get_gguf_tokenizer` groups it and handed to
+metadata format.py read is grouped as transformers' `get_gguf_tokenizer` groups it and handed to
 its `convert_gguf_tokenizer`; the files saved are byte-identical to that route's (tests/test_gguf*.py).
 A transformers without `integrations.gguf` (before 5.x) takes the whole-file route.
 """
