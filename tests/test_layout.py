@@ -36,3 +36,9 @@ def test_the_tool_sees_an_upward_arrow(tmp_path):
     assert [(a, b) for a, _, b, _, _ in house.upward_arrows(mods, edges, PKG, wings)] == [
         ("trt_minitron.errors", "trt_minitron.export.run")]
     assert house.runtime_circles(set(mods), edges) == [["trt_minitron.errors", "trt_minitron.export.run"]]
+
+
+def test_every_folder_of_the_package_is_a_package():
+    """A folder without __init__.py still imports (a namespace package) but is left out of the wheel."""
+    folders = {p.parent for p in (ROOT / PKG).rglob("*.py") if "__pycache__" not in p.parts}
+    assert sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").is_file()) == []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -24,13 +23,13 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .. import __version__, outputs
-from . import api as build_api
 from ..archs import get_arch
 from ..checkpoints.trtllm import TrtCheckpoint, check_rank_files, read_checkpoint
 from ..errors import ConfigError, MissingDependencyError
 from ..options import FP8_GEMM, BuildOptions
-from .plan import DEFAULT_GPU_MEMORY, GIB, MemoryPlan, PlanRequest, make_plan
 from ..tensors.stheader import read_header
+from . import api as build_api
+from .plan import DEFAULT_GPU_MEMORY, GIB, MemoryPlan, PlanRequest, make_plan
 
 # quant_algo values whose builds keep FP8 context FMHA (builder.build(), file id 205252225).
 FP8_FMHA_ALGOS = ("FP8", "W4A8_AWQ")
