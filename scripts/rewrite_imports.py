@@ -62,6 +62,9 @@ mapping.py tensors/mapping.py
 sources/stfile.py tensors/stfile.py
 stheader.py tensors/stheader.py
 stwriter.py tensors/stwriter.py
+trtllm_install.py trtllm/install.py
+llmapi_args.py trtllm/llmapi_args.py
+serving/pytorch_route.py serve/pytorch_route.py
 """
 OUT_OF_PACKAGE = {"trt_minitron.synthetic": "synthetic", "trt_minitron.sources.gguf_transformers": "gguf_transformers"}
 # (module, name) -> the module the name lives in now (module names are the new ones); names still importable from
@@ -74,6 +77,8 @@ NAMES = {
     ("trt_minitron.backends", "BackendSpec"): "trt_minitron.options",
     ("trt_minitron.backends", "BACKENDS"): "trt_minitron.options",
     ("trt_minitron.backends.openai_client", "normalize_url"): "trt_minitron.options",
+    ("trt_minitron.serve.routes", "model_kind"): "trt_minitron.trtllm.folders",
+    ("trt_minitron.serve.routes", "HF_WEIGHTS"): "trt_minitron.trtllm.folders",
     **{("trt_minitron.quantize.recompute", n): "trt_minitron.checkpoints.quantized"
        for n in ("PQS_SIDECAR", "PQS_KEY", "load_prequant_scales", "check_sidecar")},
     **{("trt_minitron.verify", n): "trt_minitron.verify.run"

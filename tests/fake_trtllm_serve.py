@@ -3,7 +3,8 @@
 The click group and the `serve` options below are the real ones of tensorrt_llm/commands/serve.py
 (NVIDIA/TensorRT-LLM, commit 00209af149e7774406881a37283dce303571eb11): names, aliases, types, choices
 and flags, so an option trt-minitron invents, misspells or gives a wrong type fails here as it would
-there (click usage error, exit 2). Parsed options are appended as JSON to $FAKE_TRTLLM_LOG; then it
+there (click usage error, exit 2). Parsed options (and the --extra_llm_api_options YAML, loaded with yaml.safe_load
+as serve.py does) are appended as JSON to $FAKE_TRTLLM_LOG; then it
 answers /health and /v1/models on --host/--port until SIGTERM/SIGINT, which it logs before exiting 0.
 $FAKE_TRTLLM_EXIT=N makes it exit with N right after parsing (a server that dies while loading).
 """
@@ -69,7 +70,13 @@ class DefaultGroup(click.Group):
 @click.option("--media_io_kwargs", type=str, default=None)
 @click.option("--chat_template", type=str, default=None)
 def serve(model, **options):
-    _log({"event": "parsed", "model": model, "options": options, "argv": sys.argv[1:]})
+    entry = {"event": "parsed", "model": model, "options": options, "argv": sys.argv[1:]}
+    if options["extra_llm_api_options"]:  # serve.py: yaml.safe_load of the file, applied over the flags
+        import yaml
+
+        with open(options["extra_llm_api_options"]) as f:
+            entry["llm_api_options"] = yaml.safe_load(f)
+    _log(entry)
     if os.environ.get("FAKE_TRTLLM_EXIT"):
         sys.exit(int(os.environ["FAKE_TRTLLM_EXIT"]))
 

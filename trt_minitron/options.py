@@ -150,6 +150,10 @@ class BackendSpec:
     max_input_len: int | None = None  # None: the engine's own limit
     max_output_len: int = 100
     max_beam_width: int = 1
+    # trtllm on a Hugging Face folder (LLM API): parallelism and KV-cache share; engines carry their own.
+    tp_size: int | None = None
+    pp_size: int | None = None
+    kv_cache_free_gpu_memory_fraction: float | None = None
     # openai: MODEL is the server URL; the name it serves (default: the only one /v1/models lists).
     served_model: str | None = None
     concurrency: int = 1  # openai: requests in flight
@@ -159,6 +163,12 @@ class BackendSpec:
             raise ConfigError(f"unknown backend {self.kind!r}; choose one of {', '.join(BACKENDS)}")
         if self.concurrency < 1:
             raise ConfigError(f"--concurrency must be >= 1, got {self.concurrency}")
+        for name in ("tp_size", "pp_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        frac = self.kv_cache_free_gpu_memory_fraction
+        if frac is not None and not 0 < frac <= 1:
+            raise ConfigError(f"--kv-cache-free-gpu-memory-fraction must be in (0, 1], got {frac}")
         if self.kind == "openai":
             normalize_url(self.model)
         elif not Path(self.model).exists():
@@ -286,6 +296,7 @@ class ServeOptions:
     ready_timeout_s: float = 1800.0
     stop_timeout_s: float = 30.0
     dry_run: bool = False
+    llm_api_options: Path | None = None  # HF folders under trtllm-serve: where the derived YAML goes (default ./)
     extra_args: tuple[str, ...] = ()
 
     def validate(self) -> None:

@@ -1,12 +1,15 @@
-"""Generation backends behind one protocol (base.Backend): trtllm (engine), hf (transformers), torch (reference),
-openai (an OpenAI-compatible server, by URL, through openai_client.py, which bench shares).
+"""Generation backends behind one protocol (base.Backend): trtllm (an engine, or an HF folder through the LLM API:
+trtllm_llmapi.py), hf (transformers), torch (reference), openai (an OpenAI-compatible server, by URL, through
+openai_client.py, which bench shares).
 
 Importing this package imports no torch: each backend module is imported when a spec asks for it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import ConfigError
 from ..options import BackendSpec
 
 if TYPE_CHECKING:
@@ -26,6 +29,16 @@ def open_backend(spec: BackendSpec) -> Backend:
     if spec.kind == "torch":
         from .torch_backend import TorchBackend
         return TorchBackend(spec.model, device=spec.device, dtype=spec.dtype, tokenizer=spec.tokenizer)
+    from ..trtllm.folders import model_kind
+
+    if model_kind(Path(spec.model)) == "hf":  # TensorRT-LLM's LLM API (PyTorch backend); engines below
+        from .trtllm_llmapi import LlmApiBackend
+        return LlmApiBackend(spec)
+    given = [f"--{n.replace('_', '-')}" for n in ("tp_size", "pp_size", "kv_cache_free_gpu_memory_fraction")
+             if getattr(spec, n) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} apply to Hugging Face folders; the engine {spec.model} carries its own "
+                          "parallelism and KV-cache settings (set them at build time)")
     from .trtllm import TrtllmBackend
     return TrtllmBackend(spec.model, tokenizer=spec.tokenizer, max_batch_size=spec.max_batch_size,
                          max_input_len=spec.max_input_len, max_output_len=spec.max_output_len,

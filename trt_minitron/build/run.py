@@ -28,6 +28,7 @@ from ..checkpoints.trtllm import TrtCheckpoint, check_rank_files, read_checkpoin
 from ..errors import ConfigError, MissingDependencyError
 from ..options import FP8_GEMM, BuildOptions
 from ..tensors.stheader import read_header
+from ..trtllm import install as trtllm_install
 from . import api as build_api
 from .plan import DEFAULT_GPU_MEMORY, GIB, MemoryPlan, PlanRequest, make_plan
 
@@ -221,9 +222,13 @@ def build(opts: BuildOptions) -> Path:
         OutputExistsError: the output exists and overwrite is off, or is not ours to overwrite.
         ConfigError / CheckpointError: invalid options or checkpoint, an output inside the checkpoint (or
             around it), a plan that does not fit, or a start under MPI with several ranks.
-        MissingDependencyError: no tensorrt_llm, no CUDA GPU, or a tensorrt_llm whose BuildConfig lacks a field.
+        MissingDependencyError: no tensorrt_llm, one without the engine path (1.3+), no CUDA GPU, or a tensorrt_llm
+            whose BuildConfig lacks a field.
     """
     opts.validate()
+    found = trtllm_install.detect()
+    if found is not None and not found.engine_path:  # 1.3+: refuse before reading anything
+        raise MissingDependencyError(found.engine_refusal("`trt-minitron build` (TensorRT engines)"))
     out = Path(opts.output)
     out = outputs.check_output(out, overwrite=opts.overwrite, protect=[Path(opts.checkpoint)])  # before minutes of building
     checked = inspect_checkpoint(opts.checkpoint, require_rank_files=True)

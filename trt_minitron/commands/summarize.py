@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
                                           help="trtllm | hf | torch | openai, each followed by its MODEL; repeat "
                                           "`--backend KIND MODEL` to compare (the first is the baseline)"),
         model: List[str] = typer.Argument(..., metavar="MODEL...", help="one per --backend, in order: "
-                                          "trtllm ENGINE_DIR | hf HF_DIR_OR_GGUF | torch TRT_CKPT | openai URL"),
+                                          "trtllm ENGINE_DIR_OR_HF_DIR | hf HF_DIR_OR_GGUF | torch TRT_CKPT | openai URL"),
         dataset_file: Optional[Path] = typer.Option(_D.dataset_file, "--dataset-file", help="jsonl/json/parquet with "
                                                     "'article' and 'highlights' (default: hub CNN/DailyMail 3.0.0 test)"),
         dataset_cache_dir: Optional[str] = typer.Option(_D.dataset_cache_dir, "--dataset-cache-dir"),
@@ -75,6 +75,12 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(_D.concurrency, "--concurrency", help="openai: requests in flight"),
         served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request "
                                                    "(default: the only one the server's /v1/models lists)"),
+        tp_size: Optional[int] = typer.Option(_B.tp_size, "--tp-size", help="trtllm on an HF folder: tensor parallel "
+                                              "size (engines carry their own)"),
+        pp_size: Optional[int] = typer.Option(_B.pp_size, "--pp-size", help="trtllm on an HF folder: pipeline parallel size"),
+        kv_cache_free_gpu_memory_fraction: Optional[float] = typer.Option(
+            _B.kv_cache_free_gpu_memory_fraction, "--kv-cache-free-gpu-memory-fraction",
+            help="trtllm on an HF folder: KV-cache share of free GPU memory (default 0.9)"),
     ) -> None:
         """Summarize CNN/DailyMail articles, score ROUGE, time batches, compare backends."""
         from ..summarize.run import AccuracyCheckFailed, markdown, run_summarize
@@ -83,7 +89,8 @@ def register(app: typer.Typer) -> None:
             backends=parse_backends(backend, model, device=device, dtype=dtype, tokenizer=tokenizer,
                                     max_batch_size=batch_size, max_input_len=max_input_len,
                                     max_output_len=output_len, max_beam_width=num_beams,
-                                    concurrency=concurrency, served_model=served_model),
+                                    concurrency=concurrency, served_model=served_model, tp_size=tp_size,
+                                    pp_size=pp_size, kv_cache_free_gpu_memory_fraction=kv_cache_free_gpu_memory_fraction),
             dataset_file=dataset_file, dataset_cache_dir=dataset_cache_dir, num_samples=num_samples,
             batch_size=batch_size, max_input_len=max_input_len, output_len=output_len, num_beams=num_beams,
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, prompt_template=prompt_template,
