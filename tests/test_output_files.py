@@ -167,3 +167,17 @@ def test_quantize_output_that_is_a_users_file_or_folder_is_refused(tiny_src, tmp
         msg = refused(capsys, "quantize", tiny_src, "-o", out, "--qformat", "fp8", *overwrite)
         assert str(out) in msg and ("pass --overwrite" in msg if not overwrite else "trt-minitron wrote" in msg), msg
     assert tree(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["existing.json", "results"]
+
+
+def test_serves_yaml_is_recognised_by_its_first_line(tmp_path):
+    from trt_minitron.serve.pytorch_route import MARKER
+
+    ours, user = tmp_path / "ours.yaml", tmp_path / "user.yaml"
+    ours.write_text(f"{MARKER}\nkv_cache_config: {{dtype: auto}}\n")
+    user.write_text("# written by me\nkv_cache_config: {dtype: auto}\n")
+    assert is_ours(ours) and not is_ours(user)
+    check_output_file(ours, flag="--llm-api-options", overwrite=False, example="m.yaml")
+    with pytest.raises(OutputExistsError, match="pass --overwrite"):
+        check_output_file(user, flag="--llm-api-options", overwrite=False, example="m.yaml")
+    write_file(user, ours.read_bytes(), overwrite=True)
+    assert is_ours(user) and oct(user.stat().st_mode & 0o777) == "0o644"

@@ -346,7 +346,7 @@ def test_serve_writes_the_yaml_it_derived_and_refuses_a_users_file(fake_serve, h
     assert events[-1]["llm_api_options"]["cuda_graph_config"]["enable_padding"] is True
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
     yaml_path.write_text("kv_cache_config: {dtype: auto}\n")  # now the user's
-    one_line_exit_2(capsys, ["serve", str(hf)], "not written by trt-minitron")
+    one_line_exit_2(capsys, ["serve", str(hf)], "exists and is not a file trt-minitron wrote; pass --overwrite")
     assert yaml_path.read_text() == "kv_cache_config: {dtype: auto}\n"
     assert len([1 for line in fake_serve.read_text().splitlines() if '"parsed"' in line]) == 2  # nothing started
 

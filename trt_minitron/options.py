@@ -297,6 +297,7 @@ class ServeOptions:
     stop_timeout_s: float = 30.0
     dry_run: bool = False
     llm_api_options: Path | None = None  # HF folders under trtllm-serve: where the derived YAML goes (default ./)
+    overwrite: bool = False  # replace an existing --llm-api-options file that trt-minitron did not write
     extra_args: tuple[str, ...] = ()
 
     def validate(self) -> None:

@@ -7,9 +7,10 @@ folder carrying `ENGINE_MANIFEST`, or a TensorRT-LLM checkpoint, holding nothing
 folder holds. SIGINT/SIGTERM remove the temporary folder (see interrupts.py); siblings left by a
 process that died harder (SIGKILL, power loss) are swept by the next run writing the same NAME.
 
-Files (reports, plots): `check_output_file` before the run, `write_file` at the end. An existing file is
-replaced without --overwrite only when it is recognisably ours (a JSON report whose "tool" names
-trt-minitron, a PNG whose Software text does); anything else needs --overwrite. Written the same way:
+Files (reports, plots, serve's YAML): `check_output_file` before the run, `write_file` at the end. An existing
+file is replaced without --overwrite only when it is recognisably ours (a JSON report whose "tool" names
+trt-minitron, a PNG whose Software text does, a text file whose first line is `# written by trt-minitron ...`);
+anything else needs --overwrite. Written the same way:
 a hidden sibling renamed over NAME, mode 0666 less the umask (0644), as every output file.
 
 Both: missing parent folders are created; `check_writable` makes sure they can be, before the run.
@@ -34,6 +35,7 @@ from .interrupts import signals_deferred, signals_raise
 MARKER = "trt_minitron_export.json"  # written last into every export (both formats), listing its files
 ENGINE_MANIFEST = "trt_minitron_manifest.json"  # written by `build` into every engine folder
 TOOL = "trt-minitron"  # JSON reports say {"tool": "trt-minitron <command>", ...}; PNG plots Software "trt-minitron ..."
+WRITTEN_BY = f"# written by {TOOL}"  # the first line of a text file we write (YAML)
 # The one list of tokenizer files: what export copies from a source, build into an engine folder, and what
 # makes a folder hold a tokenizer (the first seven: a tokenizer without the chat template and generation config).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
@@ -122,14 +124,20 @@ def check_output_file(path: str | os.PathLike, *, flag: str, overwrite: bool, ex
 
 
 def is_ours(path: Path) -> bool:
-    """Whether an existing file is one trt-minitron wrote: a JSON report whose "tool" is trt-minitron's, or a PNG
-    whose Software text is (a symbolic link never is: it is the user's)."""
+    """Whether an existing file is one trt-minitron wrote: a JSON report whose "tool" is trt-minitron's, a PNG
+    whose Software text is, a text file whose first line is WRITTEN_BY ... (a symbolic link never is: it is the user's)."""
     if path.is_symlink() or not path.is_file():
         return False
     if path.suffix.lower() == ".png":
         return (_png_software(path) or "").startswith(TOOL)
     doc = _small_json(path)
-    return isinstance(doc, dict) and str(doc.get("tool", "")).startswith(TOOL)
+    if isinstance(doc, dict):
+        return str(doc.get("tool", "")).startswith(TOOL)
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(WRITTEN_BY) + 1).decode("utf-8", "replace").startswith(WRITTEN_BY + " ")
+    except OSError:
+        return False
 
 
 def write_file(path: str | os.PathLike, data: bytes, *, overwrite: bool) -> None:

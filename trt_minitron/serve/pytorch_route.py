@@ -11,14 +11,13 @@ says `--backend tensorrt` is gone and `--backend pytorch` stays accepted. The YA
 serve.py loads it with yaml.safe_load and it overrides the flags (update_llm_args_with_extra_dict), which is why
 kv_cache_config repeats the memory fraction: a YAML kv_cache_config replaces the one the flag built.
 
-The YAML is written by trt-minitron, so it follows the output rules: a path holding a file we did not write (no
-MARKER first line) is refused, ours is replaced atomically (temporary sibling, then os.replace), and --dry-run
+The YAML is written by trt-minitron, so it follows the output rule for files (outputs.py): a path holding a file we
+did not write (no MARKER first line) is refused without --overwrite, ours is replaced atomically, and --dry-run
 writes nothing.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +25,10 @@ import yaml
 
 from ..errors import OutputError
 from ..options import ServeOptions
+from ..outputs import WRITTEN_BY, check_output_file, write_file
 from ..trtllm.llmapi_args import LlmApiSettings, derive, read_hf_checkpoint
 
-MARKER = "# written by trt-minitron serve: trtllm-serve --extra_llm_api_options (replaced by the next serve)"
+MARKER = f"{WRITTEN_BY} serve: trtllm-serve --extra_llm_api_options (replaced by the next serve)"
 USER_CONFIG_FLAGS = ("--extra_llm_api_options", "--config")
 
 
@@ -38,6 +38,7 @@ class OptionsFile:
 
     path: Path
     text: str
+    overwrite: bool = False  # replace a file trt-minitron did not write
 
 
 def default_options_path(model: Path) -> Path:
@@ -45,34 +46,9 @@ def default_options_path(model: Path) -> Path:
     return Path.cwd() / f"{Path(model).resolve().name}.trtllm-serve.yaml"
 
 
-def check_options_path(path: Path) -> None:
-    """Refuse a path we may not write: a folder, a link, or a file without our marker."""
-    if path.is_symlink() or path.is_dir():
-        raise OutputError(f"--llm-api-options {path} is a {'link' if path.is_symlink() else 'folder'}; give a file path")
-    if path.exists():
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                first = f.readline().rstrip("\n")
-        except OSError as e:
-            raise OutputError(f"--llm-api-options {path} cannot be read: {e.strerror}") from None
-        if first != MARKER:
-            raise OutputError(f"--llm-api-options {path} exists and was not written by trt-minitron; it is left "
-                              "alone: give another path, or pass your own file after `--` as --extra_llm_api_options")
-    parent = path.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"--llm-api-options {path}: {parent} is not a writable folder")
-
-
 def write_options(f: OptionsFile) -> None:
-    """Atomically (re)write one of our YAML files, checked again just before."""
-    check_options_path(f.path)
-    tmp = f.path.with_name(f".{f.path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(f.text, encoding="utf-8")
-        os.replace(tmp, f.path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {f.path}: {e.strerror}") from None
+    """(Re)write one of our YAML files (outputs.write_file: atomic, checked again just before)."""
+    write_file(f.path, f.text.encode("utf-8"), overwrite=f.overwrite)
 
 
 def options_yaml(settings: LlmApiSettings, model: Path) -> str:
@@ -106,7 +82,7 @@ def pytorch_argv(opts: ServeOptions, exe: str) -> tuple[str, list[str], tuple[Op
     if path.resolve().is_relative_to(Path(opts.model).resolve()):
         raise OutputError(f"the LLM API options file {path} would go inside the model folder {opts.model}, which serve "
                           "leaves untouched; run from another folder or pass --llm-api-options PATH outside it")
-    check_options_path(path)
+    check_output_file(path, flag="--llm-api-options", overwrite=opts.overwrite, example=default_options_path(opts.model).name)
     argv += ["--extra_llm_api_options", str(path)]
     return (f"Hugging Face folder with trtllm-serve (PyTorch backend): {tuned}"), argv, \
-        (OptionsFile(path, options_yaml(s, opts.model)),)
+        (OptionsFile(path, options_yaml(s, opts.model), opts.overwrite),)
