@@ -3,9 +3,10 @@
     python scripts/rewrite_imports.py [PATH ...]     (default: trt_minitron tests benchmarks scripts)
 
 For merging a branch that still imports the old modules: `from ..trtllm_ckpt import X` in a file that now lives
-in checkpoints/ or export/, `from trt_minitron.quant.formats import Y`, `from .options import Sampling`, and
-monkeypatch strings like "trt_minitron.export.plan_export". A relative import is read from the file's new place
-first, and from its old place (MOVES, reversed) only when that names no module: a merged file may hold both.
+in checkpoints/ or export/, `from trt_minitron.quant.formats import Y`, `from .options import Sampling`,
+monkeypatch strings like "trt_minitron.export.plan_export", and test helpers renamed by behaviour (`from hardening
+import`). A relative import is read from the file's new place first, and from its old place (MOVES, reversed)
+only when that names no module: a merged file may hold both.
 Only the module part of a statement changes unless names moved; what cannot be rewritten (a changed signature,
 a removed name) is listed with its line. Run `ruff check --fix` afterwards to sort the imports.
 """
@@ -65,8 +66,17 @@ stwriter.py tensors/stwriter.py
 trtllm_install.py trtllm/install.py
 llmapi_args.py trtllm/llmapi_args.py
 serving/pytorch_route.py serve/pytorch_route.py
+serving/connection.py backends/openai_connection.py
+serving/replies.py backends/openai_replies.py
 """
 OUT_OF_PACKAGE = {"trt_minitron.synthetic": "synthetic", "trt_minitron.sources.gguf_transformers": "gguf_transformers"}
+# test helpers renamed by behaviour (b9bbed9): `from hardening import PREFIX` in a test written before
+TEST_MODULES = {"hardening": "cli_checks", "test_hardening_sources": "test_bad_sources",
+                "test_bench_fake": "test_bench_server_failures", "test_hardening_cli": "test_cli_errors",
+                "test_export_speed_paths": "test_export_fast_paths", "test_build_fake_trtllm": "test_fake_trtllm_fidelity",
+                "test_generate_cli": "test_generate", "test_hardening_signals": "test_interrupts",
+                "test_hardening_nemo": "test_nemo_unpacking", "test_hardening_output": "test_output_folders",
+                "test_quant_cli": "test_quantize", "test_verify_bugs": "test_verify_catches_planted_bugs"}
 # (module, name) -> the module the name lives in now (module names are the new ones); names still importable from
 # their old module (it imports them: DatasetError, DEFAULT_TEMPLATE, APIS, source_paths) are left alone.
 NAMES = {
@@ -77,6 +87,8 @@ NAMES = {
     ("trt_minitron.backends", "BackendSpec"): "trt_minitron.options",
     ("trt_minitron.backends", "BACKENDS"): "trt_minitron.options",
     ("trt_minitron.backends.openai_client", "normalize_url"): "trt_minitron.options",
+    **{(m, n): "trt_minitron.options" for m in ("trt_minitron.backends.openai_client", "trt_minitron.backends.openai_connection")
+       for n in ("normalize_url", "Timeouts", "TIMEOUT_HELP", "TIMEOUT_KEYS")},
     ("trt_minitron.serve.routes", "model_kind"): "trt_minitron.trtllm.folders",
     ("trt_minitron.serve.routes", "HF_WEIGHTS"): "trt_minitron.trtllm.folders",
     **{("trt_minitron.quantize.recompute", n): "trt_minitron.checkpoints.quantized"
@@ -101,6 +113,8 @@ BY_HAND = [
     (r"sort_by_length", "SummarizeOptions.sort_by_length is gone (always sorted)"),
     (r"\bDTYPES\[", "export's DTYPES is gone: tensors.dtypes.torch_dtype(name)"),
     (r"\.sampling\b", "SummarizeOptions/GenerateOptions have no .sampling: build backends.base.Sampling from fields"),
+    (r"request_timeout_s\b|\btimeout_s=", "a request's limits are options.Timeouts (BenchOptions/BackendSpec.request_timeout, "
+     "RequestParams(timeouts=), make_client(url, timeouts))"),
 ]
 
 
@@ -180,6 +194,9 @@ def rewrite(path: Path, now: set[str], notes: list[str]) -> bool:
             if node.level and old_mod and old_mod != new_mod and not all(
                     f"{base}.{a.name}" in now or (base in now and provides(base, a.name)) for a in node.names):
                 base = resolve(node, old_mod, is_pkg)  # a line written where the file used to be
+            if not node.level and base in TEST_MODULES:
+                edits.append((node.lineno, node.col_offset, "spec", base, TEST_MODULES[base]))
+                continue
             if not base.startswith(PKG):
                 continue
             new_base = MODULES.get(base, base)

@@ -14,7 +14,7 @@ from fake_openai import FakeOpenAIServer, make_word_tokenizer
 from tiny import make_tiny_llama
 
 from trt_minitron.cli import main
-from trt_minitron.errors import OutputExistsError
+from trt_minitron.errors import OutputError, OutputExistsError
 from trt_minitron.outputs import check_output_file, is_ours, write_file
 
 USER_JSON = b'{"mine": "precious"}'
@@ -89,7 +89,8 @@ def test_summarize_replaces_its_own_report_and_a_users_only_with_overwrite(asset
 
 @pytest.mark.parametrize("flag, name, content", [("--report", "existing.json", USER_JSON),
                                                  ("--report", "notes.txt", b"my notes\n"),
-                                                 ("--plot", "existing.png", USER_PNG)])
+                                                 ("--plot", "existing.png", USER_PNG),
+                                                 ("--csv", "existing.csv", b"point,concurrency\nc=1,1\n")])
 def test_bench_refuses_a_users_file_before_the_run(assets, tmp_path, capsys, flag, name, content):
     user = tmp_path / name
     user.write_bytes(content)
@@ -102,25 +103,26 @@ def test_bench_refuses_a_users_file_before_the_run(assets, tmp_path, capsys, fla
 
 
 def test_bench_replaces_its_own_report_and_plot(assets, tmp_path, capsys):
-    report, plot = tmp_path / "out" / "r.json", tmp_path / "out" / "p.png"
+    report, plot, csv = tmp_path / "out" / "r.json", tmp_path / "out" / "p.png", tmp_path / "out" / "a.csv"
     with FakeOpenAIServer() as srv:
-        for _ in range(2):  # the second run finds both files: recognisably ours, replaced without --overwrite
-            assert main([str(a) for a in bench(srv.url, assets, "--report", report, "--plot", plot)]) == 0
-        assert is_ours(report) and is_ours(plot)
-        assert {oct(p.stat().st_mode & 0o777) for p in (report, plot)} == {"0o644"}
+        for _ in range(2):  # the second run finds the files: recognisably ours, replaced without --overwrite
+            assert main([str(a) for a in bench(srv.url, assets, "--report", report, "--plot", plot, "--csv", csv)]) == 0
+        assert is_ours(report) and is_ours(plot) and is_ours(csv)
+        assert {oct(p.stat().st_mode & 0o777) for p in (report, plot, csv)} == {"0o644"}
         user = tmp_path / "user.png"
         user.write_bytes(USER_PNG)
         assert main([str(a) for a in bench(srv.url, assets, "--plot", user, "--overwrite")]) == 0
     assert is_ours(user)
-    assert sorted(tree(tmp_path)) == ["out/p.png", "out/r.json", "user.png"]
+    assert sorted(tree(tmp_path)) == ["out/a.csv", "out/p.png", "out/r.json", "user.png"]
 
 
-@pytest.mark.parametrize("case", ["same_file", "under_a_file", "a_folder"])
+@pytest.mark.parametrize("case", ["same_file", "same_csv", "under_a_file", "a_folder"])
 def test_bench_output_paths_that_cannot_work_are_refused_before_the_run(assets, tmp_path, capsys, case):
     (tmp_path / "afile").write_text("x")
     (tmp_path / "adir").mkdir()
     args, expect = {
         "same_file": (["--report", tmp_path / "o", "--plot", tmp_path / "o"], "--report and --plot name the same file"),
+        "same_csv": (["--report", tmp_path / "o", "--csv", tmp_path / "o"], "--report and --csv name the same file"),
         "under_a_file": (["--report", tmp_path / "afile" / "r.json"], "is a file, not a folder"),
         "a_folder": (["--plot", tmp_path / "adir"], "is a folder; give a file path such as"),
     }[case]
@@ -146,8 +148,9 @@ def test_a_link_is_never_ours(tmp_path):
     link = tmp_path / "link.json"
     link.symlink_to(ours)
     assert is_ours(ours) and not is_ours(link)
-    with pytest.raises(OutputExistsError):
-        check_output_file(link, flag="--report", overwrite=False, example="r.json")
+    for overwrite in (False, True):  # replacing the link would not write where it points: refused, as for folders
+        with pytest.raises(OutputError, match="--report .*link.json is a symbolic link; name the file itself"):
+            check_output_file(link, flag="--report", overwrite=overwrite, example="r.json")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ backend's Sampling, bench's request parameters and sweep points) lives where it 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from itertools import combinations
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -136,6 +137,60 @@ def normalize_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
+TIMEOUT_KEYS = {"total": "total_s", "connect": "connect_s", "first-byte": "first_byte_s"}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """--request-timeout: limits on one request, in seconds: the TCP connection, the first byte of the answer (its
+    HTTP headers: servers that stream send them at once), and the whole request up to its last chunk. A part above
+    the total is the total. What the user asked for, as SLO is; backends/openai_connection.py applies it."""
+
+    total_s: float = 600.0
+    connect_s: float = 10.0
+    first_byte_s: float = 60.0
+
+    @property
+    def connect(self) -> float:
+        return min(self.connect_s, self.total_s)
+
+    @property
+    def first_byte(self) -> float:
+        return min(self.first_byte_s, self.total_s)
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Timeouts":
+        """`S` (the total) or `total:S,connect:S,first-byte:S` (any subset; the others keep their defaults); None:
+        the defaults."""
+        flag = "--request-timeout"
+        values = {}
+        for item in (i for i in (text or "").replace(" ", ",").split(",") if i):
+            key, sep, value = item.rpartition(":") if ":" in item else ("total", ":", item)
+            if key not in TIMEOUT_KEYS:
+                raise ConfigError(f"{flag} {text!r}: unknown part {key!r}; use SECONDS or "
+                                  f"{','.join(k + ':S' for k in TIMEOUT_KEYS)}")
+            try:
+                values[TIMEOUT_KEYS[key]] = float(value)
+            except ValueError:
+                raise ConfigError(f"{flag} {text!r}: {value!r} is not a number of seconds") from None
+        out = cls(**values)
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                key = next(k for k, v in TIMEOUT_KEYS.items() if v == f.name)
+                raise ConfigError(f"--request-timeout {key} must be a positive number of seconds, got {value}")
+
+
+TIMEOUT_HELP = ("limits on each request to the server, in seconds: the total (a bare number), the TCP connection and "
+                "the first byte of the answer; default " +
+                ",".join(f"{k}:{getattr(Timeouts(), v):g}" for k, v in TIMEOUT_KEYS.items()) +
+                " (a part above the total is the total)")
+
+
 @dataclass(frozen=True, kw_only=True)
 class BackendSpec:
     """One `--backend KIND MODEL` pair plus the settings every backend may need."""
@@ -157,6 +212,7 @@ class BackendSpec:
     # openai: MODEL is the server URL; the name it serves (default: the only one /v1/models lists).
     served_model: str | None = None
     concurrency: int = 1  # openai: requests in flight
+    request_timeout: Timeouts = field(default_factory=Timeouts)  # openai: limits on each request
 
     def validate(self) -> None:
         if self.kind not in BACKENDS:
@@ -171,6 +227,7 @@ class BackendSpec:
             raise ConfigError(f"--kv-cache-free-gpu-memory-fraction must be in (0, 1], got {frac}")
         if self.kind == "openai":
             normalize_url(self.model)
+            self.request_timeout.validate()
         elif not Path(self.model).exists():
             raise ConfigError(f"{self.kind} model path {self.model} does not exist")
 
@@ -375,13 +432,14 @@ class BenchOptions:
     temperature: float = 0.0
     ignore_eos: bool = False
     seed: int = 0
-    request_timeout_s: float = 600.0
+    request_timeout: Timeouts = field(default_factory=Timeouts)
     max_duration_s: float | None = None  # per sweep point
     warmup_requests: int = 1
     bootstrap_samples: int = 1000
     report: Path | None = None
     plot: Path | None = None
-    overwrite: bool = False  # replace an existing --report / --plot that trt-minitron did not write
+    csv: Path | None = None  # one row of aggregates per sweep point
+    overwrite: bool = False  # replace an existing --report / --plot / --csv that trt-minitron did not write
 
     def validate(self) -> None:
         normalize_url(self.url)
@@ -406,10 +464,12 @@ class BenchOptions:
             raise ConfigError(f"--warmup must be >= 0, got {self.warmup_requests}")
         if self.api not in APIS:
             raise ConfigError(f"unknown API {self.api!r}; choose one of {', '.join(APIS)}")
-        if self.request_timeout_s <= 0:
-            raise ConfigError(f"request timeout must be > 0, got {self.request_timeout_s}")
-        if self.report is not None and self.plot is not None and absolute(self.report) == absolute(self.plot):
-            raise ConfigError(f"--report and --plot name the same file {self.report}")
-        for flag, path, example in (("--report", self.report, "bench.json"), ("--plot", self.plot, "bench.png")):
-            if path is not None:  # before the run, not after it
-                check_output_file(path, flag=flag, overwrite=self.overwrite, example=example)
+        self.request_timeout.validate()
+        files = [(flag, path, example) for flag, path, example in (
+            ("--report", self.report, "bench.json"), ("--plot", self.plot, "bench.png"), ("--csv", self.csv, "bench.csv"))
+            if path is not None]
+        for (flag, path, _), (other, same, _) in combinations(files, 2):
+            if absolute(path) == absolute(same):
+                raise ConfigError(f"{flag} and {other} name the same file {path}")
+        for flag, path, example in files:  # before the run, not after it
+            check_output_file(path, flag=flag, overwrite=self.overwrite, example=example)

@@ -7,10 +7,10 @@ folder carrying `ENGINE_MANIFEST`, or a TensorRT-LLM checkpoint, holding nothing
 folder holds. SIGINT/SIGTERM remove the temporary folder (see interrupts.py); siblings left by a
 process that died harder (SIGKILL, power loss) are swept by the next run writing the same NAME.
 
-Files (reports, plots, serve's YAML): `check_output_file` before the run, `write_file` at the end. An existing
-file is replaced without --overwrite only when it is recognisably ours (a JSON report whose "tool" names
-trt-minitron, a PNG whose Software text does, a text file whose first line is `# written by trt-minitron ...`);
-anything else needs --overwrite. Written the same way:
+Files (reports, plots, bench's CSV, serve's YAML): `check_output_file` before the run, `write_file` at the end. An
+existing file is replaced without --overwrite only when it is recognisably ours (a JSON report whose "tool" names
+trt-minitron, a PNG whose Software text does, a text file whose first line is `# written by trt-minitron ...`, a
+CSV whose header line starts with bench's columns `CSV_HEAD`); anything else needs --overwrite. Written the same way:
 a hidden sibling renamed over NAME, mode 0666 less the umask (0644), as every output file.
 
 Both: missing parent folders are created; `check_writable` makes sure they can be, before the run.
@@ -36,6 +36,8 @@ MARKER = "trt_minitron_export.json"  # written last into every export (both form
 ENGINE_MANIFEST = "trt_minitron_manifest.json"  # written by `build` into every engine folder
 TOOL = "trt-minitron"  # JSON reports say {"tool": "trt-minitron <command>", ...}; PNG plots Software "trt-minitron ..."
 WRITTEN_BY = f"# written by {TOOL}"  # the first line of a text file we write (YAML)
+# The header of bench's --csv begins with these columns (bench/report.py's CSV_COLUMNS); a CSV keeps no comment line.
+CSV_HEAD = ("point", "concurrency", "request_rate", "requests", "completed", "failed")
 # The one list of tokenizer files: what export copies from a source, build into an engine folder, and what
 # makes a folder hold a tokenizer (the first seven: a tokenizer without the chat template and generation config).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
@@ -111,12 +113,15 @@ def check_writable(path: Path, label: str) -> None:
 
 def check_output_file(path: str | os.PathLike, *, flag: str, overwrite: bool, example: str) -> Path:
     """Raise OutputError unless the file `path` (given with `flag`) may be written at the end of the run: not a
-    folder; an existing file only when recognisably ours or with --overwrite; its folder creatable. `example`:
-    a file name to suggest when `path` is a folder."""
+    folder or a symbolic link (as for folders: replacing the link would not write where it points); an existing
+    file only when recognisably ours or with --overwrite; its folder creatable. `example`: a file name to suggest
+    when `path` is a folder."""
     p = Path(path)
-    if p.is_dir() and not p.is_symlink():
+    if p.is_symlink():
+        raise OutputError(f"{flag} {path} is a symbolic link; name the file itself or a new one")
+    if p.is_dir():
         raise OutputError(f"{flag} {path} is a folder; give a file path such as {p / example}")
-    if (p.exists() or p.is_symlink()) and not overwrite and not is_ours(p):
+    if p.exists() and not overwrite and not is_ours(p):
         raise OutputExistsError(f"{flag} {path} exists and is not a file trt-minitron wrote; pass --overwrite to "
                                 "replace it, or choose another path")
     check_writable(absolute(p), f"{flag} {path}")
@@ -125,7 +130,8 @@ def check_output_file(path: str | os.PathLike, *, flag: str, overwrite: bool, ex
 
 def is_ours(path: Path) -> bool:
     """Whether an existing file is one trt-minitron wrote: a JSON report whose "tool" is trt-minitron's, a PNG
-    whose Software text is, a text file whose first line is WRITTEN_BY ... (a symbolic link never is: it is the user's)."""
+    whose Software text is, a text file whose first line is WRITTEN_BY ..., a CSV whose header starts with CSV_HEAD
+    (a symbolic link never is: it is the user's)."""
     if path.is_symlink() or not path.is_file():
         return False
     if path.suffix.lower() == ".png":
@@ -135,9 +141,10 @@ def is_ours(path: Path) -> bool:
         return str(doc.get("tool", "")).startswith(TOOL)
     try:
         with open(path, "rb") as f:
-            return f.read(len(WRITTEN_BY) + 1).decode("utf-8", "replace").startswith(WRITTEN_BY + " ")
+            first = f.readline(4096).decode("utf-8", "replace")
     except OSError:
         return False
+    return first.startswith(WRITTEN_BY + " ") or tuple(first.rstrip("\r\n").split(",")[:len(CSV_HEAD)]) == CSV_HEAD
 
 
 def write_file(path: str | os.PathLike, data: bytes, *, overwrite: bool) -> None:
@@ -155,7 +162,7 @@ def write_file(path: str | os.PathLike, data: bytes, *, overwrite: bool) -> None
             with open(fd, "wb") as f:
                 f.write(data)
             with signals_deferred():
-                if (out.exists() or out.is_symlink()) and not overwrite and not is_ours(out):
+                if out.is_symlink() or (out.exists() and not overwrite and not is_ours(out)):
                     raise OutputExistsError(f"{path} appeared while the run went on and is not a file trt-minitron "
                                             "wrote; not replacing it")
                 os.replace(tmp, out)

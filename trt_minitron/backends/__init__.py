@@ -25,7 +25,7 @@ def open_backend(spec: BackendSpec) -> Backend:
     if spec.kind == "openai":
         from .openai import OpenAIBackend
         return OpenAIBackend(spec.model, served_model=spec.served_model, tokenizer=spec.tokenizer,
-                             concurrency=spec.concurrency)
+                             concurrency=spec.concurrency, timeouts=spec.request_timeout)
     if spec.kind == "torch":
         from .torch_backend import TorchBackend
         return TorchBackend(spec.model, device=spec.device, dtype=spec.dtype, tokenizer=spec.tokenizer)

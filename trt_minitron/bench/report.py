@@ -1,7 +1,9 @@
-"""bench output: one Markdown table, the JSON report (written atomically) and a throughput-latency PNG."""
+"""bench output: one Markdown table; the JSON report, a CSV of the aggregates and a throughput-latency PNG, each
+written by outputs.write_file (atomic, 0644, an existing file only when ours or with --overwrite)."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from pathlib import Path
@@ -9,6 +11,15 @@ from pathlib import Path
 from .. import __version__
 from ..errors import MissingDependencyError
 from ..outputs import TOOL, write_file
+
+LATENCIES = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")
+STATS = ("mean", "p50", "p90", "p99")
+COUNTS = ("requests", "completed", "failed", "duration_s", "output_tokens", "request_throughput", "output_throughput",
+          "goodput")
+# Begins with outputs.CSV_HEAD: the header line is what makes the file recognisably ours (outputs.is_ours).
+CSV_COLUMNS = ("point", "concurrency", "request_rate") + COUNTS + \
+    tuple(f"{m}_{s}" for m in LATENCIES for s in (*STATS, "n")) + \
+    tuple(f"{k}_{s}" for k in ("rouge1", "rouge2", "rougeL") for s in ("mean", "ci95_low", "ci95_high"))
 
 
 def _f(value, fmt: str = ".0f") -> str:
@@ -22,17 +33,15 @@ def _dist(d: dict, keys: tuple[str, ...]) -> str:
 def markdown(report: dict) -> str:
     """One row per sweep point: counts, throughput, goodput, TTFT / TPOT / ITL / E2E (ms), ROUGE."""
     rouge = any(p["aggregate"].get("rouge") for p in report["points"])
-    head = ["point", "ok / failed", "req/s", "out tok/s", "goodput req/s", "TTFT mean / p50 / p99 ms",
-            "TPOT mean / p50 / p99 ms", "ITL p50 / p99 ms", "E2E mean / p50 / p90 / p99 ms"]
+    head = ["point", "ok / failed", "req/s", "out tok/s", "goodput req/s"] + \
+        [f"{name} mean / p50 / p90 / p99 ms" for name in ("TTFT", "TPOT", "ITL", "E2E")]
     if rouge:
         head += ["ROUGE-1 [95% CI]", "ROUGE-2", "ROUGE-L"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in report["points"]:
         a = p["aggregate"]
         row = [p["label"], f"{a['completed']} / {a['failed']}", _f(a["request_throughput"], ".3f"),
-               _f(a["output_throughput"], ".2f"), _f(a["goodput"], ".3f"),
-               _dist(a["ttft_ms"], ("mean", "p50", "p99")), _dist(a["tpot_ms"], ("mean", "p50", "p99")),
-               _dist(a["itl_ms"], ("p50", "p99")), _dist(a["e2el_ms"], ("mean", "p50", "p90", "p99"))]
+               _f(a["output_throughput"], ".2f"), _f(a["goodput"], ".3f")] + [_dist(a[m], STATS) for m in LATENCIES]
         if rouge:
             r = a.get("rouge")
             row += ([f"{r['rouge1']['mean']:.2f} [{r['rouge1']['ci95_low']:.2f}, {r['rouge1']['ci95_high']:.2f}]",
@@ -46,8 +55,33 @@ def failures(report: dict) -> list[str]:
     return [f"{p['label']}: {e['count']} x {e['message']}" for p in report["points"] for e in p["aggregate"]["errors"]]
 
 
-def write_outputs(report: dict, json_path: Path | None, png_path: Path | None, overwrite: bool = False) -> None:
-    """Write the JSON report and the plot where asked (outputs.write_file: atomic, ours or --overwrite)."""
+def csv_rows(report: dict) -> list[dict]:
+    """One row per sweep point: counts, throughput, each latency's mean / p50 / p90 / p99 / n, ROUGE."""
+    rows = []
+    for p in report["points"]:
+        a = p["aggregate"]
+        row = {"point": p["label"], "concurrency": p.get("concurrency"), "request_rate": p.get("request_rate"),
+               **{k: a[k] for k in COUNTS}}
+        row.update({f"{m}_{s}": a[m][s] for m in LATENCIES for s in (*STATS, "n")})
+        for k, r in (a.get("rouge") or {}).items():
+            row.update({f"{k}_{s}": r[s] for s in ("mean", "ci95_low", "ci95_high")})
+        rows.append(row)
+    return rows
+
+
+def csv_text(report: dict) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, restval="", extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(csv_rows(report))
+    return out.getvalue()
+
+
+def write_outputs(report: dict, json_path: Path | None, png_path: Path | None, csv_path: Path | None = None,
+                  overwrite: bool = False) -> None:
+    """Write the JSON report, the CSV and the plot where asked (outputs.write_file: atomic, ours or --overwrite)."""
+    if csv_path is not None:
+        write_file(csv_path, csv_text(report).encode(), overwrite=overwrite)
     if json_path is not None:
         write_file(json_path, json.dumps(report, indent=2, ensure_ascii=False).encode(), overwrite=overwrite)
     if png_path is not None:

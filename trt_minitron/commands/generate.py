@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ..options import BackendSpec, GenerateOptions
+from ..options import TIMEOUT_HELP, BackendSpec, GenerateOptions, Timeouts
 
 _B, _G = BackendSpec, GenerateOptions  # defaults live on the options classes only
 
@@ -31,6 +31,8 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(_B.device, "--device"),
         dtype: str = typer.Option(_B.dtype, "--dtype"),
         served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request"),
+        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="LIMITS",
+                                                      help="openai: " + TIMEOUT_HELP),
         tp_size: Optional[int] = typer.Option(_B.tp_size, "--tp-size", help="trtllm on an HF folder: tensor parallel "
                                               "size (engines carry their own)"),
         pp_size: Optional[int] = typer.Option(_B.pp_size, "--pp-size", help="trtllm on an HF folder: pipeline parallel size"),
@@ -45,7 +47,8 @@ def register(app: typer.Typer) -> None:
             backend=BackendSpec(kind=backend, model=model, device=device, dtype=dtype, tokenizer=tokenizer,
                                 max_batch_size=max(len(prompt), 1), max_output_len=max_new_tokens,
                                 max_beam_width=num_beams, served_model=served_model, tp_size=tp_size, pp_size=pp_size,
-                                kv_cache_free_gpu_memory_fraction=kv_cache_free_gpu_memory_fraction),
+                                kv_cache_free_gpu_memory_fraction=kv_cache_free_gpu_memory_fraction,
+                                request_timeout=Timeouts.parse(request_timeout)),
             prompts=tuple(prompt), chat=chat, stream=stream, max_new_tokens=max_new_tokens,
             temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams, seed=seed)
         run_generate(opts, out=sys.stdout)

@@ -8,13 +8,14 @@ from typing import List, Optional
 import typer
 
 from ..errors import ConfigError
-from ..options import BackendSpec, SummarizeOptions
+from ..options import TIMEOUT_HELP, BackendSpec, SummarizeOptions, Timeouts
 
 _D, _B = SummarizeOptions, BackendSpec  # defaults live on the options classes only
 
 
 def rich_progress():
-    """A rich progress bar on stderr (stdout stays clean Markdown); returns (factory, stop)."""
+    """A rich progress bar on stderr (stdout stays clean Markdown); returns (factory, stop); `stop(erase=True)`
+    clears the bar, so that an error stays the only line."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -26,7 +27,11 @@ def rich_progress():
         task = bar.add_task(desc, total=total)
         return lambda n: bar.advance(task, n)
 
-    return factory, bar.stop
+    def stop(erase: bool = False) -> None:
+        bar.live.transient = erase
+        bar.stop()
+
+    return factory, stop
 
 
 def parse_backends(kinds: list[str], models: list[str], **common) -> tuple[BackendSpec, ...]:
@@ -75,6 +80,8 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(_D.concurrency, "--concurrency", help="openai: requests in flight"),
         served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request "
                                                    "(default: the only one the server's /v1/models lists)"),
+        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="LIMITS",
+                                                      help="openai: " + TIMEOUT_HELP),
         tp_size: Optional[int] = typer.Option(_B.tp_size, "--tp-size", help="trtllm on an HF folder: tensor parallel "
                                               "size (engines carry their own)"),
         pp_size: Optional[int] = typer.Option(_B.pp_size, "--pp-size", help="trtllm on an HF folder: pipeline parallel size"),
@@ -90,7 +97,8 @@ def register(app: typer.Typer) -> None:
                                     max_batch_size=batch_size, max_input_len=max_input_len,
                                     max_output_len=output_len, max_beam_width=num_beams,
                                     concurrency=concurrency, served_model=served_model, tp_size=tp_size,
-                                    pp_size=pp_size, kv_cache_free_gpu_memory_fraction=kv_cache_free_gpu_memory_fraction),
+                                    pp_size=pp_size, kv_cache_free_gpu_memory_fraction=kv_cache_free_gpu_memory_fraction,
+                                    request_timeout=Timeouts.parse(request_timeout)),
             dataset_file=dataset_file, dataset_cache_dir=dataset_cache_dir, num_samples=num_samples,
             batch_size=batch_size, max_input_len=max_input_len, output_len=output_len, num_beams=num_beams,
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, prompt_template=prompt_template,
@@ -101,8 +109,10 @@ def register(app: typer.Typer) -> None:
         factory, stop = rich_progress()
         try:
             result = run_summarize(opts, progress_factory=factory)
-        finally:
-            stop()
+        except BaseException:
+            stop(erase=True)
+            raise
+        stop()
         if result is None:
             return  # MPI rank != 0
         print(markdown(result))
