@@ -1,7 +1,7 @@
 """Peak RSS and seconds of `verify`, layer by layer vs whole models, on random checkpoints of real widths.
 
 For each preset and layer count: a random bf16 Hugging Face checkpoint with the model's real widths
-(trt_minitron/synthetic.py), exported per --artefacts to a bf16 TensorRT-LLM checkpoint ("trtllm"), a bf16
+(tests/synthetic.py), exported per --artefacts to a bf16 TensorRT-LLM checkpoint ("trtllm"), a bf16
 Hugging Face folder (`export --format hf`, "hf") and, from that folder, a ModelOpt-layout unified FP8 checkpoint
 ("unified": per-tensor weight scales amax / 448 and a fixed input scale, written here without calibrating a model of
 these widths, which would need it whole in float32), then `trt-minitron verify` in its own subprocess per mode
@@ -28,11 +28,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # synthetic.py
 
-from trt_minitron.config import ModelConfig  # noqa: E402
-from trt_minitron.export import ExportOptions, run_export  # noqa: E402
-from trt_minitron.synthetic import PRESETS, write_synthetic_hf  # noqa: E402
+from synthetic import PRESETS, write_synthetic_hf  # noqa: E402
+
+from trt_minitron.archs.config import ModelConfig  # noqa: E402
+from trt_minitron.export.run import ExportOptions, run_export  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cnn_dailymail_sample.jsonl"
 
@@ -40,7 +41,7 @@ CHILD = r"""
 import json, sys
 if sys.argv[1] == "baseline":
     import torch, transformers  # noqa: F401
-    from trt_minitron.verify import run_verify  # noqa: F401
+    from trt_minitron.verify.run import run_verify  # noqa: F401
     from trt_minitron.verify import layerwise, full, source_side, hf_side, hf_quantized  # noqa: F401
     from trt_minitron.archs import get_arch
     for a in ("LlamaForCausalLM", "NemotronForCausalLM"):
@@ -99,9 +100,9 @@ def unified_fp8(hf: Path, out: Path) -> Path:
     labels in hf_quant_config.json and config.json; one tensor in memory at a time."""
     from quant_fixtures import write_tokenizer
     from safetensors import safe_open
+    from trt_minitron.stwriter import write_safetensors
 
     from trt_minitron.sources.base import TensorInfo
-    from trt_minitron.stwriter import write_safetensors
 
     out.mkdir()
     shards = [safe_open(str(p), "pt") for p in sorted(hf.glob("*.safetensors"))]  # over 4 GB the export shards

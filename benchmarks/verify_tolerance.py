@@ -27,15 +27,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from trt_minitron.export import ExportOptions, run_export  # noqa: E402
-from trt_minitron.synthetic import PRESETS, write_synthetic_hf  # noqa: E402
-from trt_minitron.verify import run_verify  # noqa: E402
+from synthetic import PRESETS, write_synthetic_hf  # noqa: E402
+
+from trt_minitron.export.run import ExportOptions, run_export  # noqa: E402
+from trt_minitron.options import VerifyOptions  # noqa: E402
 from trt_minitron.verify.criterion import LOGIT_RTOL, RESID_RTOL, ROPE_PER_POSITION, STAGE_RTOL  # noqa: E402
+from trt_minitron.verify.run import run_verify  # noqa: E402
 
 
 def measure(name: str, src: Path | str, out: Path, dtype: str, tp: int = 1) -> tuple[float, float, float]:
     run_export(ExportOptions(src=str(src), output=out, dtype=dtype, tp=tp))
-    r = run_verify(out, src)
+    r = run_verify(VerifyOptions(checkpoint=out, reference=src))
     assert r.ok, r.summary()
     upd = max(c.max_abs_diff / c.update_scale for c in r.checks if c.update_scale)
     res = max(c.max_abs_diff / c.output_scale for c in r.checks if c.output_scale)
@@ -64,7 +66,8 @@ def bug_table(root: Path) -> None:
             for dt in dtypes:
                 out = root / f"bug-{name}-{arch}-{init}-{dt}"
                 plant(src, out, dt, other)
-                layers, full = run_verify(out, src), run_verify(out, src, full=True)
+                layers = run_verify(VerifyOptions(checkpoint=out, reference=src))
+                full = run_verify(VerifyOptions(checkpoint=out, reference=src, full=True))
                 bad = layers.first_divergence
                 where = f"{bad.where} x{bad.max_abs_diff / bad.tolerance:.2g}" if bad else (
                     "logits" if not layers.ok else "**passed**")
@@ -111,7 +114,7 @@ def hf_bug_table(root: Path) -> None:
                     if (name, init, dt) not in exports:
                         out = exports[(name, init, dt)] = root / f"{name}-{init}-{dt}-hf"
                         run_export(ExportOptions(src=str(src), output=out, dtype=dt, format="hf"))
-                        correct.append(run_verify(out, src))
+                        correct.append(run_verify(VerifyOptions(checkpoint=out, reference=src)))
     print(f"correct exports: {sum(r.ok for r in correct)} of {len(correct)} PASS, largest logit |delta| "
           f"{max(r.logits.max_abs_diff for r in correct):.3g}, largest stage |delta| "
           f"{max(c.max_abs_diff for r in correct for c in r.checks):.3g}\n")
@@ -125,7 +128,7 @@ def hf_bug_table(root: Path) -> None:
                     bad = root / "bad"
                     shutil.copytree(exports[(name, init, dt)], bad)
                     bug.plant(bad)
-                    cells.append(_named(run_verify(bad, sources[(name, init)])))
+                    cells.append(_named(run_verify(VerifyOptions(checkpoint=bad, reference=sources[(name, init)]))))
                     shutil.rmtree(bad)
                 print(f"| {bug.name} | {name} | {init} | " + " | ".join(cells) + " |", flush=True)
 
@@ -146,11 +149,12 @@ def hf_bug_table(root: Path) -> None:
                         kv = ["--kv-cache-dtype", "fp8"] if variant.endswith("+kv") else []
                         assert cli(["quantize", str(src), "-o", str(good), "--qformat", variant.removesuffix("+kv"),
                                     "--format", "hf", "--dtype", dt, *CALIB, *kv]) == 0
-                    ok = run_verify(good, src, **texts).ok
+                    ok = run_verify(VerifyOptions(checkpoint=good, reference=src, **texts)).ok
                     bad = root / "bad"
                     shutil.copytree(good, bad)
                     bug.plant(bad)
-                    cells.append(f"{'PASS' if ok else '**FAIL**'}; {_named(run_verify(bad, src, **texts))}")
+                    planted = run_verify(VerifyOptions(checkpoint=bad, reference=src, **texts))
+                    cells.append(f"{'PASS' if ok else '**FAIL**'}; {_named(planted)}")
                     shutil.rmtree(bad)
                 print(f"| {bug.name} | {name} | {variant} | " + " | ".join(cells) + " |", flush=True)
 

@@ -11,9 +11,10 @@ import torch
 from plant_hf import QUANT_BUGS, edit_config, edit_json, edit_tensors
 from quant_fixtures import SHARED, UNIFIED_FORMATS
 
+from trt_minitron.checkpoints.quantized import PQS_SIDECAR_HF
 from trt_minitron.cli import main
-from trt_minitron.quant.recompute import PQS_SIDECAR_HF
-from trt_minitron.verify import run_verify
+from trt_minitron.options import VerifyOptions
+from trt_minitron.verify.run import run_verify
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 KINDS = ("llama", "nemotron", "mistral")
@@ -22,7 +23,8 @@ CASES = [(kind, variant) for kind in KINDS for variant in UNIFIED_FORMATS]
 
 
 def verify(ckpt, source, **kw):
-    return run_verify(ckpt, source, dataset_file=SHARED, num_samples=3, max_tokens=48, **kw)
+    return run_verify(VerifyOptions(checkpoint=ckpt, reference=source, dataset_file=SHARED, num_samples=3, max_tokens=48,
+                                    **kw))
 
 
 def named(result) -> str:
@@ -166,7 +168,7 @@ def test_modelopts_default_bfloat16_export_fails_and_is_diagnosed(unified_ckpts,
     codes land one step from its own fake quantization; verify fails it and says so."""
     from quant_fixtures import CALIB
 
-    import trt_minitron.quant.modelopt_run as modelopt_run
+    import trt_minitron.quantize.modelopt_run as modelopt_run
 
     def bf16_export(model, out_dir):
         from modelopt.torch.export import export_hf_checkpoint

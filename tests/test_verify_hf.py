@@ -14,7 +14,8 @@ from tiny import make_registered
 
 from trt_minitron.archs import registered
 from trt_minitron.cli import main
-from trt_minitron.verify import run_verify
+from trt_minitron.options import VerifyOptions
+from trt_minitron.verify.run import run_verify
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ARCHS = {a.hf_architecture: a for a in registered()}
@@ -76,7 +77,7 @@ def test_export_hf_verifies_for_every_architecture_and_source_kind(sources, tmp_
     lines = capsys.readouterr().out.strip().splitlines()
     stored = json.loads((out / "config.json").read_text())["architectures"][0]
     assert lines[0] == f"verify: Hugging Face folder ({stored}, bfloat16)" and lines[-1] == "PASS"
-    result = run_verify(out, src)
+    result = run_verify(VerifyOptions(checkpoint=out, reference=src))
     assert [c.where for c in result.checks] == ["embedding", "rope"] + [
         f"layer {i} {part}" for i in range(4) for part in ("attention", "mlp")] + ["final norm", "lm_head"]
     assert result.top1_agreement == 1.0 and result.logits.disagreements == 0
@@ -85,7 +86,7 @@ def test_export_hf_verifies_for_every_architecture_and_source_kind(sources, tmp_
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_export_hf_verifies_at_every_dtype(exports, sources, name, dtype):
-    result = run_verify(exports(name, dtype), sources(name))
+    result = run_verify(VerifyOptions(checkpoint=exports(name, dtype), reference=sources(name)))
     assert result.ok, result.summary()
     if dtype != "float32":
         assert result.cast.max_abs_diff > 10 * result.logit_tolerance  # what the cast costs, reported only
@@ -93,7 +94,7 @@ def test_export_hf_verifies_at_every_dtype(exports, sources, name, dtype):
 
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_full_mode_runs_transformers_whole_model_from_the_folders_config(exports, sources, name):
-    full = run_verify(exports(name, "bfloat16"), sources(name), full=True)
+    full = run_verify(VerifyOptions(checkpoint=exports(name, "bfloat16"), reference=sources(name), full=True))
     assert full.ok and full.mode == "full" and [c.where for c in full.checks] == ["rope"], full.summary()
     assert full.logits.max_abs_diff == 0.0  # the same modules on the rounded source's values
 
@@ -101,14 +102,14 @@ def test_full_mode_runs_transformers_whole_model_from_the_folders_config(exports
 @pytest.mark.parametrize("name", list(ARCHS))
 def test_a_folder_written_by_save_pretrained_verifies_against_itself(sources, name):
     folder = sources(name)  # transformers' own save_pretrained, float32
-    result = run_verify(folder, folder)
+    result = run_verify(VerifyOptions(checkpoint=folder, reference=folder))
     assert result.ok and result.dtype == "float32", result.summary()
     assert result.logits.max_abs_diff == 0.0  # the same modules on the same tensors: bit-identical
 
 
 def test_a_save_pretrained_folder_verifies_against_the_nemo_made_from_it(sources):
     name = "NemotronForCausalLM"
-    result = run_verify(sources(name), sources(name, "nemo"))
+    result = run_verify(VerifyOptions(checkpoint=sources(name), reference=sources(name, "nemo")))
     assert result.ok, result.summary()
 
 
@@ -121,10 +122,10 @@ def test_planted_bug_fails_and_is_named(exports, sources, tmp_path, bug, name, d
     bad = tmp_path / "bad"
     shutil.copytree(exports(name, dtype), bad)
     bug.plant(bad)
-    result = run_verify(bad, sources(name))
+    result = run_verify(VerifyOptions(checkpoint=bad, reference=sources(name)))
     assert not result.ok, result.summary()
     assert any(w in named(result) for w in bug.where), result.summary()
-    full = run_verify(bad, sources(name), full=True)
+    full = run_verify(VerifyOptions(checkpoint=bad, reference=sources(name), full=True))
     assert not full.ok, full.summary()
 
 
@@ -176,9 +177,9 @@ def test_tied_embeddings_export_without_lm_head_and_untying_them_fails(tmp_path)
     src = make_registered(ARCHS["LlamaForCausalLM"], tmp_path / "tied", tie_word_embeddings=True)
     out = tmp_path / "hf"
     assert main(["export", str(src), "-o", str(out), "--format", "hf"]) == 0
-    result = run_verify(out, src)
+    result = run_verify(VerifyOptions(checkpoint=out, reference=src))
     assert result.ok, result.summary()
     cfg = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({**cfg, "tie_word_embeddings": False}))
-    result = run_verify(out, src)
+    result = run_verify(VerifyOptions(checkpoint=out, reference=src))
     assert not result.ok and "missing tensor lm_head.weight" in result.problems, result.summary()

@@ -102,7 +102,7 @@ def make_tiny(arch: str, path: Path, init: str = "randomized", seed: int = 0, **
 def registry_config(arch, **overrides):
     """A ModelConfig of any registered architecture: GQA, head_dim != hidden/heads, partial rotary where the arch has
     it, untied."""
-    from trt_minitron.config import ModelConfig
+    from trt_minitron.archs.config import ModelConfig
 
     kw = dict(architecture=arch.hf_architecture, vocab_size=250, hidden_size=64, intermediate_size=96,
               num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=24,

@@ -4,19 +4,20 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import shutil
 import sys
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import ModelConfig
-from ..dtypes import as_torch
+from ..archs.config import ModelConfig
 from ..errors import CheckpointError, ConfigError, MissingDependencyError, torch_load_reason
 from ..outputs import TOKENIZER_FILES
+from ..tensors.dtypes import as_torch
+from ..tensors.info import narrow
+from ..tensors.shards import weight_files
+from ..tensors.stfile import SafetensorsFile
 from .base import TensorInfo
-from .stfile import SafetensorsFile
 
 if TYPE_CHECKING:
     import torch
@@ -24,15 +25,8 @@ if TYPE_CHECKING:
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def _narrow(t: torch.Tensor, dim: int | None, start: int, stop: int | None) -> torch.Tensor:
-    if dim is None:
-        return t
-    stop = t.shape[dim] if stop is None else stop
-    return t.narrow(dim, start, stop - start)
-
-
 class HFSource:
-    """A local HF folder. Safetensors are read tensor by tensor (stfile.py); .bin files are mmapped.
+    """A local HF folder. Safetensors are read tensor by tensor (tensors/stfile.py); .bin files are mmapped.
     Safetensors headers are parsed without torch: torch is imported when a tensor is read or `tensors()`
     is asked for (`tensors_without_torch()` is the same list with the headers' dtypes.DType).
 
@@ -54,10 +48,10 @@ class HFSource:
         self._resolve_tied_head()
 
     def _index_files(self) -> None:
-        st_files, weight_map = _weight_files(self.folder, self.root, "model.safetensors",
+        st_files, weight_map = weight_files(self.folder, self.root, "model.safetensors",
                                              "model.safetensors.index.json", ".safetensors")
         if not st_files:
-            st_files, weight_map = _weight_files(self.folder, self.root, "pytorch_model.bin",
+            st_files, weight_map = weight_files(self.folder, self.root, "pytorch_model.bin",
                                                  "pytorch_model.bin.index.json", ".bin")
             if not st_files:
                 raise CheckpointError(f"no weights in {self.folder}: expected model.safetensors, "
@@ -134,7 +128,7 @@ class HFSource:
         f = self._files[name]
         h = self._handles[f]
         if isinstance(h, dict):
-            return _narrow(h[self._stored[name]], dim, start, stop)
+            return narrow(h[self._stored[name]], dim, start, stop)
         return h.read(self._stored[name], dim, start, stop)
 
     def file_range(self, name: str) -> tuple[Path, int] | None:
@@ -176,47 +170,11 @@ def _load_bin(f: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _weight_files(folder: Path, root: Path, single: str, index: str,
-                  suffix: str) -> tuple[list[Path], dict[str, Path] | None]:
-    """The weight files of one kind, and the index's tensor -> file map when there is an index."""
-    if (folder / index).is_file():
-        where = folder / index
-        try:
-            doc = json.loads(where.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{where}: malformed index ({e})") from None
-        weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
-        if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                       for k, v in weight_map.items()):
-            found = type(doc).__name__ if not isinstance(doc, dict) else f"weight_map {type(weight_map).__name__}"
-            raise CheckpointError(f"{where}: expected {{\"weight_map\": {{tensor name: file name}}}}, found a {found}")
-        files = {name: _inside(folder, root, name, where) for name in set(weight_map.values())}
-        missing = sorted(name for name, p in files.items() if not p.is_file())
-        if missing:
-            raise CheckpointError(f"{where} names shards that do not exist: {missing}")
-        return sorted(set(files.values())), {t: files[name] for t, name in weight_map.items()}
-    if (folder / single).is_file():
-        return [folder / single], None
-    return sorted(p for p in folder.glob(f"*{suffix}") if p.is_file() and not p.name.startswith(".")), None
-
-
 def _hub_repo_folder(folder: Path) -> Path | None:
     repo = folder.resolve().parent.parent
     if folder.resolve().parent.name == "snapshots" and (repo / "blobs").is_dir():
         return repo
     return None
-
-
-def _inside(folder: Path, root: Path, name: str, where: Path) -> Path:
-    """`folder / name` for an index entry, refused when it could read a file outside `root`."""
-    parts = PurePosixPath(name.replace("\\", "/")).parts
-    if not name or PurePosixPath(name).is_absolute() or name.startswith("\\") or ".." in parts \
-            or (len(name) > 1 and name[1] == ":"):
-        raise CheckpointError(f"{where}: shard {name!r} is not a plain file name inside {folder}")
-    path = folder / name
-    if not path.resolve().is_relative_to(root.resolve()):
-        raise CheckpointError(f"{where}: shard {name!r} is a link to {path.resolve()}, outside {root}")
-    return path
 
 
 def download_hub(repo_id: str) -> Path:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ..reference import ReferenceModel, Semantics, rope_cos_sin
-from ..trtllm_ckpt import MergedCheckpoint
+from ..checkpoints.reference import ReferenceModel, Semantics, rope_cos_sin
+from ..checkpoints.trtllm import MergedCheckpoint
 from .criterion import Check, LogitStats, rope_check
 from .source_side import SourceSide
 
@@ -29,7 +29,7 @@ def compare_full(merged: MergedCheckpoint, src: SourceSide, ids: torch.Tensor,
 
 
 def compare_full_hf(ckpt, src: SourceSide, ids: torch.Tensor, vocab: int) -> tuple[list[Check], LogitStats, LogitStats]:
-    """compare_full for a Hugging Face folder (hf_ckpt.HFCheckpoint): transformers' whole model from its config.json."""
+    """compare_full for a Hugging Face folder (checkpoints.hf.HFCheckpoint): transformers' whole model from its config.json."""
     from .hf_side import HFSide
 
     pos = torch.arange(ids.shape[1])[None]

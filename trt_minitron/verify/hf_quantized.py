@@ -5,7 +5,7 @@ Labels first (no number is run on a checkpoint whose labels and tensors disagree
 something else than it holds): hf_quant_config.json and config.json's quantization_config must agree; quant_algo,
 group_size and exclude_modules must describe exactly the tensors present (every linear exclude_modules does not
 match holds the format's tensors, every one it matches a plain weight); kv_cache_quant_algo FP8 means a k_scale and
-v_scale per attention, and none without it (quant/unified.py states the layout).
+v_scale per attention, and none without it (checkpoints/unified.py states the layout).
 
 Then per layer, teacher-forced on the source's own inputs: each quantized linear against ModelOpt's fake quantization
 of the source weight at the checkpoint's scales (judge_linear); a pre-quant scale the export folded into the norm
@@ -21,20 +21,19 @@ from __future__ import annotations
 import copy
 import importlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
-from ..dtypes import dtype_name
+from ..checkpoints.hf import UNIFIED, HFCheckpoint
+from ..checkpoints.quant_formats import PQS, KVQuant
+from ..checkpoints.quantized import PQS_SIDECAR_HF, QuantSpec, check_sidecar, load_prequant_scales
+from ..checkpoints.unified import K_SCALE, V_SCALE, Label, label_format, linear_tensors, read_label, to_format
 from ..errors import ConfigError
-from ..hf_ckpt import UNIFIED, HFCheckpoint
-from ..quant.checkpoint import QuantSpec
-from ..quant.formats import PQS, KVQuant
-from ..quant.recompute import PQS_SIDECAR_HF, check_sidecar, load_prequant_scales
-from ..quant.teacher import FLIP_FRACTION, LayerCheck
-from ..quant.unified import K_SCALE, V_SCALE, Label, label_format, linear_tensors, read_label, to_format
+from ..quantize.teacher import FLIP_FRACTION, LayerCheck
 from ..sources import TensorInfo, open_source
+from ..tensors.dtypes import dtype_name
 from .hf_side import layer_output, load_module
+from .matching import match_hf_reference
 from .quantized import QuantizedVerifyResult, _Layer, judge_kv, judge_linear, modelopt_version, text_ids, verify_quantized
 from .source_side import causal_additive_mask
 
@@ -234,8 +233,6 @@ class UnifiedSide:
 
 def verify_unified(path: Path, reference_src, dataset_file, num_samples: int, max_tokens: int) -> QuantizedVerifyResult:
     """Labels against tensors, then conversion and cost on CNN/DailyMail texts (see the module docstring)."""
-    from .run import HF_SHAPE_FIELDS, match_reference
-
     ckpt = HFCheckpoint(path)
     label, problems = read_label(path, ckpt.raw)
     if label.quant_algo is None:
@@ -252,9 +249,7 @@ def verify_unified(path: Path, reference_src, dataset_file, num_samples: int, ma
     side = UnifiedSide(ckpt, label, fmt, what)
     source = open_source(reference_src)
     try:
-        stated = SimpleNamespace(architecture=ckpt.arch.hf_architecture, hidden_size=cfg.hidden_size,
-                                 num_hidden_layers=cfg.num_hidden_layers, vocab_size=cfg.vocab_size)
-        vocab, notes = match_reference(stated, source.config, str(reference_src), HF_SHAPE_FIELDS)
+        vocab, notes = match_hf_reference(ckpt, source.config, str(reference_src))
         return verify_quantized(side, source, ids, vocab, tuple(ckpt.notes + notes))
     finally:
         source.close()

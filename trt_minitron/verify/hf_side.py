@@ -1,5 +1,5 @@
 """The checkpoint side of `verify` for a Hugging Face folder: transformers' own modules for its architecture, built
-from its config.json as transformers parses it (hf_ckpt.py) and holding its tensors as stored, in float32, one
+from its config.json as transformers parses it (checkpoints/hf.py) and holding its tensors as stored, in float32, one
 decoder layer at a time. So what a loader makes of the folder is what is judged: a config field it misreads moves
 the numbers exactly as it would in vLLM or TensorRT-LLM's PyTorch backend, which read config.json the same way.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..hf_ckpt import HFCheckpoint
+from ..checkpoints.hf import HFCheckpoint
 from .source_side import causal_additive_mask
 
 

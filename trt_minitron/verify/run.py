@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
-from ..config import ModelConfig
-from ..dtypes import dtype_name, torch_dtype
+from ..checkpoints.hf import HF, TRTLLM, UNIFIED, checkpoint_kind
+from ..checkpoints.trtllm import MergedCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
 from ..errors import CheckpointError, ConfigError, MissingDependencyError
-from ..hf_ckpt import HF, TRTLLM, UNIFIED, checkpoint_kind
-from ..options import QUANT_TEXTS, QUANT_TOKENS
+from ..options import VerifyOptions
 from ..sources import open_source
-from ..trtllm_ckpt import MergedCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
+from ..tensors.dtypes import dtype_name, torch_dtype
 from .criterion import VerifyResult, logit_tolerance
+from .matching import match_hf_reference, match_reference
 
 # Long enough (227 tokens with SmolLM2's tokenizer) that rope differences at far positions
 # (a deleted llama3 scaling changes only the low frequencies) move the logits well past the tolerance.
@@ -29,18 +28,11 @@ DEFAULT_PROMPT = (
     "the Washington Monument to become the tallest human-made structure in the world, a title it held for "
     "41 years until the Chrysler Building in New York City was finished in 1930. Today, visitors can")
 RANDOM_PROMPT_TOKENS = 128  # fixed pseudo-random ids when the checkpoint has no tokenizer
-SHAPE_FIELDS = ("architecture", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "head_dim")
-# A Hugging Face folder's own config.json may misstate the rest (a dropped head_dim): its tensors' shapes and the
-# numbers judge those, so only what makes the two models comparable at all is matched.
-HF_SHAPE_FIELDS = ("architecture", "hidden_size", "num_hidden_layers")
 
 
-def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str | None = None,
-               full: bool = False, dataset_file: str | Path | None = None, num_samples: int = QUANT_TEXTS,
-               max_tokens: int = QUANT_TOKENS):
-    """Entry point of `trt-minitron verify`: what CKPT is (hf_ckpt.checkpoint_kind), then that kind's proof; the
-    checkpoint is validated completely before the source is opened.
+def run_verify(opts: VerifyOptions):
+    """Entry point of `trt-minitron verify`: what the checkpoint is (checkpoints.hf.checkpoint_kind), then that kind's
+    proof; the checkpoint is validated completely before the source is opened.
 
     A quantized checkpoint (TensorRT-LLM, or ModelOpt's unified Hugging Face one) is verified on CNN/DailyMail
     articles (`dataset_file`, default the hub's test split: the first `num_samples`, `max_tokens` tokens each) by
@@ -51,9 +43,9 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
         import transformers  # noqa: F401
     except ImportError:
         raise MissingDependencyError("verify needs transformers: pip install transformers") from None
-    if prompt is not None and not prompt.strip():
-        raise ConfigError("--prompt is empty: give some text, or omit --prompt for the default paragraph")
-    path = Path(ckpt_dir)
+    opts.validate()
+    prompt, full, dataset_file, reference_src = opts.prompt, opts.full, opts.dataset_file, opts.reference
+    path = Path(opts.checkpoint)
     kind = checkpoint_kind(path)
     if kind == UNIFIED:
         if prompt is not None or full:
@@ -61,7 +53,7 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
                               "(--dataset-file, --num-samples, --max-tokens), not --prompt/--full")
         from .hf_quantized import verify_unified
 
-        return verify_unified(path, reference_src, dataset_file, num_samples, max_tokens)
+        return verify_unified(path, reference_src, dataset_file, opts.num_samples, opts.max_tokens)
     if kind == HF:
         return _verify_hf(path, reference_src, prompt, full, dataset_file)
     ckpt = read_checkpoint(path)
@@ -71,7 +63,7 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
     what = (f"{TRTLLM} ({ckpt.model.architecture}, {ckpt.dtype}, tp {ckpt.mapping.tp_size}, "
             f"pp {ckpt.mapping.pp_size})")
     if ckpt.quant is not None:
-        return _verify_quantized(merged, reference_src, prompt, full, dataset_file, num_samples, max_tokens)
+        return _verify_quantized(merged, reference_src, prompt, full, dataset_file, opts.num_samples, opts.max_tokens)
     if dataset_file is not None:
         raise ConfigError("--dataset-file is for quantized checkpoints; this one is not quantized (use --prompt)")
     ids = prompt_ids(ckpt.path, ckpt.model.vocab_size, ckpt.model.max_position_embeddings, prompt)
@@ -101,7 +93,7 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
 
 def _verify_hf(path: Path, reference_src, prompt, full, dataset_file) -> VerifyResult:
     """A Hugging Face folder against the source rounded as `export --format hf` rounds it, layer by layer or whole."""
-    from ..hf_ckpt import HFCheckpoint
+    from ..checkpoints.hf import HFCheckpoint
 
     if dataset_file is not None:
         raise ConfigError("--dataset-file is for quantized checkpoints; this one is not quantized (use --prompt)")
@@ -116,9 +108,7 @@ def _verify_hf(path: Path, reference_src, prompt, full, dataset_file) -> VerifyR
     ids = prompt_ids(path, cfg.vocab_size, cfg.max_position_embeddings, prompt)
     source = open_source(reference_src)
     try:
-        stated = SimpleNamespace(architecture=ckpt.arch.hf_architecture, hidden_size=cfg.hidden_size,
-                                 num_hidden_layers=cfg.num_hidden_layers, vocab_size=cfg.vocab_size)
-        vocab, notes = match_reference(stated, source.config, str(reference_src), HF_SHAPE_FIELDS)
+        vocab, notes = match_hf_reference(ckpt, source.config, str(reference_src))
         from .source_side import SourceSide
 
         src = SourceSide(source, ckpt.dtype, target="hf")
@@ -177,28 +167,3 @@ def prompt_ids(path: Path, vocab: int, max_positions: int, prompt: str | None) -
         raise CheckpointError(f"the tokenizer in {path} gives token id {int(ids.max())}, but the checkpoint's "
                               f"vocab_size is {vocab}")
     return ids
-
-
-def match_reference(ckpt: ModelConfig, ref: ModelConfig, where: str,
-                    fields: tuple[str, ...] = SHAPE_FIELDS) -> tuple[int, list[str]]:
-    """The vocabulary both sides share, and notes; a reference of another shape is a ConfigError.
-
-    Only shapes are matched here: settings that change the maths without changing a shape (rope, rotary
-    fraction, norm epsilon) are for the numbers to judge. `ckpt`: anything with the `fields` as attributes.
-    """
-    for name in fields:
-        a, b = getattr(ckpt, name), getattr(ref, name)
-        if a != b:
-            raise ConfigError(f"the reference {where} does not match the checkpoint: {name} {b} (reference) vs "
-                              f"{a} (checkpoint)")
-    if ref.vocab_size == ckpt.vocab_size:
-        return ckpt.vocab_size, []
-    # A larger reference vocabulary is padding (NeMo make_vocab_size_divisible_by, times tp) when it is the
-    # checkpoint's rounded up to a multiple of the reference's own largest power-of-two divisor.
-    pow2 = ref.vocab_size & -ref.vocab_size
-    if ref.vocab_size > ckpt.vocab_size and -(-ckpt.vocab_size // pow2) * pow2 == ref.vocab_size:
-        return ckpt.vocab_size, [f"compared over the shared vocabulary of {ckpt.vocab_size}: the reference's "
-                                 f"{ref.vocab_size - ckpt.vocab_size} extra rows (to {ref.vocab_size}) are "
-                                 "vocabulary padding the checkpoint trimmed"]
-    raise ConfigError(f"the reference {where} has a different vocabulary: vocab_size {ref.vocab_size} (reference) vs "
-                      f"{ckpt.vocab_size} (checkpoint)")
