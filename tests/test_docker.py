@@ -1,7 +1,10 @@
 """docker/Dockerfile (TensorRT-LLM 1.2.1, engines) and docker/Dockerfile.hf (1.3 line, PyTorch backend): structure
 (stages, pinned base, entrypoints, what they copy), hadolint, and the pipeline scripts' CPU halves (export -> verify ->
-build --dry-run; export --format hf -> verify -> serve --dry-run) on a tiny model. Images are not built here."""
+build --dry-run; export --format hf -> verify -> quantize --format hf -> verify -> serve --dry-run) on a tiny model.
+Images are not built here."""
 
+import importlib
+import importlib.util
 import os
 import re
 import shutil
@@ -101,21 +104,41 @@ def test_pipeline_script_rejects_unknown_arguments():
 
 @pytest.mark.slow
 def test_hf_pipeline_script_cpu_steps(tmp_path):
-    """export --format hf, export + verify, serve --dry-run (the trtllm-serve command and YAML); nothing served."""
-    from tiny import make_tiny_nemotron
+    """export --format hf -> verify the folder, quantize --format hf -> verify the unified checkpoint, serve --dry-run
+    (the trtllm-serve command and YAML); nothing served."""
+    from quant_fixtures import SHARED, make_quant_model
 
-    hf = make_tiny_nemotron(tmp_path / "src")
-    env = dict(os.environ, HF_ROOT=str(tmp_path / "hf"), CKPT_ROOT=str(tmp_path / "ckpt"),
-               TRT_MINITRON=f"{sys.executable} -m trt_minitron", SERVE_ARGS="--tp-size 2")
-    r = subprocess.run(["bash", str(ROOT / "scripts" / "pipeline_hf.sh"), str(hf), "tiny", "--dry-run"], cwd=ROOT,
-                       env=env, capture_output=True, text=True, timeout=600)
+    src = make_quant_model("nemotron", tmp_path / "src")
+    env = dict(os.environ, HF_ROOT=str(tmp_path / "hf"), TRT_MINITRON=f"{sys.executable} -m trt_minitron",
+               SERVE_ARGS="--tp-size 2")
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "pipeline_hf.sh"), str(src), "tiny", "--qformat", "fp8",
+                        "--dataset-file", str(SHARED), "--calib-size", "8", "--dry-run"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (tmp_path / "hf" / "tiny" / "model.safetensors").is_file()
-    assert (tmp_path / "ckpt" / "tiny" / "rank0.safetensors").is_file()
-    assert "PASS" in r.stdout.splitlines()  # verify judged the conversion
-    command = next(line for line in r.stdout.splitlines() if line.startswith("command: "))
-    assert " --tp_size 2 " in command and f"--extra_llm_api_options {tmp_path}/hf/tiny.trtllm-serve.yaml" in command
-    assert "cuda_graph_config:" in r.stdout and not (tmp_path / "hf" / "tiny.trtllm-serve.yaml").exists()
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["tiny", "tiny-fp8"]  # no TensorRT-LLM detour
+    lines = r.stdout.splitlines()
+    verdicts = [line for line in lines if line.startswith("verify: ") or line in ("PASS", "FAIL")]
+    assert verdicts == ["verify: Hugging Face folder (NemotronForCausalLM, bfloat16)", "PASS",
+                        "verify: ModelOpt unified Hugging Face checkpoint (NemotronForCausalLM, FP8, bfloat16)", "PASS"]
+    command = next(line for line in lines if line.startswith("command: "))
+    assert f"trtllm-serve {tmp_path}/hf/tiny-fp8 " in command and " --tp_size 2 " in command
+    assert f"--extra_llm_api_options {tmp_path}/hf/tiny-fp8.trtllm-serve.yaml" in command
+    assert "cuda_graph_config:" in r.stdout and not (tmp_path / "hf" / "tiny-fp8.trtllm-serve.yaml").exists()
+
+
+def test_dockerfiles_import_what_exists():
+    """The Python the Dockerfiles run at build time names modules of this tree (a moved module breaks the build)."""
+
+    found = 0
+    for dockerfile in (DOCKERFILE, DOCKERFILE_HF):
+        for module, names in re.findall(r"from (trt_minitron[\w.]*) import ([\w, ]+?)(?: as \w+)?;", dockerfile.read_text()):
+            assert importlib.util.find_spec(module) is not None, (dockerfile.name, module)
+            for name in names.split(","):
+                name = name.strip()
+                assert importlib.util.find_spec(f"{module}.{name}") is not None or hasattr(
+                    importlib.import_module(module), name), (dockerfile.name, module, name)
+                found += 1
+    assert found  # Dockerfile.hf checks its tensorrt_llm with trt_minitron's own code
 
 
 def test_hf_pipeline_script_rejects_unknown_arguments():
