@@ -33,6 +33,15 @@ def test_options_module_is_torch_free():
     assert out.stdout.strip() == "[]", out.stderr
 
 
+def test_llm_api_settings_read_the_unified_label_without_torch():
+    """serve and the LLM API backend read a unified checkpoint's label through checkpoints/unified_label.py, as verify
+    does; that reading loads no torch."""
+    code = ("import sys, trt_minitron.trtllm.llmapi_args, trt_minitron.serve.pytorch_route; "
+            "print(sorted(m for m in %r if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code % (HEAVY,)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
 def test_export_flags_default_to_the_options_class():
     from typer.main import get_command
 

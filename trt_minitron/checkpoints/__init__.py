@@ -1,6 +1,7 @@
 """Reading back what trt-minitron writes: a TensorRT-LLM checkpoint folder (trtllm.py: config.json, the tensors
 every rank file must hold, ranks merged), the quantized-checkpoint format (quant_formats.py: one class per
 quant_algo, exact dequantization; quantized.py: QuantSpec from config.json, rank tensors, the pre-quant-scale
-sidecar; unified.py: ModelOpt's unified Hugging Face checkpoint, its labels and per-linear tensors), a Hugging Face
+sidecar; unified_label.py: what a ModelOpt unified Hugging Face checkpoint says it is, read without torch;
+unified.py: the format that label names and its per-linear tensors), a Hugging Face
 folder read as transformers parses it and what a folder given to verify is (hf.py), and the reference model that
 computes what TensorRT-LLM computes (reference.py)."""

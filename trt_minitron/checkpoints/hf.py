@@ -24,6 +24,7 @@ from ..tensors.info import TensorInfo
 from ..tensors.shards import weight_files
 from .quantized import PlainRankFile
 from .trtllm import folder_kind
+from .unified_label import HF_QUANT_CONFIG
 
 TRTLLM, HF, UNIFIED = "TensorRT-LLM checkpoint", "Hugging Face folder", "ModelOpt unified Hugging Face checkpoint"
 TAKES = ("verify takes a TensorRT-LLM checkpoint (trt-minitron export), a Hugging Face folder (export --format hf, "
@@ -47,7 +48,7 @@ def checkpoint_kind(path: Path) -> str:
     if "engine" in other:
         raise ConfigError(f"{path} is {other}; {TAKES} (verify the checkpoint the engine was built from)")
     inline = raw.get("quantization_config")
-    if (path / "hf_quant_config.json").is_file():
+    if (path / HF_QUANT_CONFIG).is_file():
         return UNIFIED
     if inline is not None:
         method = inline.get("quant_method") if isinstance(inline, dict) else inline

@@ -13,10 +13,8 @@ On the 1.2 line serve.py @00209af149e7 builds KvCacheConfig(free_gpu_memory_frac
 enable_chunked_prefill, max_batch_size, max_num_tokens, max_seq_len, tensor/pipeline_parallel_size by these names;
 cuda_graph_config's fields on 1.0-1.2 were not confirmed from a source of that line (the 1.3.0rc27 docs' YAML example
 sets cuda_graph_config {enable_padding, max_batch_size} and kv_cache_config {dtype}).
-The checkpoint's KV-cache quantization is read as ModelOpt 0.47 writes it (modelopt/torch/export/
-unified_export_hf.py `_write_hf_export_config`, convert_hf_config.py `convert_hf_quant_config_format`):
-hf_quant_config.json {"quantization": {"quant_algo", "kv_cache_quant_algo"}} and, in config.json, quantization_config
-{"quant_method": "modelopt", "quant_algo", "kv_cache_scheme": {"num_bits": 8, "type": "float"} for FP8}.
+The checkpoint's quantization and KV-cache quantization are its ModelOpt label (checkpoints/unified_label.py:
+hf_quant_config.json and config.json's quantization_config, as ModelOpt 0.47 writes them, verify reads them too).
 """
 
 from __future__ import annotations
@@ -25,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..archs.config import load_json
+from ..checkpoints.unified_label import read_label
 from ..errors import ConfigError
 
 DEFAULT_MAX_NUM_TOKENS = 8192  # BaseLlmArgs.max_num_tokens default
 DEFAULT_KV_FRACTION = 0.9  # KvCacheConfig.free_gpu_memory_fraction default
 CUDA_GRAPH_MAX_BATCH = 128  # BaseCudaGraphConfig's default max_batch_size; each graph costs memory (up to ~200 MB)
 KV_DTYPES = {"FP8": "fp8", "NVFP4": "nvfp4"}  # ModelOpt kv_cache_quant_algo -> KvCacheConfig.dtype
-HF_QUANT_CONFIG = "hf_quant_config.json"
 
 
 @dataclass(frozen=True)
@@ -62,43 +60,15 @@ def _int(cfg: dict, *names: str) -> int | None:
     return None
 
 
-def _algo(value, where: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise ConfigError(f"{where} must be a string or null, found {value!r}")
-
-
-def _kv_scheme(scheme, where: str) -> str | None:
-    """quantization_config.kv_cache_scheme as ModelOpt writes it: the FP8 dict, or the algorithm's name."""
-    if scheme is None or isinstance(scheme, str):
-        return scheme
-    if isinstance(scheme, dict) and scheme.get("type") == "float" and scheme.get("num_bits") == 8:
-        return "FP8"
-    raise ConfigError(f"{where}: kv_cache_scheme {scheme!r} is not one ModelOpt writes (FP8: num_bits 8, type float)")
-
-
 def read_quantization(path: Path, cfg: dict) -> tuple[str | None, str | None, str | None]:
-    """(quant_algo, kv_cache_quant_algo, source) of a ModelOpt unified checkpoint; Nones when unquantized."""
-    found: list[tuple[str | None, str | None, str]] = []
-    hq = path / HF_QUANT_CONFIG
-    if hq.is_file():
-        q = load_json(hq).get("quantization")
-        if not isinstance(q, dict):
-            raise ConfigError(f"{hq} has no \"quantization\" object; is it ModelOpt's hf_quant_config.json?")
-        found.append((_algo(q.get("quant_algo"), f"{hq} quant_algo"),
-                      _algo(q.get("kv_cache_quant_algo"), f"{hq} kv_cache_quant_algo"), HF_QUANT_CONFIG))
-    qc = cfg.get("quantization_config")
-    if isinstance(qc, dict) and qc.get("quant_method") == "modelopt":
-        where = f"{path / 'config.json'} quantization_config"
-        kv = _kv_scheme(qc.get("kv_cache_scheme"), where) if "kv_cache_scheme" in qc else \
-            _algo(qc.get("kv_cache_quant_algo"), f"{where}.kv_cache_quant_algo")
-        found.append((_algo(qc.get("quant_algo"), f"{where}.quant_algo"), kv, "config.json quantization_config"))
-    if not found:
+    """(quant_algo, kv_cache_quant_algo, source) of a ModelOpt unified checkpoint; Nones when unquantized. Labels that
+    disagree are refused: the PyTorch backend would read one, vLLM the other."""
+    label, problems = read_label(path, cfg)
+    if label is None:
         return None, None, None
-    if len(found) == 2 and found[0][:2] != found[1][:2]:
-        raise ConfigError(f"{path}: {HF_QUANT_CONFIG} says quant_algo {found[0][0]}, KV {found[0][1]} but config.json "
-                          f"quantization_config says {found[1][0]}, KV {found[1][1]}; re-export the checkpoint")
-    return found[0][0], found[0][1], " and ".join(f[2] for f in found)
+    if problems:
+        raise ConfigError(f"{path}: {'; '.join(problems)}; re-export the checkpoint")
+    return label.quant_algo, label.kv_cache_quant_algo, label.source()
 
 
 def read_hf_checkpoint(path: str | Path) -> HfCheckpoint:

@@ -27,7 +27,8 @@ import torch
 from ..checkpoints.hf import UNIFIED, HFCheckpoint
 from ..checkpoints.quant_formats import PQS, KVQuant
 from ..checkpoints.quantized import PQS_SIDECAR_HF, QuantSpec, check_sidecar, load_prequant_scales
-from ..checkpoints.unified import K_SCALE, V_SCALE, Label, label_format, linear_tensors, read_label, to_format
+from ..checkpoints.unified import K_SCALE, V_SCALE, label_format, linear_tensors, to_format
+from ..checkpoints.unified_label import Label, read_label
 from ..errors import ConfigError
 from ..quantize.teacher import FLIP_FRACTION, LayerCheck
 from ..sources import TensorInfo, open_source
@@ -235,6 +236,8 @@ def verify_unified(path: Path, reference_src, dataset_file, num_samples: int, ma
     """Labels against tensors, then conversion and cost on CNN/DailyMail texts (see the module docstring)."""
     ckpt = HFCheckpoint(path)
     label, problems = read_label(path, ckpt.raw)
+    if label is None:  # checkpoint_kind saw a label; a quantization_config that is not ModelOpt's is refused there
+        raise ConfigError(f"{path} states no ModelOpt quantization")
     if label.quant_algo is None:
         raise ConfigError(f"{path}: quant_algo is null (a KV-cache-only checkpoint), which verify does not judge")
     fmt, more = label_format(label, str(path))
