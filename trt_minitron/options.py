@@ -38,7 +38,7 @@ class ExportOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class VerifyOptions:
-    checkpoint: Path  # a TensorRT-LLM checkpoint folder
+    checkpoint: Path  # a TensorRT-LLM checkpoint, a Hugging Face folder or a ModelOpt unified checkpoint
     reference: str  # its source: HF folder, .gguf, .nemo or hub id
     prompt: str | None = None  # None: a fixed ~150-token paragraph (unquantized checkpoints)
     full: bool = False  # whole models instead of layer by layer (unquantized checkpoints)
