@@ -100,9 +100,9 @@ def unified_fp8(hf: Path, out: Path) -> Path:
     labels in hf_quant_config.json and config.json; one tensor in memory at a time."""
     from quant_fixtures import write_tokenizer
     from safetensors import safe_open
-    from trt_minitron.tensors.stwriter import write_safetensors
 
-    from trt_minitron.sources.base import TensorInfo
+    from trt_minitron.tensors.info import TensorInfo
+    from trt_minitron.tensors.stwriter import write_safetensors
 
     out.mkdir()
     shards = [safe_open(str(p), "pt") for p in sorted(hf.glob("*.safetensors"))]  # over 4 GB the export shards
