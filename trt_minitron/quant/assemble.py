@@ -29,12 +29,11 @@ from .formats import KV_SCALE, WEIGHT, WSF
 REPLACED = ("transformer.vocab_embedding.weight", "lm_head.weight")
 
 
-def quantized_config(our_config: dict, modelopt_dir: Path) -> dict:
+def quantized_config(our_config: dict, quantization: dict, where: str) -> dict:
     """Our config.json with ModelOpt's `quantization` block (the only field that differs from `export`'s)."""
-    theirs = load_json(modelopt_dir / "config.json")
-    quantization = theirs.get("quantization") or {}
-    QuantSpec.from_config(theirs, str(modelopt_dir / "config.json"))  # a format we can read back
-    return {**our_config, "quantization": quantization}
+    config = {**our_config, "quantization": quantization}
+    QuantSpec.from_config(config, where)  # a format we can read back
+    return config
 
 
 def rank_entries(planned: list[PlannedTensor], source: Source, modelopt: RankTensors, spec: QuantSpec,
@@ -100,12 +99,21 @@ def assemble_checkpoint(source: Source, modelopt_dir: Path, out_dir: Path, mappi
     """Write the quantized checkpoint into the existing folder `out_dir` from ModelOpt's export in `modelopt_dir`.
 
     Returns (weight bytes `export --dtype` would write, weight bytes written); tokenizer files not included."""
+    quantization = load_json(modelopt_dir / "config.json").get("quantization") or {}
+    ranks = [RankTensors(modelopt_dir / f"rank{r}.safetensors") for r in range(mapping.world_size)]
+    return write_checkpoint(source, quantization, ranks, out_dir, mapping, dtype, str(modelopt_dir / "config.json"),
+                            on_bytes)
+
+
+def write_checkpoint(source: Source, quantization: dict, modelopt: list, out_dir: Path, mapping: Mapping, dtype: str,
+                     where: str, on_bytes: Callable[[int, int], None] = lambda done, total: None) -> tuple[int, int]:
+    """The quantized checkpoint in `out_dir` from ModelOpt's `quantization` block and, per rank, the tensors its
+    exporter wrote (RankTensors' interface: names, `info`, read on `[]`); see assemble_checkpoint."""
     _, our_config, planned = plan_export(source, mapping, dtype)
-    config = quantized_config(our_config, modelopt_dir)
+    config = quantized_config(our_config, quantization, where)
     spec = QuantSpec.from_config(config)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    ranks = [rank_entries([p for p in planned if p.rank == r], source,
-                          RankTensors(modelopt_dir / f"rank{r}.safetensors"), spec, DTYPES[dtype], f"rank{r}")
+    ranks = [rank_entries([p for p in planned if p.rank == r], source, modelopt[r], spec, DTYPES[dtype], f"rank{r}")
              for r in range(mapping.world_size)]
     total = sum(info.nbytes for entries in ranks for _, info, _ in entries)
     done = 0
