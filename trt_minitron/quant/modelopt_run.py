@@ -129,6 +129,7 @@ def prequant_scales(model: torch.nn.Module, prefix: str = "") -> dict[str, torch
     the checkpoint keeps them rounded to its dtype. Take them after the export (which re-averages them)."""
     from .recompute import PQS_KEY
 
-    return {f"{prefix}{name}.{PQS_KEY}": q._pre_quant_scale.detach().float().cpu().reshape(-1).contiguous()
+    # clone(): round_prequant_scales later rounds the quantizer's buffer in place
+    return {f"{prefix}{name}.{PQS_KEY}": q._pre_quant_scale.detach().float().cpu().reshape(-1).clone()
             for name, m in model.named_modules()
             if (q := getattr(m, "input_quantizer", None)) is not None and getattr(q, "_pre_quant_scale", None) is not None}
