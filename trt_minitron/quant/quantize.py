@@ -297,7 +297,8 @@ def save_prequant_scales(model: torch.nn.Module, path: Path) -> int:
 
 def summary(checks: list[LayerCheck]) -> dict:
     """Worst values over all layers."""
-    return {"layers": len(checks), "weight_mismatch": max(c.weight_mismatch for c in checks),
+    return {"layers": len({c.layer for c in checks}), "checks": len(checks),
+            "weight_mismatch": max(c.weight_mismatch for c in checks),
             "input_mismatch": max(c.input_mismatch for c in checks), "output_rel": max(c.output_rel for c in checks)}
 
 
@@ -374,8 +375,8 @@ def _write_report(path: Path, opts: QuantizeOptions, fmt: QuantFormat, device: s
 def _print_closing(r: QuantizeResult, opts: QuantizeOptions) -> None:
     kv = " + FP8 KV cache" if r.kv_cache_dtype else ""
     w = summary(r.conversion) if r.conversion else None
-    check = (f", {w['layers']} layers match ModelOpt (mismatching elements: weights {w['weight_mismatch']:.1e}, "
-             f"inputs {w['input_mismatch']:.1e})") if w else ""
+    check = (f", {w['layers']} layers ({w['checks']} linears and KV caches) match ModelOpt (mismatching elements: "
+             f"weights {w['weight_mismatch']:.1e}, inputs {w['input_mismatch']:.1e})") if w else ""
     how = "layer by layer" + (f", {r.resumed_layers} layers resumed" if r.resumed_layers else "") if r.layerwise \
         else "whole model"
     print(f"quantized {r.qformat}{kv} ({opts.format}, tp {opts.tp}, pp {opts.pp}, {how}): weights "
