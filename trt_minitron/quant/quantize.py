@@ -27,7 +27,7 @@ import torch
 from ..archs import get_arch
 from ..config import ModelConfig, load_json
 from ..dtypes import torch_dtype
-from ..errors import ConfigError, Interrupted, MissingDependencyError, one_line
+from ..errors import ConfigError, Interrupted, MissingDependencyError, TrtMinitronError, one_line
 from ..export import check_source, peak_rss_bytes, source_paths
 from ..mapping import Mapping
 from ..options import QuantizeOptions
@@ -137,7 +137,7 @@ def run_quantize(opts: QuantizeOptions) -> QuantizeResult:
     protect = [local] if local.exists() else []
     source = open_source(opts.src)
     work = output.parent / f".{output.name}.work-{os.getpid()}"  # scratch: tokenizer files, ModelOpt's export
-    store, finished = None, False
+    store, finished, told = None, False, False
     try:
         mapping = Mapping(opts.tp, opts.pp)
         arch = get_arch(source.config.architecture)
@@ -171,13 +171,14 @@ def run_quantize(opts: QuantizeOptions) -> QuantizeResult:
         finished = True
         _print_closing(result, opts)
         return result
-    except Interrupted as e:
-        if store is not None and store.keep and store.done:
-            e.args = (f"{e}, except the {store.done} finished layer(s) in {store.folder}: rerun with --resume to "
-                      "continue",)
+    except (Interrupted, TrtMinitronError) as e:
+        if store is not None and store.keep and store.done:  # store.close keeps them: say so in the one line
+            told = True
+            e.args = (f"{e}{',' if isinstance(e, Interrupted) else ';'} except the {store.done} finished layer(s) in "
+                      f"{store.folder}: rerun with --resume to continue",)
         raise
     finally:
-        if store is not None and store.close(finished) and not finished:
+        if store is not None and store.close(finished) and not told:
             print(f"trt-minitron: note: {store.done} finished layer(s) kept in {store.folder}; rerun the same command "
                   "with --resume to continue", file=sys.stderr)
         source.close()
