@@ -129,7 +129,7 @@ def _tensors_and_configs(folder: Path) -> dict:
             with safe_open(str(f), "pt") as h:
                 for n in h.keys():
                     t = h.get_tensor(n)
-                    out[(f.name, n)] = (t.dtype, tuple(t.shape), t.contiguous().view(torch.uint8).numpy().tobytes())
+                    out[(f.name, n)] = (t.dtype, tuple(t.shape), t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         elif f.suffix == ".json":
             out[(f.name, "")] = json.loads(f.read_text())
         else:

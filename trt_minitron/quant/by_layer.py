@@ -32,7 +32,7 @@ from ..mapping import Mapping as TPMapping
 from ..options import QuantizeOptions
 from ..sources.base import Source, TensorInfo
 from ..stwriter import write_safetensors
-from .checkpoint import QuantSpec
+from .checkpoint import PlainRankFile, QuantSpec
 from .formats import QuantFormat
 from .hf_model import calibration_dtype
 from .layer_store import LayerStore
@@ -80,25 +80,20 @@ def run_identity(opts: QuantizeOptions, fmt: QuantFormat, device: str, source: S
 
 
 class StoredTensors(Mapping[str, torch.Tensor]):
-    """Tensors of the store's layer files whose names start with `prefix` (stripped), read when asked for:
-    the interface of RankTensors, over every layer."""
+    """Tensors of the store's layer files whose names start with `prefix` (stripped), read when asked for with
+    plain reads (a memory map would keep every page read resident): RankTensors' interface, over every layer."""
 
     def __init__(self, files: list[Path], prefix: str):
-        from safetensors import safe_open
-
-        self._files = {f: safe_open(str(f), "pt") for f in files}
-        self._where = {n[len(prefix):]: (f, n) for f, h in self._files.items() for n in h.keys() if n.startswith(prefix)}
+        self._files = [PlainRankFile(f) for f in files]
+        self._where = {n[len(prefix):]: (h, n) for h in self._files for n in h.infos if n.startswith(prefix)}
 
     def info(self, name: str) -> TensorInfo:
-        from ..dtypes import BY_SAFETENSORS
-
-        f, n = self._where[name]
-        sl = self._files[f].get_slice(n)
-        return TensorInfo(tuple(sl.get_shape()), BY_SAFETENSORS[sl.get_dtype()].torch)
+        h, n = self._where[name]
+        return h.infos[n]
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        f, n = self._where[name]
-        return self._files[f].get_tensor(n)
+        h, n = self._where[name]
+        return h.read(n)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)

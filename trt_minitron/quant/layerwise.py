@@ -16,6 +16,7 @@ quantization off). Measured bit for bit in tests/test_quant_layerwise.py for eve
 from __future__ import annotations
 
 import copy
+import gc
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -132,6 +133,7 @@ def calibrate_layers(source: Source, quant_cfg: dict, inputs: list[LayerInput], 
         del shell, layer
         yield calibrated
         calibrated.shell = None
+        gc.collect()  # ModelOpt's quantized modules hold reference cycles: free the layer before reading the next
         n = len(inputs)
         inputs = [LayerInput(h, x.kwargs) for h, x in zip(next_hidden[:n], inputs)]
         probes = [LayerInput(h, x.kwargs) for h, x in zip(next_hidden[n:], probes)]
