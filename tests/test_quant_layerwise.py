@@ -279,5 +279,6 @@ def test_peak_rss_is_flat_in_depth(tmp_path):
         peaks[layers] = _peak(src, tmp_path / f"q{layers}", tmp_path / "tok")
         if layers == 6:
             whole = _peak(src, tmp_path / "whole6", tmp_path / "tok", "--whole-model")
+    print(f"peaks {peaks}, whole model {whole}")
     assert peaks[6] - peaks[2] < LAYER_F32, peaks
     assert peaks[6] < whole - 3 * LAYER_F32, (peaks, whole)  # the whole model holds all 6 layers in float32
