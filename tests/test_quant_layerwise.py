@@ -232,6 +232,29 @@ def test_sigint_then_resume_gives_the_uninterrupted_checkpoint(models, tmp_path,
     assert json.loads((out / "trt_minitron_quantize.json").read_text())["resumed_layers"] == done
 
 
+def test_a_run_stopped_while_writing_resumes_without_calibrating_again(models, tmp_path, capsys, monkeypatch):
+    import trt_minitron.quant.assemble as assemble
+    from trt_minitron.quant import layerwise
+
+    args = ["quantize", str(models["llama"]), "--qformat", "w4a8_awq", "--tp", "2", *CALIB, "--resume"]
+    assert main([*args, "-o", str(tmp_path / "ref")]) == 0
+
+    def crash(*_a, **_k):
+        raise KeyboardInterrupt  # after every layer was committed, while the rank files are written
+
+    with monkeypatch.context() as m:
+        m.setattr(assemble, "write_checkpoint", crash)
+        assert main([*args, "-o", str(tmp_path / "out")]) == 130
+    assert json.loads((tmp_path / ".out.quantize-resume" / "manifest.json").read_text())["layers_done"] == 3
+    monkeypatch.setattr(layerwise, "layer_shell", lambda *a: pytest.fail("a finished layer was read again"))
+    capsys.readouterr()
+    assert main([*args, "-o", str(tmp_path / "out")]) == 0
+    assert "3 layers resumed" in capsys.readouterr().err
+    got, want = _tensors_and_configs(tmp_path / "out"), _tensors_and_configs(tmp_path / "ref")
+    assert sorted(got) == sorted(want) and [k for k in want if got[k] != want[k]] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "ref"]
+
+
 def test_sigint_without_resume_leaves_nothing(models, tmp_path):
     src = models["llama"]
     rc, err = _interrupt_after_first_layer(["quantize", str(src), "-o", str(tmp_path / "out"), "--qformat", "fp8",

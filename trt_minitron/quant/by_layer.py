@@ -163,26 +163,30 @@ def quantize_by_layer(opts: QuantizeOptions, fmt: QuantFormat, device: str, sour
     trtllm = opts.format == "trtllm"
     cal_dtype = calibration_dtype(device)
     resumed = store.done
-    probe_ids = [batches[0][:1, :CHECK_TOKENS]] if trtllm else []
-    captured = capture_inputs(source, [*batches, *probe_ids], device, cal_dtype)
-    if resumed:  # the kwargs are recomputed (cheap); the hidden states are the saved ones
-        captured = [LayerInput(h.to(device), x.kwargs) for h, x in zip(store.hidden(), captured, strict=True)]
+    captured: list[LayerInput] = []
+    if resumed < cfg.num_hidden_layers:
+        probe_ids = [batches[0][:1, :CHECK_TOKENS]] if trtllm else []
+        captured = capture_inputs(source, [*batches, *probe_ids], device, cal_dtype)
+        if resumed:  # the kwargs are recomputed (cheap); the hidden states are the saved ones
+            captured = [LayerInput(h.to(device), x.kwargs) for h, x in zip(store.hidden(), captured, strict=True)]
     inputs, probes = captured[:len(batches)], captured[len(batches):]
 
     progress = LayerProgress(cfg.num_hidden_layers, resumed, len(batches))
     calibration_s = export_s = 0.0
     try:
-        t0 = time.perf_counter()
+        started = time.perf_counter()  # of the layer being read and calibrated
         for layer in calibrate_layers(source, quant_config(fmt, opts.kv_cache_dtype), inputs, device, cal_dtype,
                                       start=resumed, probes=probes, on_layer=progress.start_layer,
                                       on_batch=progress.batch):
-            t1 = time.perf_counter()
+            calibrated = time.perf_counter()
+            calibration_s += calibrated - started
             progress.phase("export and check", layer.index)
             tensors, meta = _trtllm_layer(layer, opts, source) if trtllm else _hf_layer(layer, opts, store)
             store.save_layer(layer.index, tensors, meta, layer.next_hidden)
             del tensors
             progress.finish_layer(layer.index)
-            t0, calibration_s, export_s = time.perf_counter(), calibration_s + t1 - t0, export_s + time.perf_counter() - t1
+            started = time.perf_counter()
+            export_s += started - calibrated
         progress.phase("writing the checkpoint")
         t1 = time.perf_counter()
         files = [f for _, f in store.layer_files()]
