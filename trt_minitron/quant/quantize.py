@@ -376,7 +376,7 @@ def _write_report(path: Path, opts: QuantizeOptions, fmt: QuantFormat, device: s
 def _print_closing(r: QuantizeResult, opts: QuantizeOptions) -> None:
     kv = " + FP8 KV cache" if r.kv_cache_dtype else ""
     w = summary(r.conversion) if r.conversion else None
-    check = (f", {w['layers']} layers ({w['checks']} linears and KV caches) match ModelOpt (mismatching elements: "
+    check = (f", {w['layers']} layers match ModelOpt ({w['checks']} linears and KV caches; mismatching elements: "
              f"weights {w['weight_mismatch']:.1e}, inputs {w['input_mismatch']:.1e})") if w else ""
     how = "layer by layer" + (f", {r.resumed_layers} layers resumed" if r.resumed_layers else "") if r.layerwise \
         else "whole model"
