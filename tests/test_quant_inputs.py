@@ -167,6 +167,14 @@ def test_resume_state_that_is_corrupt_or_in_use_is_refused(tiny, tmp_path, capsy
     manifest.write_bytes(good.replace(b'"layers_done": 1', b'"layers_done": 7'))
     _refused(capsys, tmp_path, [tiny, "--qformat", "fp8", "--resume"], "is inconsistent", tiny, state)
     manifest.write_bytes(good)
+    layer = state / "layer_00000.safetensors"
+    saved = layer.read_bytes()
+    layer.write_bytes(saved[:len(saved) // 2])  # truncated
+    _refused(capsys, tmp_path, [tiny, "--qformat", "fp8", "--resume"], "layer_00000.safetensors: ", tiny, state)
+    layer.unlink()
+    _refused(capsys, tmp_path, [tiny, "--qformat", "fp8", "--resume"], "is inconsistent (a file it lists is missing?)",
+             tiny, state)
+    layer.write_bytes(saved)
     _refused(capsys, tmp_path, [tiny, "--qformat", "fp8", "--resume", "--kv-cache-dtype", "fp8"],
              "options.kv_cache_dtype: None then, 'fp8' now", tiny, state)
 

@@ -22,8 +22,9 @@ from typing import Iterator, Mapping
 
 import torch
 
-from ..errors import ConfigError, OutputError
+from ..errors import CheckpointError, ConfigError, OutputError
 from ..sources.base import TensorInfo
+from ..stheader import read_header
 from ..stwriter import write_safetensors
 
 MANIFEST = "manifest.json"
@@ -59,6 +60,7 @@ class LayerStore:
     """Committed layers of one quantize run; `done` of them are finished."""
 
     def __init__(self, folder: Path, identity: dict, num_layers: int, keep: bool):
+        identity = json.loads(json.dumps(identity))  # as the manifest will hold it (tuples become lists)
         self.folder, self.identity, self.num_layers, self.keep = folder, identity, num_layers, keep
         self.done = 0
         self.layers: list[dict] = []  # per finished layer: what save_layer was given as `meta`
@@ -110,8 +112,16 @@ class LayerStore:
             if why:
                 raise ConfigError(f"--resume: {self.folder} holds layers of a run with other settings ({why}); "
                                   "rerun with the settings it was started with, or remove it to start afresh")
-            if not 0 <= done <= self.num_layers or len(layers) != done:
-                raise ConfigError(f"{path} is inconsistent; remove {self.folder} to start afresh")
+            needed = [_layer_file(i) for i in range(done)] + ([_inputs_file(done)] if 0 < done < self.num_layers else [])
+            if not 0 <= done <= self.num_layers or len(layers) != done or \
+                    not all((self.folder / n).is_file() for n in needed):
+                raise ConfigError(f"{path} is inconsistent (a file it lists is missing?); remove {self.folder} to "
+                                  "start afresh")
+            for name in needed:  # headers validated in full (offsets inside the file): a truncated file is refused
+                try:
+                    read_header(self.folder / name)
+                except CheckpointError as e:
+                    raise ConfigError(f"{e}; remove {self.folder} to start afresh") from None
             self.done, self.layers = done, layers
         keep = {MANIFEST, "lock", *(_layer_file(i) for i in range(self.done)), _inputs_file(self.done)}
         for p in self.folder.iterdir():  # uncommitted files of an interrupted layer, scratch folders
