@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -106,8 +107,8 @@ def main() -> None:
     print(f"baseline (python + torch + transformers + ModelOpt + trt_minitron.quant imported): {base:.2f} GiB RSS; "
           f"calibration {args.calib_size} articles x {args.calib_max_len} tokens, batch {args.batch_size}\n")
     print("| preset | layers | source GB | one layer fp32 GiB | qformat | mode | peak RSS GiB | over baseline GiB | "
-          "seconds | s per layer | result |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "process s | calibration s | export s | (calibration + export) s per layer |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         tok = write_tokenizer(Path(tmp) / "tokenizer")
         for preset in args.presets.split(","):
@@ -126,15 +127,20 @@ def main() -> None:
                         for mode in args.modes.split(","):
                             row = f"| {preset} | {layers} | {gb:.2f} | {layer_gib:.2f} | {qformat} | {mode} |"
                             if mode == "whole" and whole_gib > args.whole_limit_gb:
-                                print(f"{row} skipped: ~{whole_gib:.0f} GiB > --whole-limit-gb | | | | |", flush=True)
+                                print(f"{row} skipped: ~{whole_gib:.0f} GiB > --whole-limit-gb | | | | | |", flush=True)
                                 continue
                             out = root / f"q-{qformat}-{mode}"
                             flags = ["--whole-model"] if mode == "whole" else []
                             peak, seconds, result = run_child(str(src), "-o", str(out), "--qformat", qformat,
                                                               "--tokenizer", str(tok), *calib, *flags)
                             shutil.rmtree(out, ignore_errors=True)
-                            print(f"{row} {peak:.2f} | {peak - base:.2f} | {seconds:.0f} | {seconds / layers:.1f} | "
-                                  f"{result.split(' -> ')[0][:160]} |", flush=True)
+                            m = re.search(r"\(calibration ([\d.]+) s, export ([\d.]+) s\)", result)
+                            if m is None:
+                                print(f"{row} {result[:200]} | | | | | |", flush=True)
+                                continue
+                            cal, exp = float(m.group(1)), float(m.group(2))
+                            print(f"{row} {peak:.2f} | {peak - base:.2f} | {seconds:.0f} | {cal:.0f} | {exp:.0f} | "
+                                  f"{(cal + exp) / layers:.1f} |", flush=True)
                 finally:
                     shutil.rmtree(root, ignore_errors=True)
 
