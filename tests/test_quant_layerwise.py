@@ -119,6 +119,30 @@ def test_layerwise_calibration_is_modelopts_bit_for_bit(models, kind):
                         assert rel < 0.25, (n, float(rel))
 
 
+def test_calibrated_quantizer_states_is_the_library_view(models):
+    """The reusable entry point (verify's recomputation, issue 20): each layer's calibrated values in order, equal
+    to a whole-model calibration's."""
+    from transformers import AutoTokenizer
+
+    from trt_minitron.quant.calib import calibration_batches
+    from trt_minitron.quant.formats import get_format
+    from trt_minitron.quant.hf_model import load_whole_model
+    from trt_minitron.quant.layerwise import calibrated_quantizer_states
+    from trt_minitron.quant.modelopt_run import calibrate, quant_config
+    from trt_minitron.sources.hf import HFSource
+
+    source = HFSource(models["nemotron"])
+    batches = calibration_batches(AutoTokenizer.from_pretrained(models["nemotron"]), articles(8), 48, 4)
+    cfg = quant_config(get_format("int8_sq"), None)
+    states = list(calibrated_quantizer_states(source, cfg, batches))
+    assert [i for i, _ in states] == [0, 1, 2]
+    whole = load_whole_model(source, "cpu")
+    calibrate(whole, cfg, batches)
+    want = {n: v for n, v in _quantizer_state(whole).items() if n.startswith("model.layers.")}
+    got = {n: v for _, state in states for n, v in state.items()}
+    assert sorted(got) == sorted(want) and all(torch.equal(got[n], want[n]) for n in want)
+
+
 def _tensors_and_configs(folder: Path) -> dict:
     """Every tensor (as raw bytes, dtype and shape) and every JSON file but the run reports, by file and name."""
     out = {}

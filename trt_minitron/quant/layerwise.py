@@ -137,3 +137,19 @@ def calibrate_layers(source: Source, quant_cfg: dict, inputs: list[LayerInput], 
         n = len(inputs)
         inputs = [LayerInput(h, x.kwargs) for h, x in zip(next_hidden[:n], inputs)]
         probes = [LayerInput(h, x.kwargs) for h, x in zip(next_hidden[n:], probes)]
+
+
+def calibrated_quantizer_states(source: Source, quant_cfg: dict, batches: list[torch.Tensor], device: str = "cpu",
+                                ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    """(layer index, CalibratedLayer.quantizer_state()) for every decoder layer of `source`, calibrated with
+    `quant_cfg` (modelopt_run.quant_config) on the token `batches` (calib.calibration_plan rebuilds quantize's
+    from its report): what `quantize` calibrated, one layer in memory at a time.
+
+    These are the values calibration produced, before ModelOpt's export fuses them (q/k/v and gate/up amax
+    unified to their max, AWQ pre-quant scales averaged over linears sharing an input); layer_export.py applies
+    that step, as quantize does, where a checkpoint's stored scales are the comparison."""
+    from .hf_model import calibration_dtype
+
+    dtype = calibration_dtype(device)
+    for layer in calibrate_layers(source, quant_cfg, capture_inputs(source, batches, device, dtype), device, dtype):
+        yield layer.index, {n: t.clone() for n, t in layer.quantizer_state().items()}
