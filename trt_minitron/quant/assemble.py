@@ -21,7 +21,7 @@ from ..errors import CheckpointError
 from ..export import DTYPES, PlannedTensor, plan_export
 from ..mapping import Mapping
 from ..sources.base import Source, TensorInfo
-from ..stwriter import write_safetensors
+from ..transfer import OutTensor, write_rank_files
 from .checkpoint import K_SCALE, V_SCALE, QuantSpec, RankTensors, linear_prefix
 from .formats import KV_SCALE, WEIGHT, WSF
 
@@ -37,8 +37,9 @@ def quantized_config(our_config: dict, quantization: dict, where: str) -> dict:
 
 
 def rank_entries(planned: list[PlannedTensor], source: Source, modelopt: RankTensors, spec: QuantSpec,
-                 dtype: torch.dtype, where: str) -> list[tuple[str, TensorInfo, Callable[[], torch.Tensor]]]:
-    """One rank file's tensors in our plan's order; quantized linears expanded into ModelOpt's tensors."""
+                 dtype: torch.dtype, where: str) -> list[OutTensor]:
+    """One rank file's tensors: our plan's (as export writes them: row blocks of the source, never a whole
+    embedding in memory), quantized linears expanded into ModelOpt's tensors."""
     infos = {n: modelopt.info(n) for n in modelopt}
     entries, used = [], set(REPLACED)
     for p in planned:
@@ -56,19 +57,19 @@ def rank_entries(planned: list[PlannedTensor], source: Source, modelopt: RankTen
                     raise CheckpointError(f"{where}: ModelOpt wrote {name} as {info.dtype}{list(info.shape)}; our "
                                           f"{p.name} {list(p.info.shape)} implies {expected[suffix].dtype}"
                                           f"{list(expected[suffix].shape)} (layout mismatch)")
-                entries.append((name, info, lambda n=name: modelopt[n]))
+                entries.append(OutTensor(name, info, produce=lambda n=name: modelopt[n]))
                 used.add(name)
             continue
         if p.name in infos and p.name not in REPLACED:
             _check_unchanged(p, source, modelopt, infos[p.name], where)
             used.add(p.name)
-        entries.append((p.name, p.info, lambda o=p.out: o.produce(source)))
+        entries.append(OutTensor(p.name, p.info, p.layout, None if p.layout else lambda o=p.out: o.produce(source)))
     for name in modelopt:
         if name.endswith(f".{KV_SCALE}"):
             # One scale per layer, the one TensorRT-LLM uses (it takes max(k, v) when both are stored).
             attention = name.removesuffix(f".{KV_SCALE}")
             spec.kv_quant(modelopt, attention)  # refuses a kv scale that disagrees with max(k, v)
-            entries.append((name, infos[name], lambda n=name: modelopt[n]))
+            entries.append(OutTensor(name, infos[name], produce=lambda n=name: modelopt[n]))
             used.update({name, f"{attention}.{K_SCALE}", f"{attention}.{V_SCALE}"})
     unknown = sorted(set(infos) - used)
     if unknown:
@@ -113,15 +114,16 @@ def write_checkpoint(source: Source, quantization: dict, modelopt: list, out_dir
     config = quantized_config(our_config, quantization, where)
     spec = QuantSpec.from_config(config)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    ranks = [rank_entries([p for p in planned if p.rank == r], source, modelopt[r], spec, DTYPES[dtype], f"rank{r}")
-             for r in range(mapping.world_size)]
-    total = sum(info.nbytes for entries in ranks for _, info, _ in entries)
+    files = {out_dir / f"rank{r}.safetensors": rank_entries([p for p in planned if p.rank == r], source, modelopt[r],
+                                                             spec, DTYPES[dtype], f"rank{r}")
+             for r in range(mapping.world_size)}
+    total = sum(t.info.nbytes for entries in files.values() for t in entries)
     done = 0
-    for r, entries in enumerate(ranks):
-        def advance(_name: str, n: int) -> None:
-            nonlocal done
-            done += n
-            on_bytes(done, total)
 
-        write_safetensors(out_dir / f"rank{r}.safetensors", entries, on_tensor=advance)
+    def advance(n: int, _tensors: int) -> None:
+        nonlocal done
+        done += n
+        on_bytes(done, total)
+
+    write_rank_files(source, files, on_progress=advance)
     return sum(p.info.nbytes for p in planned), total
