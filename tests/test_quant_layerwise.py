@@ -209,6 +209,8 @@ def test_calibration_record_says_what_was_used(models, tmp_path):
     assert cal["batch_shapes"][0][1] >= cal["batch_shapes"][1][1] and cal["max_len"] == 48
     assert cal["modelopt_algorithm"]["method"] == "awq_lite" and cal["seed"] is None
     assert len(cal["tokens_sha256"]) == 64 and cal["modelopt_quant_cfg"]
+    modes = {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()}
+    assert len(set(modes.values())) == 1, modes  # the pre-quant sidecar too (it was 0600, issue 15)
 
 
 # --- resume ----------------------------------------------------------------------------------------------------
