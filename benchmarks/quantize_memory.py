@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 import torch
+from synthetic import PRESETS, write_synthetic_hf
 
 from trt_minitron.archs import get_arch
-from trt_minitron.config import ModelConfig
-from trt_minitron.synthetic import PRESETS, write_synthetic_hf
+from trt_minitron.archs.config import ModelConfig
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cnn_dailymail_sample.jsonl"
 
@@ -37,7 +37,7 @@ import json, sys
 if sys.argv[1] == "baseline":
     import torch, transformers  # noqa: F401
     import modelopt.torch.quantization, modelopt.torch.export  # noqa: F401
-    from trt_minitron.quant import by_layer, quantize  # noqa: F401
+    from trt_minitron.quantize import by_layer, run  # noqa: F401
     rc = 0
 else:
     from trt_minitron.cli import main
@@ -104,7 +104,7 @@ def main() -> None:
              str(args.calib_max_len), "--batch-size", str(args.batch_size), "--device", "cpu"]
 
     base, _, _ = run_child("baseline")
-    print(f"baseline (python + torch + transformers + ModelOpt + trt_minitron.quant imported): {base:.2f} GiB RSS; "
+    print(f"baseline (python + torch + transformers + ModelOpt + trt_minitron.quantize imported): {base:.2f} GiB RSS; "
           f"calibration {args.calib_size} articles x {args.calib_max_len} tokens, batch {args.batch_size}\n")
     print("| preset | layers | source GB | one layer fp32 GiB | qformat | mode | peak RSS GiB | over baseline GiB | "
           "process s | calibration s | export s | (calibration + export) s per layer |")

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hardening import names, tree_digest, user_error
+from cli_checks import names, tree_digest, user_error
 from quant_fixtures import SHARED, make_quant_model, write_tokenizer
 
 from trt_minitron.cli import main
@@ -134,7 +134,7 @@ def test_resume_with_whole_model_is_refused(tiny, tmp_path, capsys):
 def _resume_state(tiny: Path, tmp_path: Path, capsys) -> Path:
     """An unfinished --resume run's state: the run crashes (KeyboardInterrupt outside our signal handler) right
     after committing its first layer."""
-    from trt_minitron.quant.layer_store import LayerStore
+    from trt_minitron.quantize.layer_store import LayerStore
 
     state = tmp_path / ".out.quantize-resume"
     original = LayerStore.save_layer

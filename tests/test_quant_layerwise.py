@@ -73,11 +73,11 @@ def test_layerwise_calibration_is_modelopts_bit_for_bit(models, kind):
     import modelopt.torch.quantization as mtq
     from transformers import AutoTokenizer
 
-    from trt_minitron.quant.calib import calibration_batches
-    from trt_minitron.quant.formats import get_format
-    from trt_minitron.quant.hf_model import load_whole_model
-    from trt_minitron.quant.layerwise import calibrate_layers, capture_inputs
-    from trt_minitron.quant.modelopt_run import calibrate, quant_config, quiet
+    from trt_minitron.checkpoints.quant_formats import get_format
+    from trt_minitron.quantize.calib import calibration_batches
+    from trt_minitron.quantize.hf_model import load_whole_model
+    from trt_minitron.quantize.layerwise import calibrate_layers, capture_inputs
+    from trt_minitron.quantize.modelopt_run import calibrate, quant_config, quiet
     from trt_minitron.sources.hf import HFSource
 
     source = HFSource(models[kind])
@@ -124,11 +124,11 @@ def test_calibrated_quantizer_states_is_the_library_view(models):
     to a whole-model calibration's."""
     from transformers import AutoTokenizer
 
-    from trt_minitron.quant.calib import calibration_batches
-    from trt_minitron.quant.formats import get_format
-    from trt_minitron.quant.hf_model import load_whole_model
-    from trt_minitron.quant.layerwise import calibrated_quantizer_states
-    from trt_minitron.quant.modelopt_run import calibrate, quant_config
+    from trt_minitron.checkpoints.quant_formats import get_format
+    from trt_minitron.quantize.calib import calibration_batches
+    from trt_minitron.quantize.hf_model import load_whole_model
+    from trt_minitron.quantize.layerwise import calibrated_quantizer_states
+    from trt_minitron.quantize.modelopt_run import calibrate, quant_config
     from trt_minitron.sources.hf import HFSource
 
     source = HFSource(models["nemotron"])
@@ -259,8 +259,8 @@ def test_sigint_then_resume_gives_the_uninterrupted_checkpoint(models, tmp_path,
 
 
 def test_a_run_stopped_while_writing_resumes_without_calibrating_again(models, tmp_path, capsys, monkeypatch):
-    import trt_minitron.quant.assemble as assemble
-    from trt_minitron.quant import layerwise
+    import trt_minitron.quantize.assemble as assemble
+    from trt_minitron.quantize import layerwise
 
     args = ["quantize", str(models["llama"]), "--qformat", "w4a8_awq", "--tp", "2", *CALIB, "--resume"]
     assert main([*args, "-o", str(tmp_path / "ref")]) == 0
@@ -316,7 +316,7 @@ def _peak(src: Path, out: Path, tokenizer: Path, *flags: str) -> int:
 
 @pytest.mark.slow
 def test_peak_rss_is_flat_in_depth(tmp_path):
-    from trt_minitron.synthetic import write_synthetic_hf
+    from synthetic import write_synthetic_hf
 
     write_tokenizer(tmp_path / "tok", 256)
     peaks, whole = {}, None

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
                                          "(the earlier path, kept for comparison; memory: the whole model)"),
     ) -> None:
         """`trt-minitron quantize` (help text above)."""
-        from ..quant.quantize import run_quantize
+        from ..quantize.run import run_quantize
 
         run_quantize(QuantizeOptions(
             src=src, output=output, qformat=qformat, group_size=group_size, kv_cache_dtype=kv_cache_dtype,

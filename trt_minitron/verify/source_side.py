@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..archs import get_arch
-from ..config import ModelConfig
+from ..archs.config import ModelConfig
 from ..errors import CheckpointError
 from ..sources.base import Source
 
