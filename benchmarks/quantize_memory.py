@@ -1,7 +1,7 @@
 """Peak RSS and seconds of `quantize`, layer by layer vs the whole model, on random checkpoints of real widths.
 
 For each preset and layer count: a random bf16 Hugging Face checkpoint with the model's real widths
-(trt_minitron/synthetic.py, Minitron-8B and Llama-3.1-Minitron-4B-Width by default), then
+(tests/synthetic.py, Minitron-8B and Llama-3.1-Minitron-4B-Width by default), then
 `trt-minitron quantize` (CPU, small calibration from ../shared/data) in its own subprocess per format and
 mode. Peak RSS is that process's VmHWM (interpreter and imports included); the baseline row is a process
 that only imports what quantize imports. The whole-model mode (`--whole-model`) is skipped where its
@@ -25,10 +25,12 @@ import time
 from pathlib import Path
 
 import torch
-from synthetic import PRESETS, write_synthetic_hf
 
 from trt_minitron.archs import get_arch
 from trt_minitron.archs.config import ModelConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # synthetic.py
+from synthetic import PRESETS, write_synthetic_hf  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cnn_dailymail_sample.jsonl"
 
