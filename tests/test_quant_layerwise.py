@@ -196,21 +196,49 @@ def test_pipeline_stages_and_unified_hf_match_the_whole_model_path(models, tmp_p
     assert sorted(got) == sorted(want) and [k for k in want if got[k] != want[k]] == []
 
 
-def test_calibration_record_says_what_was_used(models, tmp_path):
+def test_calibration_record_says_what_was_used_and_rebuilds_its_batches(models, tmp_path):
+    """trt_minitron_quantize.json's recipe (issue 20 item 1) read back: the same batches rebuilt from it, and
+    calibration data that changed after the run (one character of one article) refused, naming the file."""
     import hashlib
 
+    from transformers import AutoTokenizer
+
+    from trt_minitron.errors import DatasetError
+    from trt_minitron.quantize.calib import recorded_batches, tokens_digest
+
+    data = tmp_path / "calib.jsonl"
+    data.write_bytes(SHARED.read_bytes())
     out = tmp_path / "q"
-    assert main(["quantize", str(models["llama"]), "-o", str(out), "--qformat", "int4_awq", *CALIB]) == 0
-    cal = json.loads((out / "trt_minitron_quantize.json").read_text())["calibration"]
-    assert cal["dataset"] == {"file": str(SHARED.resolve()), "sha256": hashlib.sha256(SHARED.read_bytes()).hexdigest(),
-                              "records": "first 8"}
+    calib = ["--calib-dataset", str(data), *CALIB[2:]]
+    assert main(["quantize", str(models["llama"]), "-o", str(out), "--qformat", "int4_awq", *calib]) == 0
+    report = json.loads((out / "trt_minitron_quantize.json").read_text())
+    cal = report["calibration"]
+    assert {k: v for k, v in cal["dataset"].items() if k != "articles_sha256"} == {
+        "file": str(data.resolve()), "sha256": hashlib.sha256(data.read_bytes()).hexdigest(), "records": "first 8"}
     assert sorted(i for batch in cal["sample_ids"] for i in batch) == list(range(8))  # no empty article in 8
     assert [len(b) for b in cal["sample_ids"]] == [s[0] for s in cal["batch_shapes"]] == [4, 4]
     assert cal["batch_shapes"][0][1] >= cal["batch_shapes"][1][1] and cal["max_len"] == 48
     assert cal["modelopt_algorithm"]["method"] == "awq_lite" and cal["seed"] is None
-    assert len(cal["tokens_sha256"]) == 64 and cal["modelopt_quant_cfg"]
+    assert cal["modelopt_quant_cfg"] and (cal["device"], cal["dtype"]) == ("cpu", "float32")
+    assert {"nvidia-modelopt", "torch", "transformers", "trt-minitron"} <= set(report["versions"])
     modes = {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()}
     assert len(set(modes.values())) == 1, modes  # the pre-quant sidecar too (it was 0600, issue 15)
+
+    tokenizer = AutoTokenizer.from_pretrained(models["llama"])
+    rebuilt = recorded_batches(cal, tokenizer)
+    assert tokens_digest(rebuilt) == cal["tokens_sha256"] and [list(b.shape) for b in rebuilt] == cal["batch_shapes"]
+
+    lines = data.read_text().splitlines()
+    record = json.loads(lines[5])
+    record["article"] = record["article"].replace("e", "E", 1)
+    data.write_text("\n".join([*lines[:5], json.dumps(record), *lines[6:]]) + "\n")
+    with pytest.raises(DatasetError, match=f"{data.resolve()} are not the ones the checkpoint was calibrated on"):
+        recorded_batches(cal, tokenizer)
+    out2 = tmp_path / "q2"
+    assert main(["quantize", str(models["llama"]), "-o", str(out2), "--qformat", "int4_awq", *calib]) == 0
+    cal2 = json.loads((out2 / "trt_minitron_quantize.json").read_text())["calibration"]
+    changed = [k for k in ("sha256", "articles_sha256") if cal2["dataset"][k] != cal["dataset"][k]]
+    assert changed == ["sha256", "articles_sha256"] and cal2["tokens_sha256"] != cal["tokens_sha256"]
 
 
 # --- resume ----------------------------------------------------------------------------------------------------

@@ -47,17 +47,49 @@ def calibration_plan(tokenizer, articles: list[str], max_len: int, batch_size: i
     return batches, rows
 
 
-def dataset_record(settings: CalibSettings) -> dict:
-    """Which data the calibration read: the hub dataset (name, config, split) or the file and its sha256."""
+def dataset_record(settings: CalibSettings, articles: list[str]) -> dict:
+    """Which data the calibration read: the hub dataset (name, config, split) or the file and its sha256, and
+    the sha256 of the articles used (what a hub revision or another file holding the same articles must match)."""
     if settings.dataset == HUB_NAME:
         name, config = HUB_DATASET
-        return {"hub": name, "config": config, "split": "train", "rows": f"first {settings.size}"}
-    path = Path(settings.dataset)
+        where = {"hub": name, "config": config, "split": "train", "revision": "main at the time of the run (not pinned)"}
+    else:
+        path = Path(settings.dataset)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        where = {"file": str(path.resolve()), "sha256": digest.hexdigest()}
+    return {**where, "records": f"first {settings.size}", "articles_sha256": articles_digest(articles)}
+
+
+def articles_digest(articles: list[str]) -> str:
+    """sha256 of the calibration articles in order (each length-prefixed, UTF-8)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"file": str(path.resolve()), "sha256": digest.hexdigest(), "records": f"first {settings.size}"}
+    for a in articles:
+        data = a.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
+def recorded_batches(calibration: dict, tokenizer, cache_dir: str | None = None) -> list[torch.Tensor]:
+    """The calibration batches a quantize run used, rebuilt from the `calibration` block of its
+    trt_minitron_quantize.json and the same tokenizer: the same articles (by content), sample ids and tokens,
+    or DatasetError naming the first thing that differs."""
+    data = calibration["dataset"]
+    dataset = data["file"] if "file" in data else HUB_NAME
+    settings = CalibSettings(dataset=dataset, size=calibration["size"], max_len=calibration["max_len"],
+                             batch_size=calibration["batch_size"])
+    articles = load_articles(settings, cache_dir)
+    where = data.get("file") or f"{data['hub']} {data['split']}"
+    if articles_digest(articles) != data["articles_sha256"]:
+        raise DatasetError(f"the calibration articles in {where} are not the ones the checkpoint was calibrated on "
+                           f"(articles sha256 {articles_digest(articles)[:12]}, recorded {data['articles_sha256'][:12]})")
+    batches, rows = calibration_plan(tokenizer, articles, settings.max_len, settings.batch_size)
+    if rows != calibration["sample_ids"] or tokens_digest(batches) != calibration["tokens_sha256"]:
+        raise DatasetError(f"the calibration articles of {where} tokenize differently from the recorded run (another "
+                           "tokenizer?): its sample ids or token digest differ")
+    return batches
 
 
 def tokens_digest(batches: list[torch.Tensor]) -> str:

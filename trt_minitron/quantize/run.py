@@ -20,6 +20,7 @@ import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -334,6 +335,7 @@ def _cast_unquantized(path: Path, dtype: torch.dtype) -> int:
 def _write_report(path: Path, opts: QuantizeOptions, fmt: QuantFormat, device: str, articles: list[str],
                   rows: list[list[int]], batches: list[torch.Tensor], result: QuantizeResult) -> None:
     from .by_layer import versions
+    from .hf_model import calibration_dtype
     from .modelopt_run import quant_config
 
     algorithm = quant_config(fmt, opts.kv_cache_dtype)
@@ -344,18 +346,19 @@ def _write_report(path: Path, opts: QuantizeOptions, fmt: QuantFormat, device: s
         "device": device,
         # What the calibration used, enough to run it again (verify's recomputation, issue 20).
         "calibration": {
-            **asdict(opts.calib), "articles_used": len(articles), "dataset": dataset_record(opts.calib),
-            "tokenizer": str(opts.tokenizer) if opts.tokenizer else "the source's",
+            **asdict(opts.calib), "articles_used": len(articles), "dataset": dataset_record(opts.calib, articles),
+            "tokenizer": str(Path(opts.tokenizer).resolve()) if opts.tokenizer else "the source's",
             "order": "articles tokenized (truncated to max_len), sorted by token count, longest first (ties in "
                      "dataset order), grouped by batch_size, each batch cut to its shortest article",
             "sample_ids": rows, "batch_shapes": [list(b.shape) for b in batches], "seed": None,
             "tokens_sha256": tokens_digest(batches),
+            "device": device, "dtype": str(calibration_dtype(device)).removeprefix("torch."),
             "mode": ("layer by layer: each decoder layer calibrated alone on the float activations entering it "
                      "(ModelOpt's layerwise scheme with get_qdq_activations_from_prev_layer=False)"
                      if result.layerwise else "whole model: one ModelOpt calibration over the whole model"),
             "modelopt_algorithm": algorithm.get("algorithm"), "modelopt_quant_cfg": algorithm.get("quant_cfg"),
         },
-        "versions": versions(),
+        "versions": {**versions(), "trt-minitron": version("trt-minitron")},
         "seconds": {"total": result.seconds, "calibration": result.calibration_seconds,
                     "export": result.export_seconds},
         "resumed_layers": result.resumed_layers,
