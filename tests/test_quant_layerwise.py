@@ -227,6 +227,9 @@ def test_calibration_record_says_what_was_used_and_rebuilds_its_batches(models, 
     tokenizer = AutoTokenizer.from_pretrained(models["llama"])
     rebuilt = recorded_batches(cal, tokenizer)
     assert tokens_digest(rebuilt) == cal["tokens_sha256"] and [list(b.shape) for b in rebuilt] == cal["batch_shapes"]
+    other = lambda text, **kw: {"input_ids": [i + 1 for i in tokenizer(text, **kw)["input_ids"]]}  # noqa: E731
+    with pytest.raises(DatasetError, match="tokenize differently from the recorded run"):
+        recorded_batches(cal, other)
 
     lines = data.read_text().splitlines()
     record = json.loads(lines[5])
