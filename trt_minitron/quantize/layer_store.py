@@ -23,6 +23,7 @@ from typing import Iterator, Mapping
 import torch
 
 from ..errors import CheckpointError, ConfigError, OutputError
+from ..outputs import write_file
 from ..sources.base import TensorInfo
 from ..tensors.stheader import read_header
 from ..tensors.stwriter import write_safetensors
@@ -133,9 +134,7 @@ class LayerStore:
     def _write_manifest(self) -> None:
         doc = {"version": VERSION, "num_layers": self.num_layers, "layers_done": self.done,
                "identity": self.identity, "layers": self.layers}
-        tmp = self.folder / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
-        os.replace(tmp, self.folder / MANIFEST)
+        write_file(self.folder / MANIFEST, (json.dumps(doc, indent=1) + "\n").encode(), overwrite=True)
 
     @staticmethod
     def _write(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
