@@ -10,19 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tiny import make_registered, make_tiny_llama, make_tiny_nemotron
+from test_mistral import make_tiny_mistral
+from tiny import make_tiny_llama, make_tiny_nemotron
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cnn_dailymail_sample.jsonl"
 QUANT_DIMS = dict(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=128)
-
-
-def make_tiny_mistral(path: Path, **dims) -> Path:
-    from trt_minitron.archs import get_arch
-
-    return make_registered(get_arch("MistralForCausalLM"), path, **dims)
-
-
 MAKERS = {"llama": make_tiny_llama, "nemotron": make_tiny_nemotron, "mistral": make_tiny_mistral}
 
 
@@ -46,7 +39,7 @@ def write_tokenizer(path: Path, vocab_size: int) -> None:
 
 
 def make_quant_model(kind: str, path: Path, **overrides) -> Path:
-    """A tiny HF checkpoint (`kind` llama or nemotron) with quantizable shapes and its tokenizer."""
+    """A tiny HF checkpoint (`kind` llama, nemotron or mistral) with quantizable shapes and its tokenizer."""
     dims = {**QUANT_DIMS, **overrides}
     MAKERS[kind](path, **dims)
     write_tokenizer(path, dims["vocab_size"])

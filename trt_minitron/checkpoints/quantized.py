@@ -183,10 +183,11 @@ class RankTensors(Mapping[str, torch.Tensor]):
 
 
 def write_prequant_scales(path: Path, scales: Mapping[str, torch.Tensor]) -> int:
-    """The sidecar: float32 pre-quant scales by Hugging Face module name (empty for formats without them), written
-    as every other output file is (mode 0644 under the usual umask). Returns how many."""
+    """The sidecar: float32 pre-quant scales by Hugging Face module name, sorted (the same bytes whatever order a path
+    found them in; empty for formats without them), written as every other output file is (mode 0644 under the usual
+    umask). Returns how many."""
     entries = [(f"{name}.{PQS_KEY}", TensorInfo((t.numel(),), torch.float32),
-                lambda t=t: t.detach().float().cpu().reshape(-1).contiguous()) for name, t in scales.items()]
+                lambda t=t: t.detach().float().cpu().reshape(-1).contiguous()) for name, t in sorted(scales.items())]
     write_safetensors(path, entries)
     return len(entries)
 

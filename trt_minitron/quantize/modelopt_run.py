@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import sys
 import warnings
 from pathlib import Path
@@ -32,6 +33,14 @@ def require_modelopt():
         raise MissingDependencyError(f"quantize needs NVIDIA ModelOpt, which cannot be imported ({why}): "
                                      "pip install 'trt-minitron[quant]'") from None
     return mtq
+
+
+@contextlib.contextmanager
+def quiet():
+    """ModelOpt's per-call chatter ("Inserted 81 quantizers", once per layer) dropped, its warnings too."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 @contextlib.contextmanager
@@ -99,8 +108,9 @@ def export_hf(model: torch.nn.Module, out_dir: Path) -> dict[str, torch.Tensor]:
     Weights are quantized in float32: ModelOpt casts each weight to the export dtype before dividing it by its scale
     (unified_export_hf.py _export_quantized_weight), and in bfloat16 that double rounding put 3.8% of a tiny Llama's
     FP8 codes one step from its own fake quantization. Unquantized tensors are cast to the checkpoint dtype after
-    (quantize.py). The folded scales are read as ModelOpt folds them (quant_utils.fuse_prequant_layernorm deletes
-    them from the modules), for verify to rebuild the weights and the folded norms."""
+    (run.py whole, hf_checkpoint.py by layer); both paths call this, on the whole model or a one-layer shell. The
+    folded scales are read as ModelOpt folds them (quant_utils.fuse_prequant_layernorm deletes them from the
+    modules), for verify to rebuild the weights and the folded norms."""
     from modelopt.torch.export import export_hf_checkpoint, unified_export_hf
 
     folded: dict[str, torch.Tensor] = {}
@@ -113,9 +123,7 @@ def export_hf(model: torch.nn.Module, out_dir: Path) -> dict[str, torch.Tensor]:
                 folded[m.name] = scale.detach().float().cpu().reshape(-1).clone()  # m.name: set by ModelOpt's export
         fold(norm, modules)
 
-    with torch.no_grad(), stdout_to_stderr(), warnings.catch_warnings(), \
-            mock.patch.object(unified_export_hf, "fuse_prequant_layernorm", recording_fold):
-        warnings.simplefilter("ignore")
+    with torch.no_grad(), quiet(), mock.patch.object(unified_export_hf, "fuse_prequant_layernorm", recording_fold):
         export_hf_checkpoint(model, dtype=torch.float32, export_dir=out_dir)
     return folded
 
@@ -132,3 +140,14 @@ def round_prequant_scales(model: torch.nn.Module, dtype: torch.dtype) -> int:
             q.pre_quant_scale = q.pre_quant_scale.to(dtype).to(q.pre_quant_scale.dtype)
             n += 1
     return n
+
+
+def prequant_scales(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The model's float32 pre-quant scales (what its weights were divided by) by Hugging Face module name
+    (`prefix` + the name within `model`), for the sidecar (checkpoints/quantized.py): verify rebuilds ModelOpt's
+    weights from the source with them, since the checkpoint keeps them rounded to its dtype. Take them after the
+    export (which re-averages them)."""
+    # clone(): round_prequant_scales later rounds the quantizer's buffer in place
+    return {f"{prefix}{name}": q._pre_quant_scale.detach().float().cpu().reshape(-1).clone()
+            for name, m in model.named_modules()
+            if (q := getattr(m, "input_quantizer", None)) is not None and getattr(q, "_pre_quant_scale", None) is not None}
