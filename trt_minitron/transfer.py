@@ -10,6 +10,11 @@ for all ranks:
   needs rows or columns of it: unchanged rows are written straight from the mapping, an unchanged
   column block is gathered from it by `pwritev`, casts and +1 are converted into one reused buffer.
   Memory stays at a block or two whatever the dtype.
+Every byte written is checked: the source bytes of each unchanged tensor are scanned for NaN/Inf by their
+exponent bits in a thread of its own (finite.py, the standard library only), beside the copies; a cast or +1 is
+checked on its output (non-finite there: a NaN/Inf in the source, or a value the target dtype cannot hold), a
+tensor read into memory (a source without a file, a rule without a layout) when it is read. Any of them is
+refused naming the tensor, and nothing is renamed into place.
 torch is imported only for the first conversion (a cast, +1, a tensor made in memory, a source without
 a file): an export that only moves bytes runs on os calls alone (see tests/test_startup.py).
 Tensors are placed in each rank file in source order and the header padded so that most of them
@@ -32,6 +37,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from .dtypes import as_torch, dtype_name
 from .errors import CheckpointError
+from .finite import FileScanner, refusal, require_finite, scannable
 from .layout import Block, Layout, block_trailing
 from .stwriter import PAGE, header_bytes
 from .tensors import TensorInfo, infos_without_torch
@@ -115,7 +121,9 @@ def write_rank_files(source, files: Mapping[Path, list[OutTensor]], on_progress:
 class _Transfer:
     def __init__(self, source, on_progress: Progress):
         self.source = source
+        self.description = getattr(source, "description", "the source")  # names the source in refusals
         self.infos: Mapping[str, TensorInfo] = infos_without_torch(source)
+        self.scanner = FileScanner()
         self.progress = on_progress
         self.where: dict[str, tuple[Path, int] | None] = {}
         self.left: list[int] = []  # bytes still to write per output tensor
@@ -209,12 +217,14 @@ class _Transfer:
                 for name in sorted(plan.tasks, key=self._source_key):
                     self._one_source(name, plan.tasks[name])
                 refused = [(path, t) for future, path, t in self._copies if not future.result()]
+                self.scanner.raise_first()
             except BaseException:
                 self._stop.set()
                 raise
             finally:
                 for writer in self._writers.values():
                     writer.shutdown(wait=True, cancel_futures=True)
+                self.scanner.close()
             for path, t in refused:  # the kernel would not copy (another filesystem...): through the buffer
                 self._row_blocks(t.block.name, self.infos[t.block.name], self.locate(t.block.name), [t])
             for out, fd, offset, n in plan.pads:
@@ -275,6 +285,10 @@ class _Transfer:
         """Every block of every rank that comes from source tensor `name`."""
         info = self.infos[name]
         at = self.locate(name)
+        unchanged = [t for t in tasks if _unchanged(t.layout, info)]  # casts are checked on their output instead
+        if at is not None and unchanged and scannable(info.dtype):
+            lo, hi, row = min(t.block.start for t in unchanged), max(t.block.stop for t in unchanged), _row_bytes(info)
+            self.scanner.submit(at[0], at[1] + lo * row, (hi - lo) * row, info.dtype, lambda: self._refusal(name))
         buffered = []
         for t in tasks:
             src = self.src_offset(t.block)
@@ -319,7 +333,11 @@ class _Transfer:
         whole = None
         if at is None:  # no file to map: one read of the rows, then the same blocks from memory
             self.torch()
-            whole = _bytes(self.source.read(name, 0, lo, hi))
+            rows = self.source.read(name, 0, lo, hi)
+            if not bool(rows.isfinite().all()):
+                raise CheckpointError(self._refusal(name))
+            whole = _bytes(rows)
+            del rows
         step = max(1, BLOCK_BYTES // row)
         for a in range(lo, hi, step):
             b = min(hi, a + step)
@@ -381,13 +399,21 @@ class _Transfer:
             out_bytes = self._buffer("out", rows * t.row_bytes)
             out = torch.frombuffer(out_bytes, dtype=torch.uint8).view(as_torch(t.layout.dtype)).view(part.shape)
             out.copy_(part.float() + 1.0 if t.layout.plus_one else part)
+            if not bool(out.isfinite().all()):  # NaN/Inf in the source, or beyond what the target dtype holds
+                raise CheckpointError(self._refusal(t.block.name, t.layout.dtype))
             del part, out
             _pwrite_all(t.fd, out_bytes, dst)
         self._done(t.out, rows * t.row_bytes)
 
+    def _refusal(self, name: str, target=None) -> str:
+        """Why source tensor `name` cannot be written (its NaN/Inf, or what overflows `target`), read again whole."""
+        self.torch()
+        return refusal(self.description, name, self.source, self.infos[name].shape, target)
+
     def _write_produced(self, out: int, fd: int, offset: int, t: OutTensor) -> None:
         torch = self.torch()
         value = t.produce()
+        require_finite(value, self.description, t.name)
         if tuple(value.shape) != t.info.shape or dtype_name(value.dtype) != dtype_name(t.info.dtype):
             raise RuntimeError(f"{t.name}: produced {value.dtype}{list(value.shape)}, planned "
                                f"{t.info.dtype}{list(t.info.shape)}")
