@@ -3,18 +3,20 @@
 Each output tensor is a Layout (row blocks of source tensors, cast). The rank files are opened
 together, their headers written first, and then each source tensor is visited once, in file order,
 for all ranks:
-- unchanged rows whose source and destination offsets agree modulo the page size go file to file
-  with `copy_file_range` (in the kernel, nothing through Python; one copy thread per rank file, so the
-  rank files of tp > 1 fill side by side while the main thread gathers and converts);
+- unchanged rows whose source and destination offsets agree modulo the page size go file to file in one
+  copy thread per rank file, so the rank files of tp > 1 fill side by side while the main thread gathers and
+  converts: through the thread's L2-sized buffer (preadv, check, pwrite: as fast as the kernel's copy here)
+  the first time the rows are written, with `copy_file_range` (in the kernel) when another rank's copy
+  already checked them;
 - everything else goes row block by row block (8 MiB), each block mapped once for every rank that
   needs rows or columns of it: unchanged rows are written straight from the mapping, an unchanged
   column block is gathered from it by `pwritev`, casts and +1 are converted into one reused buffer.
   Memory stays at a block or two whatever the dtype.
-Every byte written is checked: the source bytes of each unchanged tensor are scanned for NaN/Inf by their
-exponent bits in a thread of its own (finite.py, the standard library only), beside the copies; a cast or +1 is
-checked on its output (non-finite there: a NaN/Inf in the source, or a value the target dtype cannot hold), a
-tensor read into memory (a source without a file, a rule without a layout) when it is read. Any of them is
-refused naming the tensor, and nothing is renamed into place.
+Every byte written is checked for NaN/Inf (finite.py: exponent bits, the standard library only) where it
+passes: unchanged bytes in the copy threads' buffers or in the mapped row blocks, each source row once; a cast
+or +1 on its output (non-finite there: a NaN/Inf in the source, or a value the target dtype cannot hold); a
+tensor in memory (a source without a file, a rule without a layout) when it is read. Any of them is refused,
+naming the tensor, before anything is renamed into place.
 torch is imported only for the first conversion (a cast, +1, a tensor made in memory, a source without
 a file): an export that only moves bytes runs on os calls alone (see tests/test_startup.py).
 Tensors are placed in each rank file in source order and the header padded so that most of them
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from .dtypes import as_torch, dtype_name
 from .errors import CheckpointError
-from .finite import FileScanner, refusal, require_finite, scannable
+from .finite import CHUNK_BYTES, NonFinite, chunk_has_nonfinite, refusal, require_finite, scannable, view_has_nonfinite
 from .layout import Block, Layout, block_trailing
 from .stwriter import PAGE, header_bytes
 from .tensors import TensorInfo, infos_without_torch
@@ -62,7 +64,8 @@ Progress = Callable[[int, int], None]  # (bytes written, tensors completed) sinc
 class Written:
     bytes: int  # file sizes, headers included
     kernel_bytes: int  # tensor bytes moved file to file by copy_file_range
-    buffered_bytes: int  # tensor bytes written from a buffer (row blocks, casts, zero rows, tensors made in memory)
+    copied_bytes: int  # tensor bytes moved file to file by the copy threads through their buffers (and checked)
+    buffered_bytes: int  # tensor bytes written by the main thread (row blocks, casts, zero rows, tensors in memory)
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,8 @@ def write_rank_files(source, files: Mapping[Path, list[OutTensor]], on_progress:
         transfer.torch()
     try:
         return transfer.run(files, metadata)
+    except NonFinite as e:
+        raise CheckpointError(transfer.refusal(e.name)) from None
     finally:
         transfer.restore_threads()
 
@@ -123,7 +128,6 @@ class _Transfer:
         self.source = source
         self.description = getattr(source, "description", "the source")  # names the source in refusals
         self.infos: Mapping[str, TensorInfo] = infos_without_torch(source)
-        self.scanner = FileScanner()
         self.progress = on_progress
         self.where: dict[str, tuple[Path, int] | None] = {}
         self.left: list[int] = []  # bytes still to write per output tensor
@@ -132,6 +136,7 @@ class _Transfer:
         self._buffers: dict[str, bytearray] = {}
         self.kernel_copy = hasattr(os, "copy_file_range")
         self.kernel_bytes = 0
+        self.copied_bytes = 0
         self._lock = threading.Lock()  # progress counters, written from the copy workers too
         self._stop = threading.Event()  # set when the main thread fails: workers stop between calls
         self._writers: dict[int, ThreadPoolExecutor] = {}  # one per rank file: its copies in file order
@@ -217,14 +222,12 @@ class _Transfer:
                 for name in sorted(plan.tasks, key=self._source_key):
                     self._one_source(name, plan.tasks[name])
                 refused = [(path, t) for future, path, t in self._copies if not future.result()]
-                self.scanner.raise_first()
             except BaseException:
                 self._stop.set()
                 raise
             finally:
                 for writer in self._writers.values():
                     writer.shutdown(wait=True, cancel_futures=True)
-                self.scanner.close()
             for path, t in refused:  # the kernel would not copy (another filesystem...): through the buffer
                 self._row_blocks(t.block.name, self.infos[t.block.name], self.locate(t.block.name), [t])
             for out, fd, offset, n in plan.pads:
@@ -238,7 +241,8 @@ class _Transfer:
                 if os.fstat(self._out_fds[path]).st_size != expect:
                     raise RuntimeError(f"{path}: {os.fstat(self._out_fds[path]).st_size} bytes, planned {expect}")
             total = sum(plan.sizes.values())
-            return Written(total, self.kernel_bytes, total - plan.header_bytes - self.kernel_bytes)
+            moved = self.kernel_bytes + self.copied_bytes
+            return Written(total, self.kernel_bytes, self.copied_bytes, total - plan.header_bytes - moved)
         finally:
             for fd in [*self._out_fds.values(), *self._src_fds.values()]:
                 os.close(fd)
@@ -285,19 +289,20 @@ class _Transfer:
         """Every block of every rank that comes from source tensor `name`."""
         info = self.infos[name]
         at = self.locate(name)
-        unchanged = [t for t in tasks if _unchanged(t.layout, info)]  # casts are checked on their output instead
-        if at is not None and unchanged and scannable(info.dtype):
-            lo, hi, row = min(t.block.start for t in unchanged), max(t.block.stop for t in unchanged), _row_bytes(info)
-            self.scanner.submit(at[0], at[1] + lo * row, (hi - lo) * row, info.dtype, lambda: self._refusal(name))
-        buffered = []
+        copies, buffered = [], []
         for t in tasks:
-            src = self.src_offset(t.block)
-            if at is not None and _direct(t.block, t.layout, info) and self.kernel_copy and (src - t.dst) % PAGE == 0:
-                writer = self._writers.get(t.fd) or self._writers.setdefault(
-                    t.fd, ThreadPoolExecutor(1, thread_name_prefix="trt-minitron-copy"))
-                self._copies.append((writer.submit(self._kernel_copy, at[0], src, t), at[0], t))
-            else:
-                buffered.append(t)
+            direct = at is not None and _direct(t.block, t.layout, info) and self.kernel_copy
+            (copies if direct and (self.src_offset(t.block) - t.dst) % PAGE == 0 else buffered).append(t)
+        # Each unchanged source row is checked once: in the row blocks read for `buffered`, or by its first copy.
+        checked = [(min(t.block.start for t in buffered), max(t.block.stop for t in buffered))] \
+            if any(_unchanged(t.layout, info) for t in buffered) else []
+        for t in copies:
+            check = scannable(info.dtype) and not any(a <= t.block.start and t.block.stop <= b for a, b in checked)
+            checked += [(t.block.start, t.block.stop)] if check else []
+            writer = self._writers.get(t.fd) or self._writers.setdefault(
+                t.fd, ThreadPoolExecutor(1, thread_name_prefix="trt-minitron-copy"))
+            copy = self._checked_copy if check else self._kernel_copy
+            self._copies.append((writer.submit(copy, at[0], self.src_offset(t.block), t), at[0], t))
         if buffered:
             self._row_blocks(name, info, at, buffered)
 
@@ -323,6 +328,31 @@ class _Transfer:
             return False
         return True
 
+    def _checked_copy(self, path: Path, src: int, t: _Task) -> bool:
+        """The block file to file through an L2-sized buffer (in a copy worker), each chunk checked for NaN/Inf
+        before it is written."""
+        info = self.infos[t.block.name]
+        dtype, size = dtype_name(info.dtype), info.dtype.itemsize
+        buf = bytearray(CHUNK_BYTES - CHUNK_BYTES % size)
+        view, fd = memoryview(buf), self._source_fd(path)
+        n, done, unreported = t.block.rows * t.row_bytes, 0, 0
+        while done < n and not self._stop.is_set():
+            got = os.preadv(fd, [view[:min(len(buf), n - done)]], src + done)
+            got -= got % size  # a read ending inside an element: its rest comes with the next one
+            if got == 0:
+                raise CheckpointError(f"{path}: unexpected end of file reading {t.block.name}")
+            if chunk_has_nonfinite(buf if got == len(buf) else buf[:got], dtype):
+                raise NonFinite(t.block.name)
+            _pwrite_all(t.fd, view[:got], t.dst + done)
+            done += got
+            unreported += got
+            if unreported >= BLOCK_BYTES or done == n:  # progress per block, not per chunk
+                with self._lock:
+                    self.copied_bytes += unreported
+                self._done(t.out, unreported)
+                unreported = 0
+        return True
+
     def _row_blocks(self, name: str, info: TensorInfo, at: tuple[Path, int] | None, tasks: list[_Task]) -> None:
         """Rows [lo:hi) needed by `tasks`, block by block (each block once for all of them); each task writes
         its part of every block: unchanged bytes straight from the block, the rest converted in a buffer."""
@@ -333,16 +363,18 @@ class _Transfer:
         whole = None
         if at is None:  # no file to map: one read of the rows, then the same blocks from memory
             self.torch()
-            rows = self.source.read(name, 0, lo, hi)
-            if not bool(rows.isfinite().all()):
-                raise CheckpointError(self._refusal(name))
-            whole = _bytes(rows)
-            del rows
+            read = self.source.read(name, 0, lo, hi)
+            if not bool(read.isfinite().all()):
+                raise NonFinite(name)
+            whole = _bytes(read)
+        check = at is not None and scannable(info.dtype) and any(_unchanged(t.layout, info) for t in tasks)
         step = max(1, BLOCK_BYTES // row)
         for a in range(lo, hi, step):
             b = min(hi, a + step)
             with self._mapped(at, name, a * row, (b - a) * row) if whole is None else \
                     _nullcontext(whole[(a - lo) * row:(b - lo) * row]) as rows:
+                if check and view_has_nonfinite(rows, dtype_name(info.dtype)):  # casts: checked on their output
+                    raise NonFinite(name)
                 for t in tasks:
                     x, y = max(a, t.block.start), min(b, t.block.stop)
                     if x < y:
@@ -399,14 +431,14 @@ class _Transfer:
             out_bytes = self._buffer("out", rows * t.row_bytes)
             out = torch.frombuffer(out_bytes, dtype=torch.uint8).view(as_torch(t.layout.dtype)).view(part.shape)
             out.copy_(part.float() + 1.0 if t.layout.plus_one else part)
-            if not bool(out.isfinite().all()):  # NaN/Inf in the source, or beyond what the target dtype holds
-                raise CheckpointError(self._refusal(t.block.name, t.layout.dtype))
+            if not bool(out.isfinite().all()):  # a NaN/Inf in the source, or beyond what the target dtype holds
+                raise CheckpointError(self.refusal(t.block.name, t.layout.dtype))
             del part, out
             _pwrite_all(t.fd, out_bytes, dst)
         self._done(t.out, rows * t.row_bytes)
 
-    def _refusal(self, name: str, target=None) -> str:
-        """Why source tensor `name` cannot be written (its NaN/Inf, or what overflows `target`), read again whole."""
+    def refusal(self, name: str, target=None) -> str:
+        """Why source tensor `name` cannot be written (its NaN/Inf, or what overflows `target`), read again."""
         self.torch()
         return refusal(self.description, name, self.source, self.infos[name].shape, target)
 
