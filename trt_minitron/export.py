@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from .archs import get_arch
 from .archs.base import Arch, Out, RankContext, Recipe
+from .claims import check_layer_count, layer_indices
 from .config import ModelConfig
 from .dtypes import BY_NAME, CHECKPOINT_DTYPES, dtype_name, torch_dtype
 from .errors import CheckpointError, ConfigError
+from .finite import require_finite_source
 from .layout import Layout
 from .mapping import Mapping
 from .options import EXPORT_FORMATS as FORMATS
@@ -68,8 +70,11 @@ class _CheckingReader(MetaReader):
 
 
 def check_source(arch: Arch, source: Source) -> None:
-    """Source tensors match what the config implies: nothing missing, no shape contradicts it."""
+    """Source tensors match what the config implies: the layer count first, by counting names (the expected
+    tensors are one loop over the layers the config states), then nothing missing, no shape contradicting it."""
     have = infos_without_torch(source)
+    check_layer_count(f"{source.description}: the config says num_hidden_layers", source.config.num_hidden_layers,
+                      layer_indices(have, r"model\.layers\.(\d+)\."), "the weights", "model.layers.{}")
     expected = arch.hf_tensors(source.config)
     missing = sorted(n for n in expected if n not in have)
     if missing:
@@ -87,6 +92,18 @@ def check_source(arch: Arch, source: Source) -> None:
     if extra:
         raise CheckpointError(f"{source.description}: tensors this converter does not know how to map: "
                               f"{extra[:5]}{' ...' if len(extra) > 5 else ''}")
+
+
+def check_model_folder(folder: Path, *, scan_weights: bool) -> None:
+    """A Hugging Face folder another program will load (serve): export's checks on it and, with `scan_weights`, every
+    weight free of NaN/Inf (export checks those as it copies; here nothing is copied)."""
+    source = open_source(folder)
+    try:
+        check_source(get_arch(source.config.architecture), source)
+        if scan_weights:
+            require_finite_source(source)
+    finally:
+        source.close()
 
 
 def plan_export(source: Source, mapping: Mapping, dtype: str,

@@ -127,6 +127,25 @@ def refusal(where: str, name: str, reader, shape: tuple[int, ...], target=None) 
             + (f"; export with --dtype {fits[0]}" if fits else ""))
 
 
+def require_finite_source_tensor(source, name: str) -> None:
+    """Refuse source tensor `name` if it holds NaN/Inf: its bytes scanned in place where the source says where they
+    lie (safetensors), else read in row blocks."""
+    info = source.tensors()[name]
+    at = getattr(source, "file_range", lambda _n: None)(name)
+    if at is not None and scannable(info.dtype):
+        if not range_has_nonfinite(at[0], at[1], info.nbytes, dtype_name(info.dtype)):
+            return
+    elif not any(not bool(b.isfinite().all()) for b in _row_blocks(source, name, info.shape)):
+        return
+    raise CheckpointError(refusal(source.description, name, source, info.shape))
+
+
+def require_finite_source(source) -> None:
+    """Refuse a source any of whose tensors holds NaN/Inf (for callers that hand the files to another loader)."""
+    for name in source.tensors():
+        require_finite_source_tensor(source, name)
+
+
 def require_finite(t: torch.Tensor, where: str, name: str) -> None:
     """Refuse a tensor in memory that holds NaN/Inf, naming it with the counts."""
     if t.is_floating_point() and not bool(t.isfinite().all()):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .archs import arch_for_trt, get_arch
 from .archs.base import RankContext, Recipe
+from .claims import check_layer_count, layer_indices
 from .config import ModelConfig, RopeScaling, _Fields, load_json
 from .dtypes import BY_NAME, CHECKPOINT_DTYPES, of_torch, torch_dtype
 from .errors import CheckpointError, ConfigError
@@ -243,12 +244,10 @@ def check_rank_files(ckpt: TrtCheckpoint, *, scan_weights: bool = False) -> None
 def check_claims(ckpt: TrtCheckpoint, rank: int, header: Header) -> None:
     """config.json's layers, vocab_size and hidden_size against what rank{rank}'s header lists (O(header))."""
     f, cfg, m = ckpt.rank_file(rank), ckpt.model, ckpt.mapping
-    layers = {int(x.group(1)) for n in header.entries if (x := LAYER.match(n))}
     per_stage = cfg.num_hidden_layers // m.pp_size
-    if len(layers) != per_stage or (layers and (min(layers), max(layers)) != (0, per_stage - 1)):
-        stage = f" ({per_stage} per pipeline stage)" if m.pp_size > 1 else ""
-        raise CheckpointError(f"{f}: config.json says num_hidden_layers={cfg.num_hidden_layers}{stage}, but the file "
-                              f"holds {_describe_layers(layers)}")
+    stage = f" / pp_size {m.pp_size}" if m.pp_size > 1 else ""
+    check_layer_count(f"{ckpt.path / 'config.json'} says num_hidden_layers{stage}", per_stage,
+                      layer_indices(header.entries, LAYER.pattern), f"{f.name}'s tensors", "transformer.layers.{}")
     e = header.entries
     claims = [("vocab_size", cfg.vocab_size, "transformer.vocab_embedding.weight", 0, "rows"),
               ("hidden_size", cfg.hidden_size, "transformer.vocab_embedding.weight", 1, "columns"),
@@ -259,15 +258,6 @@ def check_claims(ckpt: TrtCheckpoint, rank: int, header: Header) -> None:
             per = f" ({want} rows per rank at tp {m.tp_size})" if name == "lm_head.weight" and m.tp_size > 1 else ""
             raise CheckpointError(f"{f}: config.json says {key}={getattr(cfg, key)}{per}, but {name} has "
                                   f"{e[name].shape[dim]} {what}")
-
-
-def _describe_layers(layers: set[int]) -> str:
-    if not layers:
-        return "no layers"
-    lo, hi = min(layers), max(layers)
-    holes = [i for i in range(lo, hi + 1) if i not in layers][:3]
-    gaps = f", without {', '.join(map(str, holes))}" if holes else ""
-    return f"{len(layers)} (transformer.layers.{lo} to {hi}{gaps})"
 
 
 def _check_tensor_set(ckpt: TrtCheckpoint, rank: int, header: Header) -> None:

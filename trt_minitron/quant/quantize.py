@@ -25,7 +25,8 @@ from ..archs import get_arch
 from ..config import ModelConfig, load_json
 from ..dtypes import torch_dtype
 from ..errors import ConfigError, MissingDependencyError, VerificationFailed
-from ..export import peak_rss_bytes, source_paths
+from ..export import check_source, peak_rss_bytes, source_paths
+from ..finite import require_finite_source
 from ..hf_writer import write_hf_checkpoint
 from ..mapping import Mapping
 from ..options import QuantizeOptions
@@ -131,7 +132,11 @@ def run_quantize(opts: QuantizeOptions) -> QuantizeResult:
     work = output.parent / f".{output.name}.work-{os.getpid()}"  # scratch: the HF copy, ModelOpt's own export
     try:
         mapping = Mapping(opts.tp, opts.pp)
-        get_arch(source.config.architecture).validate(source.config, mapping)
+        arch = get_arch(source.config.architecture)
+        arch.validate(source.config, mapping)
+        check_source(arch, source)  # the same check as export's: layer count, every tensor, every shape
+        if isinstance(source, HFSource):  # transformers loads it as it is; other sources are checked as_hf_folder
+            require_finite_source(source)
         check_group_size(fmt, source.config, opts.tp)
         articles = load_articles(opts.calib)
         with atomic_output_dir(output, overwrite=opts.overwrite, protect=protect + source_paths(source)) as tmp:

@@ -229,6 +229,9 @@ def plan_launch(opts: ServeOptions) -> Launch:
         if opts.continuous_batching and opts.server == "trtllm":
             raise ConfigError("--continuous-batching is a transformers serve flag (trtllm-serve always batches "
                               "in flight)")
+        from ..export import check_model_folder
+
+        check_model_folder(Path(opts.model), scan_weights=not opts.dry_run)  # the checks export makes, before a start
         route, argv = hf_argv(opts)
     argv += list(opts.extra_args)
     return Launch(route, tuple(argv), _url(opts.host, opts.port, "/v1"), _url(opts.host, opts.port, "/health"))

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import torch
 
+from ..archs import get_arch
 from ..config import ModelConfig
 from ..dtypes import torch_dtype
 from ..errors import CheckpointError, ConfigError, MissingDependencyError
+from ..export import check_source
 from ..options import QUANT_TEXTS, QUANT_TOKENS
 from ..sources import open_source
 from ..trtllm_ckpt import MergedCheckpoint, TrtCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
@@ -48,7 +50,7 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
     if prompt is not None and not prompt.strip():
         raise ConfigError("--prompt is empty: give some text, or omit --prompt for the default paragraph")
     ckpt = read_checkpoint(ckpt_dir)
-    check_rank_files(ckpt)
+    check_rank_files(ckpt, scan_weights=True)  # verify reads every weight anyway: NaN/Inf named first
     merged = MergedCheckpoint(ckpt)
     check_replicated_norms(merged)
     if ckpt.quant is not None:
@@ -60,6 +62,7 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
     source = open_source(reference_src)
     try:
         vocab, notes = match_reference(ckpt.model, source.config, str(reference_src))
+        check_source(get_arch(source.config.architecture), source)
         from .source_side import SourceSide
 
         src = SourceSide(source, torch_dtype(ckpt.dtype))
@@ -87,6 +90,7 @@ def _verify_quantized(merged: MergedCheckpoint, reference_src, prompt, full, dat
     source = open_source(reference_src)
     try:
         vocab, notes = match_reference(ckpt.model, source.config, str(reference_src))
+        check_source(get_arch(source.config.architecture), source)
         return verify_quantized(merged, source, ids, vocab, tuple(notes))
     finally:
         source.close()
