@@ -280,7 +280,8 @@ def _check_tensor_set(ckpt: TrtCheckpoint, rank: int, header: Header) -> None:
     for name, (shape, want) in expected.items():
         dt, got = entries[name].dtype.safetensors, entries[name].shape
         if got != shape or dt != want:
-            raise CheckpointError(f"{f}: tensor {name} is {dt}{list(got)}, expected {want}{list(shape)}")
+            raise CheckpointError(f"{f}: tensor {name} is {dt}{list(got)}, expected {want}{list(shape)} in a "
+                                  f"{ckpt.describe()} checkpoint")
 
 
 def _few(names: list[str]) -> str:
