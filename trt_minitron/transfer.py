@@ -5,15 +5,15 @@ together, their headers written first, and then each source tensor is visited on
 for all ranks:
 - unchanged rows whose source and destination offsets agree modulo the page size go file to file in one
   copy thread per rank file, so the rank files of tp > 1 fill side by side while the main thread gathers and
-  converts: through the thread's L2-sized buffer (preadv, check, pwrite: as fast as the kernel's copy here)
-  the first time the rows are written, with `copy_file_range` (in the kernel) when another rank's copy
+  converts: through the thread's L2-sized buffer (preadv, check, pwrite: at tp 1 as fast as the kernel's copy
+  here) the first time the rows are written, with `copy_file_range` (in the kernel) when another rank's copy
   already checked them;
 - everything else goes row block by row block (8 MiB), each block mapped once for every rank that
   needs rows or columns of it: unchanged rows are written straight from the mapping, an unchanged
   column block is gathered from it by `pwritev`, casts and +1 are converted into one reused buffer.
   Memory stays at a block or two whatever the dtype.
-Every byte written is checked for NaN/Inf (finite.py: exponent bits, the standard library only) where it
-passes: unchanged bytes in the copy threads' buffers or in the mapped row blocks, each source row once; a cast
+Every byte written is checked for NaN/Inf (finite.py: exponent bits, numpy) where it passes: unchanged bytes
+in the copy threads' buffers or in the mapped row blocks, each source row once; a cast
 or +1 on its output (non-finite there: a NaN/Inf in the source, or a value the target dtype cannot hold); a
 tensor in memory (a source without a file, a rule without a layout) when it is read. Any of them is refused,
 naming the tensor, before anything is renamed into place.
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from .dtypes import as_torch, dtype_name
 from .errors import CheckpointError
-from .finite import CHUNK_BYTES, NonFinite, chunk_has_nonfinite, refusal, require_finite, scannable, view_has_nonfinite
+from .finite import CHUNK_BYTES, Checker, NonFinite, refusal, require_finite, scannable
 from .layout import Block, Layout, block_trailing
 from .stwriter import PAGE, header_bytes
 from .tensors import TensorInfo, infos_without_torch
@@ -332,7 +332,7 @@ class _Transfer:
         """The block file to file through an L2-sized buffer (in a copy worker), each chunk checked for NaN/Inf
         before it is written."""
         info = self.infos[t.block.name]
-        dtype, size = dtype_name(info.dtype), info.dtype.itemsize
+        check, size = Checker(dtype_name(info.dtype)), info.dtype.itemsize
         buf = bytearray(CHUNK_BYTES - CHUNK_BYTES % size)
         view, fd = memoryview(buf), self._source_fd(path)
         n, done, unreported = t.block.rows * t.row_bytes, 0, 0
@@ -341,7 +341,7 @@ class _Transfer:
             got -= got % size  # a read ending inside an element: its rest comes with the next one
             if got == 0:
                 raise CheckpointError(f"{path}: unexpected end of file reading {t.block.name}")
-            if chunk_has_nonfinite(buf if got == len(buf) else buf[:got], dtype):
+            if check(view[:got]):
                 raise NonFinite(t.block.name)
             _pwrite_all(t.fd, view[:got], t.dst + done)
             done += got
@@ -367,13 +367,14 @@ class _Transfer:
             if not bool(read.isfinite().all()):
                 raise NonFinite(name)
             whole = _bytes(read)
-        check = at is not None and scannable(info.dtype) and any(_unchanged(t.layout, info) for t in tasks)
+        check = Checker(dtype_name(info.dtype)) if at is not None and scannable(info.dtype) and any(
+            _unchanged(t.layout, info) for t in tasks) else None
         step = max(1, BLOCK_BYTES // row)
         for a in range(lo, hi, step):
             b = min(hi, a + step)
             with self._mapped(at, name, a * row, (b - a) * row) if whole is None else \
                     _nullcontext(whole[(a - lo) * row:(b - lo) * row]) as rows:
-                if check and view_has_nonfinite(rows, dtype_name(info.dtype)):  # casts: checked on their output
+                if check is not None and check(rows):  # casts: checked on their output
                     raise NonFinite(name)
                 for t in tasks:
                     x, y = max(a, t.block.start), min(b, t.block.stop)
