@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/hadolint docker/Dockerfile
+.venv/bin/hadolint docker/Dockerfile docker/Dockerfile.hf
 .venv/bin/python -m pytest -q "$@"

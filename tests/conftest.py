@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 FAKES = Path(__file__).parent / "fakes"
+FAKES13 = Path(__file__).parent / "fakes13"  # the generation after 1.2: LLM API only, no engine path
 
 
 def _drop_tensorrt_llm() -> None:
@@ -21,6 +22,15 @@ def fake_trtllm_path(monkeypatch):
     _drop_tensorrt_llm()
     monkeypatch.syspath_prepend(str(FAKES))
     yield FAKES
+    _drop_tensorrt_llm()
+
+
+@pytest.fixture
+def fake_trtllm13_path(monkeypatch):
+    """tests/fakes13 importable as `tensorrt_llm` (the 1.3+ generation) for one test; no fake module outlives it."""
+    _drop_tensorrt_llm()
+    monkeypatch.syspath_prepend(str(FAKES13))
+    yield FAKES13
     _drop_tensorrt_llm()
 
 

@@ -23,7 +23,8 @@ class FakeOpenAIServer:
         self.tokens, self.delay_s = tokens, delay_s
         self.port: int | None = None
         self.requests: list[dict] = []  # completion request bodies, in arrival order
-        self.arrivals: list[float] = []  # perf_counter() at each arrival
+        self.arrivals: list[float] = []  # perf_counter() at each arrival (/v1/models and completions)
+        self.models_requests = 0
         self._kill_after: int | None = None
         self._writers: set = set()
         self._loop = asyncio.new_event_loop()
@@ -74,16 +75,21 @@ class FakeOpenAIServer:
                 headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:] if h)}
                 body = await reader.readexactly(int(headers.get("content-length", 0)))
                 if path.endswith("/models"):
-                    await self._json(writer, 200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
+                    self.models_requests += 1
+                    self.arrivals.append(time.perf_counter())
+                    await self._models(writer)
                 elif path.endswith("/completions"):
                     await self._completion(writer, json.loads(body), chat=path.endswith("/chat/completions"))
                 else:
                     await self._json(writer, 404, {"detail": "Not Found"})
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client left, or the server shuts down
         finally:
             self._writers.discard(writer)
             writer.close()
+
+    async def _models(self, writer) -> None:
+        await self._json(writer, 200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
 
     async def _json(self, writer, status: int, obj: dict) -> None:
         data = json.dumps(obj).encode()

@@ -3,9 +3,12 @@
 The click group and the `serve` options below are the real ones of tensorrt_llm/commands/serve.py
 (NVIDIA/TensorRT-LLM, commit 00209af149e7774406881a37283dce303571eb11): names, aliases, types, choices
 and flags, so an option trt-minitron invents, misspells or gives a wrong type fails here as it would
-there (click usage error, exit 2). Parsed options are appended as JSON to $FAKE_TRTLLM_LOG; then it
+there (click usage error, exit 2). Parsed options (and the --extra_llm_api_options YAML, loaded with yaml.safe_load
+as serve.py does) are appended as JSON to $FAKE_TRTLLM_LOG; then it
 answers /health and /v1/models on --host/--port until SIGTERM/SIGINT, which it logs before exiting 0.
-$FAKE_TRTLLM_EXIT=N makes it exit with N right after parsing (a server that dies while loading).
+$FAKE_TRTLLM_EXIT=N makes it exit with N right after parsing (a server that dies while loading);
+$FAKE_TRTLLM_HEALTH=CODE answers /health with that status forever, =hang accepts and never answers;
+$FAKE_TRTLLM_DIE_AFTER_READY=N exits with N just after its first 200 from /health (a crash while serving).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import click
@@ -69,21 +74,30 @@ class DefaultGroup(click.Group):
 @click.option("--media_io_kwargs", type=str, default=None)
 @click.option("--chat_template", type=str, default=None)
 def serve(model, **options):
-    _log({"event": "parsed", "model": model, "options": options, "argv": sys.argv[1:]})
+    entry = {"event": "parsed", "model": model, "options": options, "argv": sys.argv[1:], "pid": os.getpid()}
+    if options["extra_llm_api_options"]:  # serve.py: yaml.safe_load of the file, applied over the flags
+        import yaml
+
+        with open(options["extra_llm_api_options"]) as f:
+            entry["llm_api_options"] = yaml.safe_load(f)
+    _log(entry)
     if os.environ.get("FAKE_TRTLLM_EXIT"):
         sys.exit(int(os.environ["FAKE_TRTLLM_EXIT"]))
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):
             body = {"/health": b"", "/v1/models": json.dumps({"object": "list", "data": [{"id": model}]}).encode()}
-            if self.path not in body:
-                self.send_response(404)
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body[self.path])))
+            health = os.environ.get("FAKE_TRTLLM_HEALTH")
+            if self.path == "/health" and health == "hang":
+                time.sleep(3600)
+            status = int(health) if self.path == "/health" and health else 200 if self.path in body else 404
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body.get(self.path, b""))))
             self.end_headers()
-            self.wfile.write(body[self.path])
+            self.wfile.write(body.get(self.path, b""))
+            self.wfile.flush()
+            if self.path == "/health" and status == 200 and os.environ.get("FAKE_TRTLLM_DIE_AFTER_READY"):
+                threading.Timer(0.5, os._exit, [int(os.environ["FAKE_TRTLLM_DIE_AFTER_READY"])]).start()
 
         def log_message(self, *args):
             pass

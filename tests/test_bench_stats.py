@@ -1,4 +1,4 @@
-"""bench metric definitions (vllm bench serve's) on hand-timed records, SLO parsing, arrivals, URL and request
+"""bench metric definitions (AIPerf 0.13's) on hand-timed records, SLO parsing, arrivals, URL and request
 settings, the Markdown table and the plot."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from trt_minitron.errors import ConfigError
 from trt_minitron.options import SLO, parse_slo
 from trt_minitron.serving.bench import BenchOptions, SweepPoint, arrival_offsets
 from trt_minitron.serving.client import RequestParams, RequestRecord, normalize_url
-from trt_minitron.serving.report import markdown, plot_sweeps
+from trt_minitron.serving.report import CSV_COLUMNS, csv_text, markdown, plot_sweeps
 from trt_minitron.serving.stats import aggregate, duration_s, tpot_s
 
 
@@ -67,7 +67,9 @@ def test_goodput(records, slo, good):
 
 def test_no_completed_request():
     a = aggregate([rec(0, 0.0, [], error="timeout", ended=2.0)])
-    assert a["completed"] == 0 and a["request_throughput"] == 0 and a["ttft_ms"]["mean"] is None
+    # AIPerf's duration spans completed requests only: none completed, no duration, no throughput.
+    assert a["completed"] == 0 and a["duration_s"] == 0 and a["request_throughput"] is None
+    assert a["ttft_ms"]["mean"] is None
     assert "n/a" in markdown({"points": [{"label": "c=1", "aggregate": a}]})
 
 
@@ -131,9 +133,52 @@ def test_markdown_and_plot(records, tmp_path):
                                                          {"label": "c=2", "aggregate": a}]}
     table = markdown(report).splitlines()
     assert len(table) == 4 and table[0].count("|") == 13
-    assert table[2].startswith("| c=1 | 3 / 1 | 0.750 | 2.25 | 0.750 | 1000 / 1000 / 1000 |")
-    assert "10.00 [5.00, 15.00]" in table[2]
+    # Every latency with its p90 (the README's mean / p50 / p90 / p99); ITL pools 0.5 0.5 0.5 1.5 s.
+    assert all(f"{m} mean / p50 / p90 / p99 ms" in table[0] for m in ("TTFT", "TPOT", "ITL", "E2E"))
+    assert table[2] == ("| c=1 | 3 / 1 | 0.750 | 2.25 | 0.750 | 1000 / 1000 / 1000 / 1000 | 500 / 500 / 500 / 500 | "
+                        "750 / 500 / 1200 / 1470 | 2000 / 2000 / 2800 / 2980 | 10.00 [5.00, 15.00] | 10.00 | 10.00 |")
     png = tmp_path / "sub" / "plot.png"
     plot_sweeps({"a": report, "b": report}, png, title="t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert not list(png.parent.glob(".*partial*"))
+
+
+def test_csv_has_one_row_per_point_with_every_aggregate(records):
+    import csv
+    import io
+
+    a = aggregate(records, SLO(ttft_ms=1000))
+    a["rouge"] = {k: {"mean": 10.0, "ci95_low": 5.0, "ci95_high": 15.0} for k in ("rouge1", "rouge2", "rougeL")}
+    b = aggregate(records[:2])
+    b["rouge"] = None
+    report = {"points": [{"label": "c=1", "concurrency": 1, "request_rate": None, "aggregate": a},
+                         {"label": "r=2/s", "concurrency": None, "request_rate": 2.0, "aggregate": b}]}
+    rows = list(csv.DictReader(io.StringIO(csv_text(report))))
+    assert list(rows[0]) == list(CSV_COLUMNS) and len(rows) == 2
+    assert (rows[0]["point"], rows[0]["concurrency"], rows[0]["completed"], rows[0]["failed"]) == ("c=1", "1", "3", "1")
+    assert float(rows[0]["itl_ms_p90"]) == pytest.approx(1200.0) and rows[0]["itl_ms_n"] == "4"
+    assert float(rows[0]["e2el_ms_p90"]) == pytest.approx(2800.0) and float(rows[0]["goodput"]) == pytest.approx(0.75)
+    assert rows[0]["rouge1_ci95_high"] == "15.0"
+    assert (rows[1]["request_rate"], rows[1]["concurrency"], rows[1]["goodput"], rows[1]["rouge1_mean"]) == \
+        ("2.0", "", "", "")
+
+
+def test_sse_events_split_as_the_spec_says():
+    import asyncio
+
+    from trt_minitron.serving.replies import BadReply, sse_data
+
+    async def events(*pieces: bytes, limit: int = 1 << 20) -> list[str]:
+        async def gen():
+            for p in pieces:
+                yield p
+        return [e async for e in sse_data(gen(), "/x", limit)]
+
+    # CRLF lines, a comment, an event: field, a two-line data, pieces cut anywhere, a last event without its blank line
+    got = asyncio.run(events(b": ping\r\n\r\nevent: x\r\ndata: {\"a\"", b": 1}\r\n\r\ndata:one\ndata: two\n\n",
+                             b"data: [DONE]"))
+    assert got == ['{"a": 1}', "one\ntwo", "[DONE]"]
+    with pytest.raises(BadReply, match="/x: a stream line is longer than 1 KiB"):
+        asyncio.run(events(b"data: " + b"x" * 2000, limit=1024))
+    with pytest.raises(BadReply, match="/x: a stream event is larger than 1 KiB"):
+        asyncio.run(events(b"data: " + b"x" * 600 + b"\n" + b"data: " + b"x" * 600 + b"\n", limit=1024))

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from . import __version__, build_api, outputs
+from . import __version__, build_api, outputs, trtllm_install
 from .archs import get_arch
 from .errors import ConfigError, MissingDependencyError
 from .options import FP8_GEMM, BuildOptions
@@ -233,9 +233,13 @@ def build(opts: BuildOptions) -> Path:
         OutputExistsError: the output exists and overwrite is off, or is not ours to overwrite.
         ConfigError / CheckpointError: invalid options or checkpoint, an output inside the checkpoint (or
             around it), a plan that does not fit, or a start under MPI with several ranks.
-        MissingDependencyError: no tensorrt_llm, no CUDA GPU, or a tensorrt_llm whose BuildConfig lacks a field.
+        MissingDependencyError: no tensorrt_llm, one without the engine path (1.3+), no CUDA GPU, or a tensorrt_llm
+            whose BuildConfig lacks a field.
     """
     opts.validate()
+    found = trtllm_install.detect()
+    if found is not None and not found.engine_path:  # 1.3+: refuse before reading anything
+        raise MissingDependencyError(found.engine_refusal("`trt-minitron build` (TensorRT engines)"))
     out = Path(opts.output)
     out = check_output(out, Path(opts.checkpoint), opts.overwrite)
     checked = inspect_checkpoint(opts.checkpoint, require_rank_files=True)

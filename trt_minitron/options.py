@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from .data import DEFAULT_TEMPLATE, DatasetError
 from .errors import ConfigError, OutputError
 from .outputs import nearest_existing
+from .serving.client import Timeouts
 
 if TYPE_CHECKING:
     from .serving.bench import SweepPoint
@@ -138,18 +139,30 @@ class BackendSpec:
     max_input_len: int | None = None  # None: the engine's own limit
     max_output_len: int = 100
     max_beam_width: int = 1
+    # trtllm on a Hugging Face folder (LLM API): parallelism and KV-cache share; engines carry their own.
+    tp_size: int | None = None
+    pp_size: int | None = None
+    kv_cache_free_gpu_memory_fraction: float | None = None
     # openai: MODEL is the server URL; the name it serves (default: the only one /v1/models lists).
     served_model: str | None = None
     concurrency: int = 1  # openai: requests in flight
+    request_timeout: Timeouts = field(default_factory=Timeouts)  # openai: limits on each request
 
     def validate(self) -> None:
         if self.kind not in BACKENDS:
             raise ConfigError(f"unknown backend {self.kind!r}; choose one of {', '.join(BACKENDS)}")
         if self.concurrency < 1:
             raise ConfigError(f"--concurrency must be >= 1, got {self.concurrency}")
+        for name in ("tp_size", "pp_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        frac = self.kv_cache_free_gpu_memory_fraction
+        if frac is not None and not 0 < frac <= 1:
+            raise ConfigError(f"--kv-cache-free-gpu-memory-fraction must be in (0, 1], got {frac}")
         if self.kind == "openai":
             from .serving.client import normalize_url
             normalize_url(self.model)
+            self.request_timeout.validate()
         elif not Path(self.model).exists():
             raise ConfigError(f"{self.kind} model path {self.model} does not exist")
 
@@ -294,6 +307,7 @@ class ServeOptions:
     ready_timeout_s: float = 1800.0
     stop_timeout_s: float = 30.0
     dry_run: bool = False
+    llm_api_options: Path | None = None  # HF folders under trtllm-serve: where the derived YAML goes (default ./)
     extra_args: tuple[str, ...] = ()
 
     def validate(self) -> None:
@@ -371,15 +385,18 @@ class BenchOptions:
     temperature: float = 0.0
     ignore_eos: bool = False
     seed: int = 0
-    request_timeout_s: float = 600.0
+    request_timeout: Timeouts = field(default_factory=Timeouts)
     max_duration_s: float | None = None  # per sweep point
     warmup_requests: int = 1
     bootstrap_samples: int = 1000
     report: Path | None = None
     plot: Path | None = None
+    csv: Path | None = None  # one row of aggregates per sweep point
+    overwrite: bool = False  # replace a --csv that bench did not write
 
     def validate(self) -> None:
         from .serving.client import normalize_url
+        from .serving.report import check_csv_path
 
         normalize_url(self.url)
         if self.dataset not in BENCH_DATASETS:
@@ -402,9 +419,11 @@ class BenchOptions:
         if self.warmup_requests < 0:
             raise ConfigError(f"--warmup must be >= 0, got {self.warmup_requests}")
         self.params().validate()
-        for flag, path in (("--report", self.report), ("--plot", self.plot)):
+        for flag, path in (("--report", self.report), ("--plot", self.plot), ("--csv", self.csv)):
             if path is not None:
                 check_writable(Path(path), flag)
+        if self.csv is not None:
+            check_csv_path(Path(self.csv), self.overwrite)
 
     def points(self) -> list[SweepPoint]:
         from .serving.bench import SweepPoint
@@ -418,7 +437,7 @@ class BenchOptions:
 
         return RequestParams(max_tokens=max_tokens or self.output_len, api=self.api, temperature=self.temperature,
                              seed=self.seed if self.temperature > 0 else None, ignore_eos=self.ignore_eos,
-                             timeout_s=self.request_timeout_s)
+                             timeouts=self.request_timeout)
 
 
 def check_writable(path: Path, flag: str) -> None:

@@ -110,11 +110,19 @@ def backend_spec(backend) -> BackendSpec:
 
 
 def checkpoint_format(spec: BackendSpec) -> str | None:
-    """The quantization (or dtype) of a torch backend's checkpoint, e.g. "FP8 + FP8 KV"; None for other backends."""
+    """The quantization (or dtype) of a torch backend's checkpoint, e.g. "FP8 + FP8 KV", or of a trtllm backend's
+    ModelOpt unified folder; None for other backends and unquantized HF folders."""
     config = Path(spec.model) / "config.json"
-    if spec.kind != "torch" or not config.is_file():
+    if spec.kind not in ("torch", "trtllm") or not config.is_file():
         return None
     cfg = json.loads(config.read_text())
+    if spec.kind == "trtllm":
+        if "architectures" not in cfg:
+            return None  # an engine folder
+        from .llmapi_args import read_quantization
+
+        algo, kv, _ = read_quantization(Path(spec.model), cfg)
+        return None if algo is None and kv is None else (algo or "unquantized") + (f" + {kv} KV" if kv else "")
     quant = cfg.get("quantization") or {}
     kv = quant.get("kv_cache_quant_algo")
     return (quant.get("quant_algo") or cfg.get("dtype", "?")) + (f" + {kv} KV" if kv else "")

@@ -5,7 +5,8 @@ the tokenizer from --tokenizer or the served model's folder. The Backend protoco
 they are sent as text (/v1/completions takes token ids only on some servers), without the BOS token the
 server's tokenizer adds again. The returned text is re-tokenized for `Generation.tokens`: token counts
 follow the local tokenizer, which can merge what the server generated as separate tokens ("\\n" "\\n").
-Up to `concurrency` requests are in flight; a failed request stops the command with the server's message.
+Up to `concurrency` requests are in flight, each bounded by `timeouts`; a failed request (HTTP error, a reply
+that breaks the API, timeout) stops the command with one line saying what the server did.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from ..serving.client import (
     RequestParams,
     RequestRecord,
     ServerError,
+    Timeouts,
+    completions_url,
     make_client,
     normalize_url,
     prompt_text,
@@ -35,12 +38,12 @@ class OpenAIBackend:
     is_main = True
 
     def __init__(self, url: str, *, served_model: str | None = None, tokenizer: str | None = None,
-                 concurrency: int = 1, api: str = "completions", timeout_s: float = 600.0):
+                 concurrency: int = 1, api: str = "completions", timeouts: Timeouts = Timeouts()):
         if concurrency < 1:
             raise ConfigError(f"--concurrency must be >= 1, got {concurrency}")
         self.base_url = normalize_url(url)
         self.model = self.base_url
-        self.api, self.timeout_s = api, timeout_s
+        self.api, self.timeouts = api, timeouts
         self.concurrency = concurrency
         self.served_model = asyncio.run(self._resolve(served_model))
         self.tokenizer = server_tokenizer(tokenizer, self.served_model)
@@ -49,9 +52,9 @@ class OpenAIBackend:
         self.last_records: list[RequestRecord] = []
 
     async def _resolve(self, served_model: str | None) -> str:
-        client = make_client(self.base_url, 30.0)
+        client = make_client(self.base_url, self.timeouts)
         try:
-            return await resolve_model(client, self.base_url, served_model)
+            return await resolve_model(client, self.base_url, served_model, self.timeouts)
         finally:
             await client.close()
 
@@ -69,7 +72,7 @@ class OpenAIBackend:
         return RequestParams(max_tokens=sampling.max_new_tokens, api=self.api,
                              temperature=0.0 if greedy else sampling.temperature,
                              top_p=1.0 if greedy else sampling.top_p, top_k=0 if greedy else sampling.top_k,
-                             seed=None if greedy else sampling.seed, timeout_s=self.timeout_s)
+                             seed=None if greedy else sampling.seed, timeouts=self.timeouts)
 
     def generate(self, batch: list[list[int]], sampling: Sampling,
                  on_token: TokenCallback | None = None) -> list[Generation]:
@@ -86,8 +89,9 @@ class OpenAIBackend:
         self.last_records = records
         failed = [r for r in records if not r.ok]
         if failed:
-            raise ServerError(f"{len(failed)} of {len(records)} request(s) to {self.base_url} failed; first: "
-                              f"{failed[0].error}")
+            endpoint = completions_url(self.base_url, self.api)
+            first = failed[0].error.removeprefix(f"{endpoint}: ")
+            raise ServerError(f"{len(failed)} of {len(records)} request(s) to {endpoint} failed; first: {first}")
         gens = []
         for ids, rec in zip(batch, records, strict=True):
             tokens = list(self.tokenizer(rec.text, add_special_tokens=False)["input_ids"])
@@ -102,7 +106,7 @@ class OpenAIBackend:
 
     async def _run(self, prompts: list[str], params: RequestParams,
                    on_token: TokenCallback | None) -> list[RequestRecord]:
-        client = make_client(self.base_url, params.timeout_s)
+        client = make_client(self.base_url, params.timeouts)
         gate = asyncio.Semaphore(self.concurrency)
         t0 = time.perf_counter()
 

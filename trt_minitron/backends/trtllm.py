@@ -1,4 +1,5 @@
-"""`trtllm` backend: a TensorRT-LLM engine folder through tensorrt_llm.runtime.
+"""`trtllm` backend: a TensorRT-LLM engine folder through tensorrt_llm.runtime (1.2.x and earlier; Hugging Face
+folders go to trtllm_llmapi.py).
 
 ModelRunnerCpp (C++ executor) when the Python bindings exist and the engine supports in-flight
 batching (GPT attention plugin, packed input, paged KV cache), else the Python ModelRunner: the rule
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .. import trtllm_install
 from ..config import load_json
 from ..errors import ConfigError, MissingDependencyError
 from .base import Clock, Generation, Sampling, TokenCallback, decode, load_tokenizer, split_at_end, synchronize
@@ -57,6 +59,9 @@ class TrtllmBackend:
 
     def __init__(self, model: str | Path, *, tokenizer: str | Path | None = None, max_batch_size: int = 8,
                  max_input_len: int | None = None, max_output_len: int = 100, max_beam_width: int = 1):
+        found = trtllm_install.detect()
+        if found is not None and not found.engine_path:  # 1.3+: the engine runtime is gone
+            raise MissingDependencyError(found.engine_refusal(f"--backend trtllm {model} (an engine folder)"))
         try:
             import tensorrt_llm
             import tensorrt_llm.runtime as rt

@@ -10,6 +10,7 @@ import typer
 
 from ..errors import ConfigError
 from ..options import BenchOptions, parse_slo
+from ..serving.client import TIMEOUT_HELP, Timeouts
 
 _D = BenchOptions  # defaults live on the options dataclass only
 
@@ -25,7 +26,8 @@ def parse_list(text: str | None, cast: Callable, flag: str) -> tuple:
 
 
 def live_progress():
-    """A rich display on stderr, one bar per sweep point with its failures; returns (factory, stop)."""
+    """A rich display on stderr, one bar per sweep point with its failures; returns (factory, stop);
+    `stop(erase=True)` clears it, so that an error stays the only line."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -46,7 +48,12 @@ def live_progress():
 
         return on_end
 
-    return factory, lambda: started and bar.stop()
+    def stop(erase: bool = False) -> None:
+        if started:
+            bar.live.transient = erase
+            bar.stop()
+
+    return factory, stop
 
 
 def register(app: typer.Typer) -> None:
@@ -80,12 +87,15 @@ def register(app: typer.Typer) -> None:
         ignore_eos: bool = typer.Option(_D.ignore_eos, "--ignore-eos", help="ask for exactly --output-len tokens (vLLM / "
                                         "trtllm-serve extension; strict servers reject it)"),
         seed: int = typer.Option(_D.seed, "--seed", help="arrivals, random prompts, sampling"),
-        request_timeout: float = typer.Option(_D.request_timeout_s, "--request-timeout", help="seconds per request"),
+        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="LIMITS", help=TIMEOUT_HELP),
         max_duration: Optional[float] = typer.Option(_D.max_duration_s, "--max-duration", help="seconds per sweep point; "
                                                      "requests still running then are cancelled and counted failed"),
         warmup: int = typer.Option(_D.warmup_requests, "--warmup", help="untimed short requests before the sweep"),
         report: Optional[Path] = typer.Option(_D.report, "--report", help="write the JSON report here"),
         plot: Optional[Path] = typer.Option(_D.plot, "--plot", help="write a PNG of throughput vs p50/p99 latency"),
+        csv: Optional[Path] = typer.Option(_D.csv, "--csv", help="write one CSV row of aggregates per sweep point"),
+        overwrite: bool = typer.Option(_D.overwrite, "--overwrite", help="replace a --csv file that bench did not "
+                                       "write"),
     ) -> None:
         """Benchmark a served model: TTFT, TPOT, ITL, E2E (mean/p50/p90/p99), throughput, goodput, ROUGE.
 
@@ -100,8 +110,8 @@ def register(app: typer.Typer) -> None:
             concurrency=parse_list(concurrency, int, "--concurrency"),
             request_rate=parse_list(request_rate, float, "--request-rate"), max_concurrency=max_concurrency,
             slo=parse_slo(slo_items), temperature=temperature, ignore_eos=ignore_eos, seed=seed,
-            request_timeout_s=request_timeout, max_duration_s=max_duration, warmup_requests=warmup,
-            report=report, plot=plot)
+            request_timeout=Timeouts.parse(request_timeout),
+            max_duration_s=max_duration, warmup_requests=warmup, report=report, plot=plot, csv=csv, overwrite=overwrite)
         opts.validate()
         from ..serving.bench import RequestsFailed, run_bench
         from ..serving.report import failures, markdown
@@ -109,10 +119,12 @@ def register(app: typer.Typer) -> None:
         factory, stop = live_progress()
         try:
             result = run_bench(opts, progress=factory)
-        finally:
-            stop()
+        except BaseException:
+            stop(erase=True)
+            raise
+        stop()
         print(markdown(result))
-        for path, what in ((report, "report"), (plot, "plot")):
+        for path, what in ((report, "report"), (plot, "plot"), (csv, "csv")):
             if path is not None:
                 print(f"{what} written to {path}", file=sys.stderr)
         failed = failures(result)

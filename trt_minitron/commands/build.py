@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
         gpu_memory: float | None = typer.Option(_D.gpu_memory_gib, "--gpu-memory", help="GPU memory per rank in GiB for the "
                                                    "plan (default: the local GPU's, else 80)."),
     ) -> None:
-        """Build TensorRT-LLM engines (in the checkpoint dtype) with paged KV cache, packed input and context FMHA."""
+        """Build TensorRT-LLM engines (in the checkpoint dtype) with paged KV cache, packed input and context FMHA.
+        Engines need TensorRT-LLM 1.2.x; on 1.3+ (no engine path) use `export/quantize --format hf` and `serve`."""
         from .. import build as impl
 
         opts = BuildOptions(

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..options import GENERATE_SAMPLING, BackendSpec, GenerateOptions, Sampling
+from ..serving.client import TIMEOUT_HELP, Timeouts
 
 _S, _B, _G = GENERATE_SAMPLING, BackendSpec, GenerateOptions  # defaults live on the options classes only
 
@@ -16,7 +17,7 @@ def register(app: typer.Typer) -> None:
     @app.command("generate")
     def generate(
         backend: str = typer.Option(..., "--backend", metavar="KIND", help="trtllm | hf | torch | openai"),
-        model: str = typer.Argument(..., metavar="MODEL", help="trtllm ENGINE_DIR | hf HF_DIR_OR_GGUF | "
+        model: str = typer.Argument(..., metavar="MODEL", help="trtllm ENGINE_DIR_OR_HF_DIR | hf HF_DIR_OR_GGUF | "
                                     "torch TRT_CKPT | openai http://HOST:PORT/v1"),
         prompt: List[str] = typer.Option(..., "--prompt", help="repeat for a batch"),
         max_new_tokens: int = typer.Option(_S.max_new_tokens, "--max-new-tokens"),
@@ -31,6 +32,14 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(_B.device, "--device"),
         dtype: str = typer.Option(_B.dtype, "--dtype"),
         served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request"),
+        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="LIMITS",
+                                                      help="openai: " + TIMEOUT_HELP),
+        tp_size: Optional[int] = typer.Option(_B.tp_size, "--tp-size", help="trtllm on an HF folder: tensor parallel "
+                                              "size (engines carry their own)"),
+        pp_size: Optional[int] = typer.Option(_B.pp_size, "--pp-size", help="trtllm on an HF folder: pipeline parallel size"),
+        kv_cache_free_gpu_memory_fraction: Optional[float] = typer.Option(
+            _B.kv_cache_free_gpu_memory_fraction, "--kv-cache-free-gpu-memory-fraction",
+            help="trtllm on an HF folder: KV-cache share of free GPU memory (default 0.9)"),
     ) -> None:
         """Generate completions for --prompt texts and print them with token counts and speed."""
         from ..backends.generate import run_generate
@@ -38,7 +47,9 @@ def register(app: typer.Typer) -> None:
         opts = GenerateOptions(
             backend=BackendSpec(kind=backend, model=model, device=device, dtype=dtype, tokenizer=tokenizer,
                                 max_batch_size=max(len(prompt), 1), max_output_len=max_new_tokens,
-                                max_beam_width=num_beams, served_model=served_model),
+                                max_beam_width=num_beams, served_model=served_model, tp_size=tp_size, pp_size=pp_size,
+                                kv_cache_free_gpu_memory_fraction=kv_cache_free_gpu_memory_fraction,
+                                request_timeout=Timeouts.parse(request_timeout)),
             prompts=tuple(prompt), chat=chat, stream=stream,
             sampling=Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                               num_beams=num_beams, seed=seed))

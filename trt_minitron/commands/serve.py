@@ -1,4 +1,5 @@
-"""`trt-minitron serve MODEL`: run trtllm-serve (engines, HF folders) or transformers serve (HF folders)."""
+"""`trt-minitron serve MODEL`: run trtllm-serve (engines on 1.2.x; HF / unified folders on the PyTorch backend, tuned
+from the checkpoint) or transformers serve (HF folders)."""
 
 from __future__ import annotations
 
@@ -25,9 +26,12 @@ def register(app: typer.Typer) -> None:
                                    "trtllm-serve when installed, else transformers serve)"),
         tokenizer: Optional[Path] = typer.Option(_D.tokenizer, "--tokenizer", help="tokenizer folder (default: the engine "
                                                  "folder's copy, else the checkpoint its manifest names)"),
-        max_batch_size: Optional[int] = typer.Option(_D.max_batch_size, "--max-batch-size", help="default: the engine's"),
-        max_num_tokens: Optional[int] = typer.Option(_D.max_num_tokens, "--max-num-tokens", help="default: the engine's"),
-        max_seq_len: Optional[int] = typer.Option(_D.max_seq_len, "--max-seq-len", help="default: the engine's"),
+        max_batch_size: Optional[int] = typer.Option(_D.max_batch_size, "--max-batch-size", help="default: the engine's; "
+                                                     "HF under trtllm-serve: 128"),
+        max_num_tokens: Optional[int] = typer.Option(_D.max_num_tokens, "--max-num-tokens", help="default: the engine's; "
+                                                     "HF under trtllm-serve: 8192"),
+        max_seq_len: Optional[int] = typer.Option(_D.max_seq_len, "--max-seq-len", help="default: the engine's; "
+                                                  "HF: the model's max_position_embeddings"),
         tp_size: Optional[int] = typer.Option(_D.tp_size, "--tp-size", help="HF folders under trtllm-serve"),
         pp_size: Optional[int] = typer.Option(_D.pp_size, "--pp-size", help="HF folders under trtllm-serve"),
         kv_cache_free_gpu_memory_fraction: Optional[float] = typer.Option(
@@ -42,7 +46,11 @@ def register(app: typer.Typer) -> None:
         ready_timeout: float = typer.Option(_D.ready_timeout_s, "--ready-timeout", help="seconds to wait for /health"),
         stop_timeout: float = typer.Option(_D.stop_timeout_s, "--stop-timeout", help="seconds between SIGTERM and "
                                            "SIGKILL on stop"),
-        dry_run: bool = typer.Option(_D.dry_run, "--dry-run", help="print the route and the command, start nothing"),
+        llm_api_options: Optional[Path] = typer.Option(_D.llm_api_options, "--llm-api-options", help="HF folders under "
+                                                       "trtllm-serve: where to write the --extra_llm_api_options YAML "
+                                                       "derived from the checkpoint (default ./MODEL.trtllm-serve.yaml)"),
+        dry_run: bool = typer.Option(_D.dry_run, "--dry-run", help="print the route, the command and the YAML; "
+                                     "start and write nothing"),
         extra: Optional[List[str]] = typer.Argument(None, metavar="[-- SERVER_ARGS...]",
                                                     help="passed to the server unchanged"),
     ) -> None:
@@ -53,7 +61,7 @@ def register(app: typer.Typer) -> None:
             max_num_tokens=max_num_tokens, max_seq_len=max_seq_len, tp_size=tp_size, pp_size=pp_size,
             kv_cache_free_gpu_memory_fraction=kv_cache_free_gpu_memory_fraction, mpirun=mpirun,
             continuous_batching=continuous_batching, device=device, dtype=dtype, ready_timeout_s=ready_timeout,
-            stop_timeout_s=stop_timeout, dry_run=dry_run, extra_args=tuple(extra or ()))
+            stop_timeout_s=stop_timeout, dry_run=dry_run, llm_api_options=llm_api_options, extra_args=tuple(extra or ()))
         from ..serving.launch import run_server
 
         code = run_server(opts, say=lambda line: print(line, flush=True))

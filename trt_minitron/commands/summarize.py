@@ -9,12 +9,14 @@ import typer
 
 from ..errors import ConfigError
 from ..options import BackendSpec, SummarizeOptions
+from ..serving.client import TIMEOUT_HELP, Timeouts
 
 _D, _B = SummarizeOptions, BackendSpec  # defaults live on the options classes only
 
 
 def rich_progress():
-    """A rich progress bar on stderr (stdout stays clean Markdown); returns (factory, stop)."""
+    """A rich progress bar on stderr (stdout stays clean Markdown); returns (factory, stop); `stop(erase=True)`
+    clears the bar, so that an error stays the only line."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -26,7 +28,11 @@ def rich_progress():
         task = bar.add_task(desc, total=total)
         return lambda n: bar.advance(task, n)
 
-    return factory, bar.stop
+    def stop(erase: bool = False) -> None:
+        bar.live.transient = erase
+        bar.stop()
+
+    return factory, stop
 
 
 def parse_backends(kinds: list[str], models: list[str], **common) -> tuple[BackendSpec, ...]:
@@ -44,7 +50,7 @@ def register(app: typer.Typer) -> None:
                                           help="trtllm | hf | torch | openai, each followed by its MODEL; repeat "
                                           "`--backend KIND MODEL` to compare (the first is the baseline)"),
         model: List[str] = typer.Argument(..., metavar="MODEL...", help="one per --backend, in order: "
-                                          "trtllm ENGINE_DIR | hf HF_DIR_OR_GGUF | torch TRT_CKPT | openai URL"),
+                                          "trtllm ENGINE_DIR_OR_HF_DIR | hf HF_DIR_OR_GGUF | torch TRT_CKPT | openai URL"),
         dataset_file: Optional[Path] = typer.Option(_D.dataset_file, "--dataset-file", help="jsonl/json/parquet with "
                                                     "'article' and 'highlights' (default: hub CNN/DailyMail 3.0.0 test)"),
         dataset_cache_dir: Optional[str] = typer.Option(_D.dataset_cache_dir, "--dataset-cache-dir"),
@@ -73,6 +79,14 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(_D.concurrency, "--concurrency", help="openai: requests in flight"),
         served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request "
                                                    "(default: the only one the server's /v1/models lists)"),
+        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="LIMITS",
+                                                      help="openai: " + TIMEOUT_HELP),
+        tp_size: Optional[int] = typer.Option(_B.tp_size, "--tp-size", help="trtllm on an HF folder: tensor parallel "
+                                              "size (engines carry their own)"),
+        pp_size: Optional[int] = typer.Option(_B.pp_size, "--pp-size", help="trtllm on an HF folder: pipeline parallel size"),
+        kv_cache_free_gpu_memory_fraction: Optional[float] = typer.Option(
+            _B.kv_cache_free_gpu_memory_fraction, "--kv-cache-free-gpu-memory-fraction",
+            help="trtllm on an HF folder: KV-cache share of free GPU memory (default 0.9)"),
     ) -> None:
         """Summarize CNN/DailyMail articles, score ROUGE, time batches, compare backends."""
         from ..summarize import AccuracyCheckFailed, markdown, run_summarize
@@ -81,7 +95,9 @@ def register(app: typer.Typer) -> None:
             backends=parse_backends(backend, model, device=device, dtype=dtype, tokenizer=tokenizer,
                                     max_batch_size=batch_size, max_input_len=max_input_len,
                                     max_output_len=output_len, max_beam_width=num_beams,
-                                    concurrency=concurrency, served_model=served_model),
+                                    concurrency=concurrency, served_model=served_model, tp_size=tp_size,
+                                    pp_size=pp_size, kv_cache_free_gpu_memory_fraction=kv_cache_free_gpu_memory_fraction,
+                                    request_timeout=Timeouts.parse(request_timeout)),
             dataset_file=dataset_file, dataset_cache_dir=dataset_cache_dir, num_samples=num_samples,
             batch_size=batch_size, max_input_len=max_input_len, output_len=output_len, num_beams=num_beams,
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, prompt_template=prompt_template,
@@ -91,8 +107,10 @@ def register(app: typer.Typer) -> None:
         factory, stop = rich_progress()
         try:
             result = run_summarize(opts, progress_factory=factory)
-        finally:
-            stop()
+        except BaseException:
+            stop(erase=True)
+            raise
+        stop()
         if result is None:
             return  # MPI rank != 0
         print(markdown(result))

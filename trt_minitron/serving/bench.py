@@ -130,6 +130,8 @@ async def run_point(client, model: str, prompts: list[BenchPrompt], params: Requ
     for rec in records:
         if rec.sent_s is None and rec.error is None:
             rec.error = "not sent: the point's --max-duration was reached"
+        elif rec.ok and not rec.chunk_s:  # AIPerf too counts an answer without content as failed
+            rec.error = "empty answer: no chunk carried text"
     return records
 
 
@@ -160,11 +162,16 @@ def score_point(records: list[RequestRecord], prompts: list[BenchPrompt], tokeni
     return agg, [request_row(r, prompts[r.index], rouge.get(r.index)) for r in records]
 
 
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 async def _bench(opts: BenchOptions, progress) -> dict:
+    started_at = _utc_now()
     base = normalize_url(opts.url)
-    client = make_client(base, opts.request_timeout_s)
+    client = make_client(base, opts.request_timeout)
     try:
-        model = await resolve_model(client, base, opts.served_model)
+        model = await resolve_model(client, base, opts.served_model, opts.request_timeout)
         tokenizer = server_tokenizer(opts.tokenizer, model)
         prompts = build_prompts(opts, tokenizer)
         warm = []
@@ -187,7 +194,8 @@ async def _bench(opts: BenchOptions, progress) -> dict:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     return {
         "tool": "trt-minitron bench",
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "started_at": started_at,
+        "finished_at": _utc_now(),
         "server": {"url": base, "model": model, "api": opts.api},
         "settings": settings,
         "dataset": {"name": opts.dataset,
@@ -202,7 +210,7 @@ async def _bench(opts: BenchOptions, progress) -> dict:
 
 
 def run_bench(opts: BenchOptions, progress=None) -> dict:
-    """Entry point of `trt-minitron bench`: the report dict (also written to --report / --plot when given).
+    """Entry point of `trt-minitron bench`: the report dict (also written to --report / --plot / --csv when given).
 
     Args:
         opts: settings (validated here).
@@ -215,5 +223,5 @@ def run_bench(opts: BenchOptions, progress=None) -> dict:
 
     opts.validate()
     report = asyncio.run(_bench(opts, progress))
-    write_outputs(report, opts.report, opts.plot)
+    write_outputs(report, opts.report, opts.plot, opts.csv, opts.overwrite)
     return report

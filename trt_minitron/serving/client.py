@@ -1,58 +1,57 @@
 """One streamed request to an OpenAI-compatible server (official `openai` client), timestamped per chunk.
 
 Shared by the `openai` backend (generate, summarize) and `bench`. A request never raises: what went
-wrong (HTTP status and the server's own message, connection loss, timeout) is kept in
-`RequestRecord.error` so that a load test counts failures instead of stopping at the first one.
+wrong (HTTP status and the server's own message, a reply that breaks the API, connection loss, timeout)
+is kept in `RequestRecord.error` so that a load test counts failures instead of stopping at the first one.
+Every reply is checked (replies.py); every request is bounded by `Timeouts` (connection.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import json
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ConfigError, MissingDependencyError, TrtMinitronError
+from ..errors import ConfigError
+from .connection import (
+    TIMEOUT_HELP,
+    Timeouts,
+    describe_error,
+    make_client,
+    normalize_url,
+    open_within,
+    our_error,
+    read_capped,
+    require_openai,
+    server_failure,
+)
+from .replies import (
+    MAX_BODY_BYTES,
+    MAX_ERROR_BYTES,
+    BadReply,
+    HTTPFailure,
+    ServerError,
+    check_usage,
+    error_message,
+    model_ids,
+    parse_json,
+    read_chunk,
+    snippet,
+    sse_data,
+)
 
 APIS = ("completions", "chat")
-INSTALL_HINT = "pip install 'trt-minitron[serve]' (or pip install openai)"
+__all__ = ["APIS", "TIMEOUT_HELP", "RequestParams", "RequestRecord", "ServerError", "Timeouts", "make_client",
+           "normalize_url", "resolve_model", "stream_request"]
 
 
-class ServerError(TrtMinitronError):
-    """The server cannot be reached, names no usable model, or failed a request the command cannot do without."""
-
-
-def require_openai():
-    """The `openai` module, or a one-line error saying how to install it."""
-    try:
-        import openai
-    except ImportError:
-        raise MissingDependencyError(f"talking to an OpenAI-compatible server needs the openai client: {INSTALL_HINT}") \
-            from None
-    return openai
-
-
-def normalize_url(url: str) -> str:
-    """`HOST:PORT`, `http://HOST:PORT` or `http://HOST:PORT/v1` -> the base URL the client expects (`.../v1`)."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{url!r} is not a server URL; expected http://HOST:PORT/v1")
-    try:
-        _ = parts.port  # raises on a bad port
-    except ValueError:
-        raise ConfigError(f"{url!r} has an invalid port; expected http://HOST:PORT/v1") from None
-    path = parts.path.rstrip("/") or "/v1"
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
-
-
-def make_client(base_url: str, timeout_s: float):
-    """An AsyncOpenAI client without retries (a benchmark must see every failure); create it inside the event loop."""
-    openai = require_openai()
-    return openai.AsyncOpenAI(base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY") or "EMPTY",
-                              timeout=timeout_s, max_retries=0)
+def completions_url(base_url: str, api: str) -> str:
+    """The endpoint a request of `api` goes to."""
+    return base_url.rstrip("/") + ("/chat/completions" if api == "chat" else "/completions")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,15 +65,14 @@ class RequestParams:
     top_k: int = 0  # not an OpenAI field (vLLM and trtllm-serve accept it): sent only when > 0
     seed: int | None = None
     ignore_eos: bool = False  # likewise an extension; servers with strict schemas reject it
-    timeout_s: float = 600.0  # whole request, first byte to last chunk
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     def validate(self) -> None:
         if self.api not in APIS:
             raise ConfigError(f"unknown API {self.api!r}; choose one of {', '.join(APIS)}")
         if self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.timeout_s <= 0:
-            raise ConfigError(f"request timeout must be > 0, got {self.timeout_s}")
+        self.timeouts.validate()
 
     def create_kwargs(self) -> dict:
         kw = {"max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p, "stream": True,
@@ -94,9 +92,11 @@ class RequestRecord:
     index: int
     prompt_id: str
     sent_s: float | None = None
-    first_token_s: float | None = None
-    finished_s: float | None = None  # set only when the answer completed
-    ended_s: float | None = None  # when the request ended, completed or not
+    first_token_s: float | None = None  # the first chunk that carried text
+    # Set only when the answer completed: its last chunk with text (AIPerf's end of a request), or the stream's
+    # end when no chunk carried text.
+    finished_s: float | None = None
+    ended_s: float | None = None  # when the request ended, completed or not (the stream closed)
     chunk_s: list[float] = field(default_factory=list)  # arrival of every chunk that carried text
     text: str = ""
     finish_reason: str | None = None
@@ -127,66 +127,56 @@ class RequestRecord:
         return [b - a for a, b in zip(self.chunk_s, self.chunk_s[1:])]
 
 
-def server_message(err) -> str:
-    """The server's own words from an openai APIStatusError/APIError body (OpenAI, FastAPI and trtllm shapes)."""
-    body = getattr(err, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error")
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        for key in ("message", "detail", "error"):
-            if body.get(key):
-                return str(body[key])
-    if isinstance(body, str) and body:
-        return body
-    response = getattr(err, "response", None)
-    try:
-        text = response.text if response is not None else ""
-    except Exception:  # a streamed body that was not read
-        text = ""
-    return (text or getattr(err, "message", "") or str(err))[:500]
-
-
-def describe_error(err: BaseException, timeout_s: float) -> str:
-    """One line for a failed request: HTTP status + server message, connection loss, or timeout."""
-    openai = require_openai()
-    if isinstance(err, asyncio.TimeoutError) or isinstance(err, openai.APITimeoutError):
-        return f"timeout: no complete answer within {timeout_s:g} s"
-    if isinstance(err, openai.APIStatusError):
-        return f"HTTP {err.status_code}: {server_message(err)}"
-    if isinstance(err, openai.APIConnectionError):
-        cause = err.__cause__ or err.__context__
-        return f"connection error: {type(cause).__name__ + ': ' + str(cause) if cause else err}"
-    if isinstance(err, openai.APIError):
-        return f"server error in stream: {server_message(err)}"
-    return f"{type(err).__name__}: {err}"
-
-
 async def _consume(client, model: str, prompt: str, params: RequestParams, rec: RequestRecord, clock: Callable,
                    on_text: Callable[[str], None] | None) -> None:
     kwargs = params.create_kwargs()
+    endpoint = completions_url(str(client.base_url), params.api)
     if params.api == "chat":
-        stream = await client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
-                                                      **kwargs)
+        call = client.chat.completions.with_streaming_response.create(
+            model=model, messages=[{"role": "user", "content": prompt}], **kwargs)
     else:
-        stream = await client.completions.create(model=model, prompt=prompt, **kwargs)
-    async for chunk in stream:
-        t = clock()
-        usage = getattr(chunk, "usage", None)
-        if usage is not None:
-            rec.usage_prompt_tokens = usage.prompt_tokens
-            rec.usage_completion_tokens = usage.completion_tokens
-        for choice in chunk.choices or ():
-            piece = choice.delta.content if params.api == "chat" else choice.text
-            if piece:
+        call = client.completions.with_streaming_response.create(model=model, prompt=prompt, **kwargs)
+    done = False
+    async with AsyncExitStack() as stack:
+        response = await open_within(stack, call, params.timeouts)
+        ctype = response.headers.get("content-type", "")
+        if "text/event-stream" not in ctype:
+            body = await read_capped(response.iter_bytes(), MAX_ERROR_BYTES)
+            try:
+                message = error_message(json.loads(body))
+            except ValueError:
+                message = None
+            if message:
+                raise BadReply(endpoint, f"the server answered an error with HTTP {response.status_code}: {message}")
+            raise BadReply(endpoint, f"the answer is {ctype or 'of no Content-Type'}, not a text/event-stream "
+                                     f"(stream: true was asked): {snippet(body)}")
+        n = 0
+        async for data in sse_data(response.iter_bytes(), endpoint):
+            t = clock()
+            if data.strip() == "[DONE]":
+                done = True
+                break  # the stream's end: what the server does after it does not hold the request
+            n += 1
+            chunk = read_chunk(endpoint, parse_json(endpoint, f"stream chunk {n}", data), params.api, n)
+            if chunk.usage is not None:
+                rec.usage_prompt_tokens, rec.usage_completion_tokens = chunk.usage
+            if chunk.text:
+                if len(rec.chunk_s) == params.max_tokens:
+                    raise BadReply(endpoint, f"the stream carries more than max_tokens={params.max_tokens} chunks "
+                                             "of text: the server ignores max_tokens")
                 if rec.first_token_s is None:
                     rec.first_token_s = t
                 rec.chunk_s.append(t)
-                rec.text += piece
+                rec.text += chunk.text
                 if on_text is not None:
-                    on_text(piece)
-            if choice.finish_reason:
-                rec.finish_reason = choice.finish_reason
+                    on_text(chunk.text)
+            if chunk.finish_reason:
+                rec.finish_reason = chunk.finish_reason
+    if rec.finish_reason is None:
+        raise BadReply(endpoint, "the stream ended without a finish_reason " +
+                       ("([DONE] came first)" if done else "or [DONE] (the server stopped mid-answer?)"))
+    if rec.usage_completion_tokens is not None:
+        check_usage(endpoint, rec.usage_completion_tokens, len(rec.chunk_s), params.max_tokens)
 
 
 async def stream_request(client, model: str, prompt: str, params: RequestParams, rec: RequestRecord, t0: float,
@@ -195,35 +185,55 @@ async def stream_request(client, model: str, prompt: str, params: RequestParams,
     clock = lambda: time.perf_counter() - t0
     rec.sent_s = clock()
     try:
-        await asyncio.wait_for(_consume(client, model, prompt, params, rec, clock, on_text), params.timeout_s)
-        if rec.finish_reason is None:
-            rec.error = "stream ended without a finish_reason (server stopped mid-answer?)"
-        else:
-            rec.finished_s = clock()
+        await asyncio.wait_for(_consume(client, model, prompt, params, rec, clock, on_text), params.timeouts.total_s)
+        rec.finished_s = rec.chunk_s[-1] if rec.chunk_s else clock()
     except asyncio.CancelledError:
         rec.error = "cancelled: the run's --max-duration was reached"
         rec.ended_s = clock()
         raise
-    except Exception as e:  # every failure is data for the report
-        rec.error = describe_error(e, params.timeout_s)
+    except Exception as e:  # every failure of the server is data for the report
+        if not server_failure(e):
+            raise
+        rec.error = describe_error(e, params.timeouts)
     rec.ended_s = clock()
     return rec
 
 
-async def resolve_model(client, base_url: str, served_model: str | None) -> str:
+async def list_models(client, timeouts: Timeouts) -> list[str]:
+    """The ids /v1/models lists, checked; bounded by `timeouts`."""
+    endpoint = str(client.base_url).rstrip("/") + "/models"
+
+    async def get() -> list[str]:
+        async with AsyncExitStack() as stack:
+            response = await open_within(stack, client.models.with_streaming_response.list(), timeouts)
+            body = await read_capped(response.iter_bytes(), MAX_BODY_BYTES, endpoint)
+            ctype = response.headers.get("content-type") or "no Content-Type"
+        return model_ids(endpoint, parse_json(endpoint, f"the model list ({ctype})", body))
+
+    return await asyncio.wait_for(get(), timeouts.total_s)
+
+
+async def resolve_model(client, base_url: str, served_model: str | None, timeouts: Timeouts) -> str:
     """The model name to send: --served-model, else the only model /v1/models lists."""
     openai = require_openai()
     try:
-        page = await client.models.list()
-    except openai.APIConnectionError as e:
-        raise ServerError(f"cannot reach {base_url}: {describe_error(e, 0)}; is the server up? "
-                          "(`trt-minitron serve MODEL` starts one)") from None
-    except openai.APIStatusError as e:
-        if served_model:
-            return served_model  # a server without /v1/models: trust the name given
-        raise ServerError(f"{base_url}/models answered HTTP {e.status_code} ({server_message(e)}); "
-                          "pass --served-model NAME") from None
-    ids = [m.id for m in page.data]
+        ids = await list_models(client, timeouts)
+    except Exception as e:
+        if not server_failure(e):
+            raise
+        ours = our_error(e)
+        if isinstance(ours, HTTPFailure) and ours.status >= 400:
+            if served_model:
+                return served_model  # a server without /v1/models: trust the name given
+            raise ServerError(f"{base_url}/models answered {ours}; pass --served-model NAME") from None
+        if isinstance(ours, HTTPFailure):
+            raise ServerError(f"{base_url}/models answered {ours}") from None
+        if isinstance(ours, BadReply):
+            raise ours from None
+        if isinstance(e, openai.APIConnectionError) and not isinstance(e, openai.APITimeoutError):
+            raise ServerError(f"cannot reach {base_url}: {describe_error(e, timeouts)}; is the server up? "
+                              "(`trt-minitron serve MODEL` starts one)") from None
+        raise ServerError(f"{base_url}/models: {describe_error(e, timeouts)}") from None
     if served_model:
         return served_model
     if len(ids) == 1:

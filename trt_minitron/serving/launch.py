@@ -18,6 +18,7 @@ import urllib.request
 from typing import Callable
 
 from ..errors import ConfigError, TrtMinitronError
+from .pytorch_route import write_options
 from .routes import Launch, ServeOptions, plan_launch
 
 __all__ = ["Launch", "ServeOptions", "ServerExited", "plan_launch", "run_server"]
@@ -106,9 +107,14 @@ def run_server(opts: ServeOptions, say: Callable[[str], None] = print) -> int:
     launch = plan_launch(opts)
     say(f"serve: {launch.route}")
     say(f"command: {launch.command}")
+    for f in launch.files:
+        say(f"llm api options{' (--dry-run: not written)' if opts.dry_run else ''}: {f.path}")
+        say(f.text.rstrip("\n"))
     if opts.dry_run:
         return 0
     check_port_free(opts.host, opts.port)
+    for f in launch.files:
+        write_options(f)
     say(f"endpoint: {launch.base_url} (waiting for {launch.health_url})")
     # Our own handlers, over the CLI's (which turn SIGINT/SIGTERM into an error exit): a requested stop is exit 0.
     # SIGHUP too: the server runs in its own session, so a closed terminal would otherwise orphan it.

@@ -1,12 +1,24 @@
-"""bench output: one Markdown table, the JSON report (written atomically) and a throughput-latency PNG."""
+"""bench output: one Markdown table, the JSON report and a CSV of the aggregates (written atomically), and a
+throughput-latency PNG."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from pathlib import Path
 
-from ..errors import ConfigError, MissingDependencyError
+from ..errors import ConfigError, MissingDependencyError, OutputError, OutputExistsError
+
+LATENCIES = ("ttft_ms", "tpot_ms", "itl_ms", "e2el_ms")
+STATS = ("mean", "p50", "p90", "p99")
+COUNTS = ("requests", "completed", "failed", "duration_s", "output_tokens", "request_throughput", "output_throughput",
+          "goodput")
+CSV_COLUMNS = ("point", "concurrency", "request_rate") + COUNTS + \
+    tuple(f"{m}_{s}" for m in LATENCIES for s in (*STATS, "n")) + \
+    tuple(f"{k}_{s}" for k in ("rouge1", "rouge2", "rougeL") for s in ("mean", "ci95_low", "ci95_high"))
+CSV_HEAD = CSV_COLUMNS[:6]  # a file whose first line starts with these columns is one bench wrote
 
 
 def _f(value, fmt: str = ".0f") -> str:
@@ -20,17 +32,15 @@ def _dist(d: dict, keys: tuple[str, ...]) -> str:
 def markdown(report: dict) -> str:
     """One row per sweep point: counts, throughput, goodput, TTFT / TPOT / ITL / E2E (ms), ROUGE."""
     rouge = any(p["aggregate"].get("rouge") for p in report["points"])
-    head = ["point", "ok / failed", "req/s", "out tok/s", "goodput req/s", "TTFT mean / p50 / p99 ms",
-            "TPOT mean / p50 / p99 ms", "ITL p50 / p99 ms", "E2E mean / p50 / p90 / p99 ms"]
+    head = ["point", "ok / failed", "req/s", "out tok/s", "goodput req/s"] + \
+        [f"{name} mean / p50 / p90 / p99 ms" for name in ("TTFT", "TPOT", "ITL", "E2E")]
     if rouge:
         head += ["ROUGE-1 [95% CI]", "ROUGE-2", "ROUGE-L"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in report["points"]:
         a = p["aggregate"]
         row = [p["label"], f"{a['completed']} / {a['failed']}", _f(a["request_throughput"], ".3f"),
-               _f(a["output_throughput"], ".2f"), _f(a["goodput"], ".3f"),
-               _dist(a["ttft_ms"], ("mean", "p50", "p99")), _dist(a["tpot_ms"], ("mean", "p50", "p99")),
-               _dist(a["itl_ms"], ("p50", "p99")), _dist(a["e2el_ms"], ("mean", "p50", "p90", "p99"))]
+               _f(a["output_throughput"], ".2f"), _f(a["goodput"], ".3f")] + [_dist(a[m], STATS) for m in LATENCIES]
         if rouge:
             r = a.get("rouge")
             row += ([f"{r['rouge1']['mean']:.2f} [{r['rouge1']['ci95_low']:.2f}, {r['rouge1']['ci95_high']:.2f}]",
@@ -55,8 +65,56 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def write_outputs(report: dict, json_path: Path | None, png_path: Path | None) -> None:
-    """Write the JSON report and the plot where asked."""
+def csv_rows(report: dict) -> list[dict]:
+    """One row per sweep point: counts, throughput, each latency's mean / p50 / p90 / p99 / n, ROUGE."""
+    rows = []
+    for p in report["points"]:
+        a = p["aggregate"]
+        row = {"point": p["label"], "concurrency": p.get("concurrency"), "request_rate": p.get("request_rate"),
+               **{k: a[k] for k in COUNTS}}
+        row.update({f"{m}_{s}": a[m][s] for m in LATENCIES for s in (*STATS, "n")})
+        for k, r in (a.get("rouge") or {}).items():
+            row.update({f"{k}_{s}": r[s] for s in ("mean", "ci95_low", "ci95_high")})
+        rows.append(row)
+    return rows
+
+
+def csv_text(report: dict) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, restval="", extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(csv_rows(report))
+    return out.getvalue()
+
+
+def is_bench_csv(path: Path) -> bool:
+    """Whether `path` is a CSV bench wrote (its first line starts with CSV_HEAD)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            first = f.readline(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first.rstrip("\r\n").split(",")[:len(CSV_HEAD)] == list(CSV_HEAD)
+
+
+def check_csv_path(path: Path, overwrite: bool) -> None:
+    """Refuse, before the run, a --csv path that is a folder or a link, or a file bench did not write (without
+    --overwrite)."""
+    if path.is_symlink():
+        raise OutputError(f"--csv {path} is a symbolic link; name the file itself or a new one")
+    if path.is_dir():
+        raise OutputError(f"--csv {path} is a folder; give a file name")
+    if path.exists() and not overwrite and not is_bench_csv(path):
+        raise OutputExistsError(f"--csv {path} exists and is not a CSV trt-minitron bench wrote; pass --overwrite to "
+                                "replace it, or choose another --csv")
+
+
+def write_outputs(report: dict, json_path: Path | None, png_path: Path | None, csv_path: Path | None = None,
+                  overwrite: bool = False) -> None:
+    """Write the JSON report, the CSV and the plot where asked."""
+    if csv_path is not None:
+        check_csv_path(Path(csv_path), overwrite)  # again: the file may have appeared during the run
+        _atomic_write(Path(csv_path), csv_text(report).encode())
     if json_path is not None:
         _atomic_write(Path(json_path), json.dumps(report, indent=2, ensure_ascii=False).encode())
     if png_path is not None:

@@ -5,8 +5,11 @@
   tokenizer (the engine folder's copy, else the checkpoint the manifest names). trtllm-serve starts the
   tp*pp workers itself on one node; `--mpirun` wraps it as `mpirun -n WORLD trtllm-llmapi-launch
   trtllm-serve ...`, the documented form for an MPI world you launch (several nodes, Slurm).
-- Hugging Face folder (also `export --format hf` output): `trtllm-serve` with its default PyTorch backend
-  when trtllm-serve is installed, else `transformers serve` (`--server` chooses explicitly).
+- Hugging Face folder (also `export --format hf` / `quantize --format hf` output): `trtllm-serve` with its PyTorch
+  backend, tuned from the checkpoint (pytorch_route.py: flags and an --extra_llm_api_options YAML), when
+  trtllm-serve is installed, else `transformers serve` (`--server` chooses explicitly).
+The installed TensorRT-LLM decides what it can serve (trtllm_install.py): an engine on 1.3+ or an HF folder on a
+TensorRT-LLM without the PyTorch LLM API is one line naming the version and the way out.
 Options follow tensorrt_llm/commands/serve.py (NVIDIA/TensorRT-LLM, read at commit 00209af1) and
 `transformers serve --help` (transformers 5.24).
 """
@@ -22,10 +25,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import trtllm_install
 from ..config import load_json
 from ..errors import ConfigError, MissingDependencyError
 from ..options import ServeOptions
 from ..outputs import TOKENIZER_CORE
+from .pytorch_route import OptionsFile, pytorch_argv
 
 MANIFEST = "trt_minitron_manifest.json"  # written by build.py
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -44,6 +49,7 @@ class Launch:
     argv: tuple[str, ...]
     base_url: str  # http://HOST:PORT/v1 as clients reach it
     health_url: str
+    files: tuple[OptionsFile, ...] = ()  # written before the server starts (never on --dry-run)
 
     @property
     def command(self) -> str:
@@ -154,6 +160,9 @@ def engine_argv(opts: ServeOptions, info: EngineInfo) -> tuple[str, list[str]]:
     """The route line and trtllm-serve command for an engine folder."""
     if opts.server == "transformers":
         raise ConfigError("transformers serve cannot run a TensorRT engine; drop --server or use --server trtllm")
+    found = trtllm_install.detect()
+    if found is not None and not found.engine_path:
+        raise MissingDependencyError(found.engine_refusal(f"serving the engine folder {opts.model}"))
     for name, own in (("tp_size", info.tp_size), ("pp_size", info.pp_size)):
         if getattr(opts, name) not in (None, own):
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(opts, name)}: this engine was built for {own}")
@@ -177,22 +186,25 @@ def engine_argv(opts: ServeOptions, info: EngineInfo) -> tuple[str, list[str]]:
     return route, argv
 
 
-def hf_argv(opts: ServeOptions) -> tuple[str, list[str]]:
-    """The route line and command for a Hugging Face folder: trtllm-serve (PyTorch) if installed, else transformers."""
+def hf_argv(opts: ServeOptions) -> tuple[str, list[str], tuple[OptionsFile, ...]]:
+    """The route line, command and files to write for a Hugging Face folder: trtllm-serve (PyTorch) if installed,
+    else transformers serve."""
     have_trtllm = shutil.which("trtllm-serve") is not None
     use_trtllm = opts.server == "trtllm" or (opts.server == "auto" and have_trtllm)
     if use_trtllm:
-        argv = [_trtllm_exe(opts.dry_run), str(opts.model), "--backend", "pytorch", "--host", opts.host,
-                "--port", str(opts.port)]
-        for flag in ("max_batch_size", "max_num_tokens", "max_seq_len", "tp_size", "pp_size",
-                     "kv_cache_free_gpu_memory_fraction"):
-            if getattr(opts, flag) is not None:
-                argv += [f"--{flag}", str(getattr(opts, flag))]
-        if opts.tokenizer is not None:
-            argv += ["--tokenizer", str(opts.tokenizer)]
+        exe = _trtllm_exe(opts.dry_run)
+        found = trtllm_install.detect()
+        if found is not None and not found.llm_api:
+            raise MissingDependencyError(found.hf_refusal(f"serving the Hugging Face folder {opts.model}"))
+        route, argv, files = pytorch_argv(opts, exe)
+        if found is not None:
+            route += f" (tensorrt_llm {found.version})"
         if opts.mpirun:
-            argv = _mpi_prefix((opts.tp_size or 1) * (opts.pp_size or 1), opts.dry_run) + ["trtllm-serve"] + argv[1:]
-        return "Hugging Face folder with trtllm-serve (PyTorch backend)", argv
+            world = int(argv[argv.index("--tp_size") + 1]) * int(argv[argv.index("--pp_size") + 1])
+            argv = _mpi_prefix(world, opts.dry_run) + ["trtllm-serve"] + argv[1:]
+        return route, argv, files
+    if opts.llm_api_options is not None:
+        raise ConfigError("--llm-api-options is the trtllm-serve YAML; transformers serve has no equivalent")
     unsupported = [f"--{n.replace('_', '-')}" for n in ("max_batch_size", "max_seq_len", "tp_size", "pp_size",
                                                          "kv_cache_free_gpu_memory_fraction", "tokenizer")
                    if getattr(opts, n) is not None]
@@ -216,22 +228,34 @@ def hf_argv(opts: ServeOptions) -> tuple[str, list[str]]:
         if getattr(opts, flag) is not None:
             argv += [f"--{flag}", getattr(opts, flag)]
     why = "" if opts.server == "transformers" else " (trtllm-serve not installed)"
-    return f"Hugging Face folder with transformers serve{why}", argv
+    return f"Hugging Face folder with transformers serve{why}", argv, ()
+
+
+def check_unquantized_folder(folder: Path, *, scan_weights: bool) -> None:
+    """export's checks of a plain Hugging Face folder before a server loads it (a ModelOpt unified checkpoint is not
+    something export reads: its loader checks it)."""
+    from ..export import check_model_folder
+    from ..llmapi_args import read_hf_checkpoint
+
+    ckpt = read_hf_checkpoint(folder)
+    if ckpt.quant_algo is None and ckpt.kv_cache_quant_algo is None:
+        check_model_folder(folder, scan_weights=scan_weights)
 
 
 def plan_launch(opts: ServeOptions) -> Launch:
     """Pick the server and build its exact command line (nothing is started)."""
     opts.validate()
     kind = model_kind(Path(opts.model))
+    files: tuple[OptionsFile, ...] = ()
     if kind == "engine":
+        if opts.llm_api_options is not None:
+            raise ConfigError("--llm-api-options applies to Hugging Face folders; an engine carries its settings")
         route, argv = engine_argv(opts, read_engine(Path(opts.model)))
     else:
         if opts.continuous_batching and opts.server == "trtllm":
             raise ConfigError("--continuous-batching is a transformers serve flag (trtllm-serve always batches "
                               "in flight)")
-        from ..export import check_model_folder
-
-        check_model_folder(Path(opts.model), scan_weights=not opts.dry_run)  # the checks export makes, before a start
-        route, argv = hf_argv(opts)
+        check_unquantized_folder(Path(opts.model), scan_weights=not opts.dry_run)
+        route, argv, files = hf_argv(opts)
     argv += list(opts.extra_args)
-    return Launch(route, tuple(argv), _url(opts.host, opts.port, "/v1"), _url(opts.host, opts.port, "/health"))
+    return Launch(route, tuple(argv), _url(opts.host, opts.port, "/v1"), _url(opts.host, opts.port, "/health"), files)

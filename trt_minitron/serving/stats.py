@@ -1,15 +1,20 @@
-"""Serving metrics of one sweep point, with `vllm bench serve`'s definitions.
+"""Serving metrics of one sweep point, with NVIDIA AIPerf 0.13's definitions (read in aiperf 0.13.0,
+`aiperf/metrics/types/`: ttft, request_latency, inter_token_latency, inter_chunk_latency, benchmark_duration).
 
 - TTFT: first chunk carrying text - request sent.
-- TPOT: (E2E - TTFT) / (output tokens - 1), for requests with more than one output token.
-- ITL: gaps between consecutive chunks carrying text, pooled over requests.
-- E2E latency: last chunk - request sent.
-- Duration: first request sent .. last request ended (the point's wall time).
+- E2E latency: last chunk carrying text - request sent (AIPerf's request_latency: the usage chunk, the
+  finish_reason chunk without text, [DONE] and the stream's close come later and are not counted).
+- TPOT: (E2E - TTFT) / (output tokens - 1), for requests with more than one output token (AIPerf's
+  inter_token_latency).
+- ITL: gaps between consecutive chunks carrying text, pooled over requests (AIPerf's inter_chunk_latency;
+  a chunk may carry several tokens).
+- Duration: first request sent .. last chunk with text, over completed requests (AIPerf's benchmark_duration).
 - Request / output-token throughput: completed requests / output tokens of completed requests per second
   of duration. Goodput: completed requests meeting every SLO given (TTFT, TPOT, E2E in ms; a one-token
   answer has TPOT 0) per second.
 Latencies are reported in milliseconds: mean, p50, p90, p99 (numpy linear interpolation), over completed
-requests only; failed requests are counted with their messages.
+requests only; failed requests (an answer without text included, as AIPerf counts it) are counted with
+their messages.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from ..options import SLO
 from .client import RequestRecord
 
 PERCENTILES = (50, 90, 99)
+
+
 def distribution_ms(values_s: list[float]) -> dict[str, float | None]:
     """mean / p50 / p90 / p99 in milliseconds (None when there is no value)."""
     v = np.asarray(values_s, dtype=np.float64) * 1000.0
@@ -47,12 +54,11 @@ def meets(rec: RequestRecord, slo: SLO) -> bool:
 
 
 def duration_s(records: list[RequestRecord]) -> float:
-    """First request sent .. last request ended (completed or failed), in seconds."""
-    sent = [r.sent_s for r in records if r.sent_s is not None]
-    ends = [r.ended_s for r in records if r.ended_s is not None]
-    if not sent or not ends:
+    """First request sent .. last answer's last chunk with text, over completed requests, in seconds."""
+    done = [r for r in records if r.ok]
+    if not done:
         return 0.0
-    return max(ends) - min(sent)
+    return max(r.finished_s for r in done) - min(r.sent_s for r in done)
 
 
 def aggregate(records: list[RequestRecord], slo: SLO = SLO()) -> dict:

@@ -1,0 +1,3 @@
+"""Call log of the fake (this process only): (name, kwargs) tuples."""
+
+CALLS: list[tuple[str, dict]] = []

@@ -1,0 +1,1 @@
+__version__ = "1.3.0rc24+fake"
