@@ -18,7 +18,7 @@ or +1 on its output (non-finite there: a NaN/Inf in the source, or a value the t
 tensor in memory (a source without a file, a rule without a layout) when it is read. Any of them is refused,
 naming the tensor, before anything is renamed into place.
 torch is imported only for the first conversion (a cast, +1, a tensor made in memory, a source without
-a file): an export that only moves bytes runs on os calls alone (see tests/test_startup.py).
+a file): an export that only moves bytes runs on os calls and numpy's check alone (see tests/test_startup.py).
 Tensors are placed in each rank file in source order and the header padded so that most of them
 are page-congruent with their source (a mis-congruent `copy_file_range` ran at under half the speed
 here: benchmarks/README.md).
