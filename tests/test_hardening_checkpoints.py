@@ -258,3 +258,28 @@ def test_untampered_checkpoints_still_pass(quant_ckpts, capsys):
     for key in [k for k in quant_ckpts if isinstance(k, tuple)]:
         assert main(["build", str(quant_ckpts[key]), "--dry-run"]) == 0, (key, capsys.readouterr().err)
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("bad", [None, float("nan"), 0.0])
+def test_nvfp4_block_scales_are_read_as_float8(quant_ckpts, tmp_path, capsys, bad):
+    """NVFP4's block scales are float8_e4m3fn (no CPU fixture quantizes NVFP4: its rank file is made from the
+    expected tensors, scales 1): a NaN (0x7F) or zero block scale is refused like any other."""
+    from trt_minitron.trtllm_ckpt import read_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(quant_ckpts[("llama", "bf16", 1)], ckpt)
+    _edit_config(ckpt, lambda c: c.update(quantization={"quant_algo": "NVFP4", "kv_cache_quant_algo": None,
+                                                        "group_size": 16, "exclude_modules": ["lm_head"]}))
+    expected = read_checkpoint(ckpt).expected_tensors(0)
+    tensors = {n: (torch.ones(i.shape) if n.rsplit(".", 1)[1].endswith(("factor", "factor_2")) else
+                   torch.zeros(i.shape)).to(i.dtype) for n, i in expected.items()}
+    name = f"{L1}mlp.gate.weights_scaling_factor"
+    assert tensors[name].dtype == torch.float8_e4m3fn
+    if bad is not None:
+        tensors[name].view(-1)[9] = bad
+    save_file(tensors, ckpt / "rank0.safetensors")
+    if bad is None:
+        assert main(["build", str(ckpt), "--dry-run"]) == 0, capsys.readouterr().err
+        return
+    msg = user_error(capsys, "build", ckpt, "--dry-run")
+    assert f"scale {name} holds 1 value(s) that are not finite and > 0 (first: {bad:g}) among its 8192" in msg, msg
