@@ -34,4 +34,4 @@ def describe_layers(found: set[int], first: str) -> str:
     lo, hi = min(found), max(found)
     holes = [i for i in range(lo, hi + 1) if i not in found][:3]  # a range bounded by the tensors present
     gaps = f", without {', '.join(first.format(i) for i in holes)}" if holes else ""
-    return f"{len(found)} layers ({first.format(lo)} to {first.format(hi)}{gaps})"
+    return f"{len(found)} layer{'s' * (len(found) != 1)} ({first.format(lo)} to {first.format(hi)}{gaps})"
