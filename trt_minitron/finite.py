@@ -64,6 +64,17 @@ class Checker:
         return False
 
 
+def tensor_has_nonfinite(t: torch.Tensor) -> bool:
+    """Whether a tensor in memory holds a NaN or an Inf: its bytes through a Checker, so no temporary as large as the
+    tensor (torch's isfinite makes an abs() copy and three bool tensors of its size)."""
+    name = dtype_name(t.dtype)
+    if name not in EXPONENT_MASK or not t.numel():
+        return False
+    import torch
+
+    return Checker(name)(memoryview(t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()))
+
+
 def range_has_nonfinite(path: Path, offset: int, nbytes: int, dtype: str) -> bool:
     """Whether bytes [offset, offset + nbytes) of `path`, elements of `dtype`, hold a NaN or an Inf (plain reads
     into one small buffer: no mapping, so a file shorter than its header says is an error, not a SIGBUS)."""
@@ -118,7 +129,7 @@ def require_finite_source_tensor(source, name: str) -> None:
     if at is not None and scannable(info.dtype):
         if not range_has_nonfinite(at[0], at[1], info.nbytes, dtype_name(info.dtype)):
             return
-    elif not any(not bool(b.isfinite().all()) for b in _row_blocks(source, name, info.shape)):
+    elif not any(tensor_has_nonfinite(b) for b in _row_blocks(source, name, info.shape)):
         return
     raise CheckpointError(refusal(source.description, name, source, info.shape))
 
@@ -131,7 +142,7 @@ def require_finite_source(source) -> None:
 
 def require_finite(t: torch.Tensor, where: str, name: str) -> None:
     """Refuse a tensor in memory that holds NaN/Inf, naming it with the counts."""
-    if t.is_floating_point() and not bool(t.isfinite().all()):
+    if tensor_has_nonfinite(t):
         raise CheckpointError(nonfinite_text(where, name, int(t.isnan().sum()), int(t.isinf().sum()), t.numel()))
 
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from .dtypes import as_torch, dtype_name
 from .errors import CheckpointError
-from .finite import CHUNK_BYTES, Checker, NonFinite, refusal, require_finite, scannable
+from .finite import CHUNK_BYTES, Checker, NonFinite, refusal, require_finite, scannable, tensor_has_nonfinite
 from .layout import Block, Layout, block_trailing
 from .stwriter import PAGE, header_bytes
 from .tensors import TensorInfo, infos_without_torch
@@ -134,6 +134,7 @@ class _Transfer:
         self._out_fds: dict[Path, int] = {}
         self._src_fds: dict[Path, int] = {}
         self._buffers: dict[str, bytearray] = {}
+        self._checkers: dict[str, Checker] = {}
         self.kernel_copy = hasattr(os, "copy_file_range")
         self.kernel_bytes = 0
         self.copied_bytes = 0
@@ -364,7 +365,7 @@ class _Transfer:
         if at is None:  # no file to map: one read of the rows, then the same blocks from memory
             self.torch()
             read = self.source.read(name, 0, lo, hi)
-            if not bool(read.isfinite().all()):
+            if tensor_has_nonfinite(read):
                 raise NonFinite(name)
             whole = _bytes(read)
         check = Checker(dtype_name(info.dtype)) if at is not None and scannable(info.dtype) and any(
@@ -432,11 +433,17 @@ class _Transfer:
             out_bytes = self._buffer("out", rows * t.row_bytes)
             out = torch.frombuffer(out_bytes, dtype=torch.uint8).view(as_torch(t.layout.dtype)).view(part.shape)
             out.copy_(part.float() + 1.0 if t.layout.plus_one else part)
-            if not bool(out.isfinite().all()):  # a NaN/Inf in the source, or beyond what the target dtype holds
-                raise CheckpointError(self.refusal(t.block.name, t.layout.dtype))
             del part, out
+            if self._checker(dtype_name(t.layout.dtype))(out_bytes):  # a NaN/Inf in the source, or an overflow
+                raise CheckpointError(self.refusal(t.block.name, t.layout.dtype))
             _pwrite_all(t.fd, out_bytes, dst)
         self._done(t.out, rows * t.row_bytes)
+
+    def _checker(self, dtype: str) -> Checker:
+        """One Checker per output dtype for the main thread's casts (its scratch array reused)."""
+        if dtype not in self._checkers:
+            self._checkers[dtype] = Checker(dtype)
+        return self._checkers[dtype]
 
     def refusal(self, name: str, target=None) -> str:
         """Why source tensor `name` cannot be written (its NaN/Inf, or what overflows `target`), read again."""

@@ -12,7 +12,7 @@ import torch
 from ..archs import get_arch
 from ..config import ModelConfig
 from ..errors import CheckpointError
-from ..finite import require_finite, require_finite_source_tensor
+from ..finite import require_finite, require_finite_source_tensor, tensor_has_nonfinite
 from ..sources.base import Source
 
 
@@ -110,7 +110,7 @@ class SourceSide:
     def head_rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(rounded, as stored) float32 lm_head rows [start, stop) (the embedding's when tied), read once."""
         raw = self.source.read(self.head_name, 0, start, stop)
-        if not bool(raw.isfinite().all()):
+        if tensor_has_nonfinite(raw):
             require_finite_source_tensor(self.source, self.head_name)
         rounded = round_like_export(raw, self.dtype)
         return rounded, rounded if self.exact(self.head_name) else raw.float()
