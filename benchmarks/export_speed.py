@@ -10,7 +10,7 @@ every step alike:
   cp      - coreutils `cp` of model.safetensors (copy_file_range: the bytes read and written once)
   torch   - `python -c "import torch"`: the floor of an export that converts (a cast, +1); one that only
             moves bytes (same dtype) does not import torch
-  imports - `python -c "import trt_minitron.cli, trt_minitron.export"`: the fixed start-up cost inside
+  imports - `python -c "import trt_minitron.cli, trt_minitron.export.run"`: the fixed start-up cost inside
             every export below (interpreter and the tool; torch only at the first conversion)
   tp N    - `trt-minitron export --dtype D --tp N` (the console script: whole process)
   naive   - safetensors load_file of everything, then save_file (with --naive; a non-streaming converter)
@@ -36,10 +36,10 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-WRITE = """
-import sys
+TESTS = Path(__file__).resolve().parents[1] / "tests"  # synthetic.py: random checkpoints of real shapes
+WRITE = f"import sys; sys.path.insert(0, {str(TESTS)!r})" + """
 from pathlib import Path
-from trt_minitron.synthetic import PRESETS, write_synthetic_hf
+from synthetic import PRESETS, write_synthetic_hf
 write_synthetic_hf(Path(sys.argv[1]), {**PRESETS[sys.argv[2]], "num_hidden_layers": int(sys.argv[3])})
 """
 NAIVE = """
@@ -105,7 +105,7 @@ def main() -> None:
     tool = str(BIN / "trt-minitron")
     steps: dict[str, list[str]] = {"cp": ["cp", str(model), str(work / "copy")],
                                    "torch": [sys.executable, "-c", "import torch"],
-                                   "imports": [sys.executable, "-c", "import trt_minitron.cli, trt_minitron.export"]}
+                                   "imports": [sys.executable, "-c", "import trt_minitron.cli, trt_minitron.export.run"]}
     tools = {"": [tool], "baseline ": shlex.split(args.baseline)} if args.baseline else {"": [tool]}
     for label, cmd in tools.items():
         for tp in args.tp.split(","):

@@ -3,11 +3,11 @@
     python benchmarks/gguf_export.py [--gguf FILE] [--dtypes float32,bfloat16] [--repeat 3] [--before SRC_DIR]
 
 Each export runs in a fresh subprocess, so peak RSS (VmHWM) is its own, interpreter and imports included:
-  transformers - sources.gguf_transformers.open_gguf: AutoModelForCausalLM.from_pretrained(gguf_file=...) dequantizes the
+  transformers - tests/gguf_transformers.py open_gguf: AutoModelForCausalLM.from_pretrained(gguf_file=...) dequantizes the
                  whole file to float32, then export streams from that in-memory state dict
   before       - (with --before SRC_DIR) the streamed route of another trt_minitron source tree, e.g. an older
                  commit unpacked with `git archive COMMIT trt_minitron | tar -x -C SRC_DIR`, put first on PYTHONPATH
-  streamed     - sources.gguf.GGUFSource, what `trt-minitron export FILE.gguf` uses: one tensor at a time
+  streamed     - sources.gguf.source.GGUFSource, what `trt-minitron export FILE.gguf` uses: one tensor at a time
 GB/s = checkpoint bytes written / seconds inside export (open to rename, as export's closing line says);
 "process s" adds interpreter start and imports. With --repeat N each cell is the fastest of N runs (the
 machine is shared) and its RSS; the routes take turns within each repeat. Disk-speed anchors, timed the
@@ -29,12 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 
-EXPORT = """
-import json, sys
+TESTS = Path(__file__).resolve().parents[1] / "tests"  # gguf_transformers.py: the transformers route
+EXPORT = f"import sys; sys.path.insert(0, {str(TESTS)!r})" + """
+import json
 from pathlib import Path
-from trt_minitron import export as E
+from trt_minitron.export import run as E
 if sys.argv[3] == "transformers":
-    from trt_minitron.sources.gguf_transformers import open_gguf
+    from gguf_transformers import open_gguf
     E.open_source = lambda src: open_gguf(Path(src))
 r = E.run_export(E.ExportOptions(src=sys.argv[1], output=Path(sys.argv[2]), dtype=sys.argv[4]))
 print("RESULT", json.dumps({"bytes": r.bytes_written, "seconds": r.seconds, "peak": r.peak_rss_bytes}))
@@ -43,7 +44,7 @@ PHASES = """
 import json, sys, tempfile, time
 from pathlib import Path
 import gguf
-from trt_minitron.sources.gguf import GGUFSource
+from trt_minitron.sources.gguf.source import GGUFSource
 t = time.perf_counter()
 src = GGUFSource(Path(sys.argv[1]))
 parsed = time.perf_counter()

@@ -81,7 +81,7 @@ def build_hf(path: Path) -> tuple[int, int]:
 
 
 def decode_speed(backend, prompt_len: int, new_tokens: int, reps: int) -> dict:
-    from trt_minitron.backends import Sampling
+    from trt_minitron.backends.base import Sampling
 
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(10, MINITRON_4B["vocab_size"], (prompt_len,), generator=g).tolist()
@@ -110,8 +110,9 @@ def main() -> int:
         print("gpu_decode.py needs a CUDA GPU (torch.cuda.is_available() is False here); no numbers produced.",
               file=sys.stderr)
         return 2
-    from trt_minitron.backends import BackendSpec, open_backend
-    from trt_minitron.export import ExportOptions, run_export
+    from trt_minitron.backends import open_backend
+    from trt_minitron.export.run import ExportOptions, run_export
+    from trt_minitron.options import BackendSpec
 
     bw = copy_bandwidth()
     hf_dir, ckpt = a.workdir / "hf", a.workdir / "trtllm_ckpt_bf16"

@@ -19,7 +19,7 @@ on the first 100 - calib-size records only, so no article is both calibrated on 
 Accuracy: one `trt-minitron summarize --backend torch bf16 --backend torch <fmt> ...` (the bf16 checkpoint is
 the baseline; each format gets ROUGE-1/2/L with 95 % bootstrap intervals and the paired-bootstrap difference
 from bf16 on the same articles), and KL(bf16 || format) of the next-token distributions, teacher-forced on the
-first --kl-samples scored articles (--kl-tokens tokens each), with the reference model (trt_minitron/reference.py)
+first --kl-samples scored articles (--kl-tokens tokens each), with the reference model (trt_minitron/checkpoints/reference.py)
 running each checkpoint as TensorRT-LLM would (dequantized weights, emulated activation and KV rounding).
 """
 
@@ -75,7 +75,7 @@ def run(args: list[str], threads: int | None, show_progress: bool = False) -> tu
 
 
 def weight_bytes(ckpt: Path) -> int:
-    from trt_minitron.build import rank_file_data_bytes
+    from trt_minitron.build.run import rank_file_data_bytes
 
     return sum(rank_file_data_bytes(f) for f in ckpt.glob("rank*.safetensors"))
 
@@ -85,7 +85,7 @@ def kl_vs_baseline(base: Path, ckpts: dict[str, Path], records: list[dict], toke
     import torch
     from transformers import AutoTokenizer
 
-    from trt_minitron.reference import ReferenceModel
+    from trt_minitron.checkpoints.reference import ReferenceModel
     from trt_minitron.verify.divergence import Divergence
 
     tok = AutoTokenizer.from_pretrained(base)

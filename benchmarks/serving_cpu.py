@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trt_minitron.serving.bench import BenchOptions, run_bench  # noqa: E402
-from trt_minitron.serving.report import plot_sweeps  # noqa: E402
+from trt_minitron.bench.report import plot_sweeps  # noqa: E402
+from trt_minitron.bench.run import BenchOptions, run_bench  # noqa: E402
 
 MODES = {"default": [], "continuous-batching": ["--continuous-batching"]}
 
@@ -78,13 +78,14 @@ def main() -> int:
         try:
             reports[mode] = run_bench(BenchOptions(
                 url=url, dataset_file=args.dataset_file, num_requests=args.num_requests, input_len=args.input_len,
-                output_len=args.output_len, concurrency=conc, report=args.out.with_name(f"{args.out.name}_{mode}.json")))
+                output_len=args.output_len, concurrency=conc, report=args.out.with_name(f"{args.out.name}_{mode}.json"),
+                overwrite=True))  # this script's own results, rewritten on every run
         finally:
             os.kill(proc.pid, signal.SIGTERM)  # as docker stop; a background job ignores SIGINT
             proc.wait(timeout=120)
     plot_sweeps({f"transformers serve ({m})": r for m, r in reports.items()}, args.out.with_suffix(".png"),
                 title=f"SmolLM2-135M float32, CPU ({os.cpu_count()} cores), {args.num_requests} CNN/DailyMail "
-                      f"requests per point, {args.input_len} in / {args.output_len} out")
+                      f"requests per point, {args.input_len} in / {args.output_len} out", overwrite=True)
     print(f"{platform.platform()}, {os.cpu_count()} CPUs; {args.num_requests} requests per point, input <= "
           f"{args.input_len} tokens, output <= {args.output_len} tokens, greedy\n")
     print("| server | point | ok | req/s | out tok/s | vs default | TTFT p50 s | TPOT p50 s | E2E p50 s | E2E p99 s "

@@ -5,7 +5,7 @@
 
 Backends not given (or, for trtllm, without an importable tensorrt_llm) are listed as skipped.
 Prints a Markdown table (tokens/s and the ratio to batch 1) and, with --json, writes the numbers.
-Each backend is loaded once; warm-up is excluded and the device synchronised (see summarize.py).
+Each backend is loaded once; warm-up is excluded and the device synchronised (see trt_minitron/summarize/run.py).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trt_minitron.backends import BackendSpec, open_backend  # noqa: E402
-from trt_minitron.summarize import SummarizeOptions, run_summarize  # noqa: E402
+from trt_minitron.backends import open_backend  # noqa: E402
+from trt_minitron.options import BackendSpec  # noqa: E402
+from trt_minitron.summarize.run import SummarizeOptions, run_summarize  # noqa: E402
 
 BATCH_SIZES = (1, 4, 8)
 

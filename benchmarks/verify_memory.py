@@ -1,7 +1,7 @@
 """Peak RSS and seconds of `verify`, layer by layer vs whole models, on random checkpoints of real widths.
 
 For each preset and layer count: a random bf16 Hugging Face checkpoint with the model's real widths
-(trt_minitron/synthetic.py), exported to a bf16 TensorRT-LLM checkpoint, then `trt-minitron verify` in its
+(tests/synthetic.py), exported to a bf16 TensorRT-LLM checkpoint, then `trt-minitron verify` in its
 own subprocess per mode. Peak RSS is that process's VmHWM (interpreter and imports included); the
 baseline row is a process that only imports what verify imports. The whole-model mode is skipped where
 its float32 model would not fit in --full-limit-gb. With --plant-rope, a copy of each Llama checkpoint
@@ -23,15 +23,18 @@ from pathlib import Path
 
 import torch
 
-from trt_minitron.config import ModelConfig
-from trt_minitron.export import ExportOptions, run_export
-from trt_minitron.synthetic import PRESETS, write_synthetic_hf
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # synthetic.py
+
+from synthetic import PRESETS, write_synthetic_hf  # noqa: E402
+
+from trt_minitron.archs.config import ModelConfig  # noqa: E402
+from trt_minitron.export.run import ExportOptions, run_export  # noqa: E402
 
 CHILD = r"""
 import json, sys
 if sys.argv[1] == "baseline":
     import torch, transformers  # noqa: F401
-    from trt_minitron.verify import run_verify  # noqa: F401
+    from trt_minitron.verify.run import run_verify  # noqa: F401
     from trt_minitron.verify import layerwise, full, source_side  # noqa: F401
     from trt_minitron.archs import get_arch
     for a in ("LlamaForCausalLM", "NemotronForCausalLM"):

@@ -25,15 +25,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from trt_minitron.export import ExportOptions, run_export  # noqa: E402
-from trt_minitron.synthetic import PRESETS, write_synthetic_hf  # noqa: E402
-from trt_minitron.verify import run_verify  # noqa: E402
+from synthetic import PRESETS, write_synthetic_hf  # noqa: E402
+
+from trt_minitron.export.run import ExportOptions, run_export  # noqa: E402
+from trt_minitron.options import VerifyOptions  # noqa: E402
 from trt_minitron.verify.criterion import LOGIT_RTOL, RESID_RTOL, ROPE_PER_POSITION, STAGE_RTOL  # noqa: E402
+from trt_minitron.verify.run import run_verify  # noqa: E402
 
 
 def measure(name: str, src: Path | str, out: Path, dtype: str, tp: int = 1) -> tuple[float, float, float]:
     run_export(ExportOptions(src=str(src), output=out, dtype=dtype, tp=tp))
-    r = run_verify(out, src)
+    r = run_verify(VerifyOptions(checkpoint=out, reference=src))
     assert r.ok, r.summary()
     upd = max(c.max_abs_diff / c.update_scale for c in r.checks if c.update_scale)
     res = max(c.max_abs_diff / c.output_scale for c in r.checks if c.output_scale)
@@ -62,7 +64,8 @@ def bug_table(root: Path) -> None:
             for dt in dtypes:
                 out = root / f"bug-{name}-{arch}-{init}-{dt}"
                 plant(src, out, dt, other)
-                layers, full = run_verify(out, src), run_verify(out, src, full=True)
+                layers = run_verify(VerifyOptions(checkpoint=out, reference=src))
+                full = run_verify(VerifyOptions(checkpoint=out, reference=src, full=True))
                 bad = layers.first_divergence
                 where = f"{bad.where} x{bad.max_abs_diff / bad.tolerance:.2g}" if bad else (
                     "logits" if not layers.ok else "**passed**")

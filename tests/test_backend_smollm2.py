@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 from rouge_score import rouge_scorer
 
-from trt_minitron.backends import BackendSpec, Sampling, open_backend
-from trt_minitron.data import PromptBuilder, read_dataset_file
-from trt_minitron.summarize import SummarizeOptions, run_summarize
+from trt_minitron.backends import open_backend
+from trt_minitron.backends.base import Sampling
+from trt_minitron.eval.data import PromptBuilder, read_dataset_file
+from trt_minitron.options import BackendSpec
+from trt_minitron.summarize.run import SummarizeOptions, run_summarize
 
 pytestmark = pytest.mark.slow
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cnn_dailymail_sample.jsonl"
@@ -35,7 +37,7 @@ def _gguf() -> Path:
 
 @pytest.fixture(scope="module")
 def backends(tmp_path_factory):
-    from trt_minitron.export import ExportOptions, run_export
+    from trt_minitron.export.run import ExportOptions, run_export
 
     ckpt = tmp_path_factory.mktemp("smol") / "ckpt"
     run_export(ExportOptions(src=str(_gguf()), output=ckpt, dtype="float32"))
@@ -114,18 +116,18 @@ def test_summarize_report_hf_vs_torch(backends, tmp_path):
 def test_generate_cli_streams_same_text_as_batch(backends, capsys):
     import io
 
-    from trt_minitron.backends.generate import GenerateOptions, run_generate
+    from trt_minitron.generate.run import GenerateOptions, run_generate
 
     tb = backends["torch"]
     spec = BackendSpec(kind="torch", model=tb.model, device="cpu")
     buf = io.StringIO()
-    import trt_minitron.backends.generate as G
+    import trt_minitron.generate.run as G
     G_open = G.open_backend
     try:
         G.open_backend = lambda s: type("K", (), {"__getattr__": lambda self, k: getattr(tb, k),
                                                   "close": lambda self: None})()
         gens = run_generate(GenerateOptions(backend=spec, prompts=("The capital of France is",), stream=True,
-                                            sampling=Sampling(max_new_tokens=8)), out=buf)
+                                            max_new_tokens=8), out=buf)
     finally:
         G.open_backend = G_open
     text = buf.getvalue()

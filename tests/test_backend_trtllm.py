@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from trt_minitron.backends import BackendSpec, Sampling, open_backend
+from trt_minitron.backends import open_backend
+from trt_minitron.backends.base import Sampling
 from trt_minitron.errors import ConfigError, MissingDependencyError
+from trt_minitron.options import BackendSpec
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 VOCAB = 100

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 from bad_openai import LATE_S, MODES, BadServer
+from cli_checks import PREFIX, names, tree_digest
 from fake_openai import MODEL, FakeOpenAIServer, make_word_tokenizer
-from hardening import PREFIX, names, tree_digest
 from test_serve_launch import fake_bin, free_port, make_engine  # noqa: F401  (fixture)
 
 from trt_minitron.cli import main
@@ -108,9 +108,9 @@ def tok(tmp_path_factory):
     """The served model's tokenizer; loading it once here also pays the imports (transformers, openai) that the
     first command would otherwise count in its time."""
     import trt_minitron.backends.openai  # noqa: F401
-    import trt_minitron.serving.bench  # noqa: F401
+    import trt_minitron.bench.run  # noqa: F401
     from trt_minitron.backends.base import load_tokenizer
-    from trt_minitron.metrics import rouge_scores
+    from trt_minitron.eval.metrics import rouge_scores
 
     path = make_word_tokenizer(tmp_path_factory.mktemp("tok") / "tok", ["the cat sat on the mat", "TL;DR:"])
     load_tokenizer(path)
@@ -351,7 +351,7 @@ def test_csv_over_a_file_bench_did_not_write_is_refused_before_the_run(guard, to
         r = run(capsys, ["bench", srv.url, "--tokenizer", tok, "--dataset-file", "data.jsonl", "--num-requests", "1",
                          "--csv", "notes.txt", "--report", "r.json"])
         assert srv.models_requests == 0 and srv.requests == []
-    one_line(r, 2, "--csv notes.txt exists and is not a CSV trt-minitron bench wrote; pass --overwrite")
+    one_line(r, 2, "--csv notes.txt exists and is not a file trt-minitron wrote; pass --overwrite")
     guard.check()
     for bad, message in (("sub", "--csv sub is a folder"), ("link.csv", "--csv link.csv is a symbolic link")):
         (guard.folder / "sub").mkdir(exist_ok=True)
@@ -359,7 +359,9 @@ def test_csv_over_a_file_bench_did_not_write_is_refused_before_the_run(guard, to
             (guard.folder / "link.csv").symlink_to("notes.txt")
         r = run(capsys, ["bench", "http://127.0.0.1:9/v1", "--tokenizer", tok, "--csv", bad])
         one_line(r, 2, message)
-    assert (guard.folder / "notes.txt").read_text() == "my notes\n"
+    r = run(capsys, ["bench", "http://127.0.0.1:9/v1", "--tokenizer", tok, "--csv", "link.csv", "--overwrite"])
+    one_line(r, 2, "--csv link.csv is a symbolic link")  # not even with --overwrite: the link is the user's
+    assert (guard.folder / "notes.txt").read_text() == "my notes\n" and (guard.folder / "link.csv").is_symlink()
 
 
 def test_csv_replaces_its_own_file_and_a_foreign_one_with_overwrite(guard, tok, capsys):

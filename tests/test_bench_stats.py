@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trt_minitron.errors import ConfigError
-from trt_minitron.options import SLO, parse_slo
-from trt_minitron.serving.bench import BenchOptions, SweepPoint, arrival_offsets
-from trt_minitron.serving.client import RequestParams, RequestRecord, normalize_url
-from trt_minitron.serving.report import CSV_COLUMNS, csv_text, markdown, plot_sweeps
-from trt_minitron.serving.stats import aggregate, duration_s, tpot_s
+from trt_minitron.backends.openai_client import RequestParams, RequestRecord
+from trt_minitron.bench.report import CSV_COLUMNS, csv_text, markdown, plot_sweeps
+from trt_minitron.bench.run import SweepPoint, arrival_offsets, sweep_points
+from trt_minitron.bench.stats import aggregate, duration_s, tpot_s
+from trt_minitron.errors import ConfigError, OutputError
+from trt_minitron.options import SLO, BenchOptions, normalize_url, parse_slo
 
 
 def rec(i, sent, chunks, usage=None, text_tokens=None, error=None, ended=None):
@@ -91,9 +91,9 @@ def test_arrivals():
 
 
 def test_sweep_points_and_validation():
-    assert [p.label for p in BenchOptions(url="h:1", concurrency=(1, 4)).points()] == ["c=1", "c=4"]
-    assert BenchOptions(url="h:1").points() == [SweepPoint(1)]
-    pts = BenchOptions(url="h:1", request_rate=(0.5, float("inf")), max_concurrency=2).points()
+    assert [p.label for p in sweep_points(BenchOptions(url="h:1", concurrency=(1, 4)))] == ["c=1", "c=4"]
+    assert sweep_points(BenchOptions(url="h:1")) == [SweepPoint(1)]
+    pts = sweep_points(BenchOptions(url="h:1", request_rate=(0.5, float("inf")), max_concurrency=2))
     assert [p.label for p in pts] == ["r=0.5/s c<=2", "c=2"]
     for bad in (dict(concurrency=(1,), request_rate=(1.0,)), dict(concurrency=(0,)), dict(request_rate=(0.0,)),
                 dict(dataset="sharegpt"), dict(num_requests=0), dict(max_duration_s=0.0),
@@ -104,11 +104,11 @@ def test_sweep_points_and_validation():
 
 def test_unwritable_report_is_refused_before_the_run(tmp_path):
     (tmp_path / "ro").mkdir(mode=0o555)
-    with pytest.raises(ConfigError, match="--report"):
+    with pytest.raises(OutputError, match="--report .* is a folder"):
         BenchOptions(url="h:1", report=tmp_path).validate()
     import os
     if os.geteuid() != 0:  # root writes anywhere
-        with pytest.raises(ConfigError, match="not a writable folder"):
+        with pytest.raises(OutputError, match="cannot be written: Permission denied"):
             BenchOptions(url="h:1", report=tmp_path / "ro" / "r.json").validate()
 
 
@@ -166,7 +166,7 @@ def test_csv_has_one_row_per_point_with_every_aggregate(records):
 def test_sse_events_split_as_the_spec_says():
     import asyncio
 
-    from trt_minitron.serving.replies import BadReply, sse_data
+    from trt_minitron.backends.openai_replies import BadReply, sse_data
 
     async def events(*pieces: bytes, limit: int = 1 << 20) -> list[str]:
         async def gen():

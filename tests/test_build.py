@@ -15,12 +15,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import trt_minitron.build as b
+import trt_minitron.build.run as b
 from trt_minitron.archs import get_arch
+from trt_minitron.archs.config import ModelConfig
+from trt_minitron.checkpoints.trtllm import read_checkpoint
 from trt_minitron.cli import main
-from trt_minitron.config import ModelConfig
-from trt_minitron.mapping import Mapping
-from trt_minitron.trtllm_ckpt import read_checkpoint
+from trt_minitron.tensors.mapping import Mapping
 
 FAKES = Path(__file__).parent / "fakes"
 TINY = dict(architecture="LlamaForCausalLM", vocab_size=250, hidden_size=64, intermediate_size=96,
@@ -92,7 +92,7 @@ def test_dry_run_needs_no_tensorrt_llm(tmp_path, capsys):
 
 
 def test_importing_trt_minitron_never_imports_tensorrt_llm():
-    code = ("import sys; sys.path.insert(0, %r); import trt_minitron.cli, trt_minitron.build; "
+    code = ("import sys; sys.path.insert(0, %r); import trt_minitron.cli, trt_minitron.build.run; "
             "print('tensorrt_llm' in sys.modules)" % str(FAKES))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
@@ -237,7 +237,7 @@ def test_real_export_builds_on_fake_trtllm(tmp_path, capsys, fake_trtllm):
     """A float32 export of a tiny HF Nemotron at tp 2 passes the fake's module-tree check on both ranks."""
     from tiny import make_tiny_nemotron
 
-    from trt_minitron.export import ExportOptions, run_export
+    from trt_minitron.export.run import ExportOptions, run_export
 
     run_export(ExportOptions(src=str(make_tiny_nemotron(tmp_path / "hf")), output=tmp_path / "ckpt",
                              dtype="float32", tp=2))
@@ -303,7 +303,7 @@ def test_output_below_a_file_is_one_line(tmp_path, capsys, fake_trtllm):
     ckpt = write_checkpoint(tmp_path / "ckpt")
     (tmp_path / "afile").write_text("x")
     code, _, err = run_cli(capsys, ckpt, "--output", tmp_path / "afile" / "eng")
-    assert code == 2 and err.count("\n") == 1 and "afile is not a folder" in err
+    assert code == 2 and err.count("\n") == 1 and "afile is a file, not a folder" in err
     assert fake_trtllm.CALLS == []
 
 
@@ -364,7 +364,7 @@ def test_real_engine_build_of_tiny_export(tmp_path, capsys, arch, dtype):
     """A real TensorRT-LLM engine of a tiny export, with the default plugins (auto = checkpoint dtype)."""
     from tiny import make_tiny_llama, make_tiny_nemotron
 
-    from trt_minitron.export import ExportOptions, run_export
+    from trt_minitron.export.run import ExportOptions, run_export
 
     make = make_tiny_llama if arch == "llama" else make_tiny_nemotron
     run_export(ExportOptions(src=str(make(tmp_path / "hf")), output=tmp_path / "ckpt", dtype=dtype))

@@ -39,7 +39,7 @@ def test_float32_smollm2_export_plans_and_builds_on_fake_trtllm(tmp_path, capsys
     """The float32 export used to be refused by build (bf16-only plugins). Dry run against hand arithmetic, then
     the call sequence against the fake tensorrt_llm, whose LLaMA module tree checks every rank-file tensor.
     No engine is built here."""
-    import trt_minitron.build as b
+    import trt_minitron.build.run as b
 
     assert main(["export", str(GGUF), "--output", str(tmp_path / "ckpt"), "--dtype", "float32"]) == 0
     capsys.readouterr()

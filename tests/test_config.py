@@ -2,7 +2,7 @@
 
 import pytest
 
-from trt_minitron.config import ModelConfig, RopeScaling
+from trt_minitron.archs.config import ModelConfig, RopeScaling
 from trt_minitron.errors import ConfigError
 
 LLAMA_31_MINITRON_4B_WIDTH_4X = {  # the 4.x form real Minitron configs use

@@ -11,8 +11,9 @@ from trt_minitron.archs.base import copy, fused_qkv, split_rows
 from trt_minitron.archs.llama import Llama
 from trt_minitron.archs.nemotron import Nemotron
 from trt_minitron.cli import main
-from trt_minitron.export import ExportOptions, run_export
-from trt_minitron.verify import run_verify
+from trt_minitron.export.run import ExportOptions, run_export
+from trt_minitron.options import VerifyOptions
+from trt_minitron.verify.run import run_verify
 
 LAYOUTS = [(1, 1), (2, 1), (4, 1), (1, 2), (2, 2)]  # tiny models: 4 heads, 2 kv heads, 4 layers
 
@@ -38,7 +39,7 @@ def test_export_then_verify_passes(models, tmp_path, name, tp, pp):
     export(models[name], out, tp=tp, pp=pp)
     assert sorted(p.name for p in out.glob("rank*.safetensors")) == sorted(
         f"rank{r}.safetensors" for r in range(tp * pp))
-    result = run_verify(out, models[name])
+    result = run_verify(VerifyOptions(checkpoint=out, reference=models[name]))
     assert result.ok, result.summary()
     assert result.max_abs_diff < 1e-3 and result.top1_agreement == 1.0
 
@@ -167,7 +168,7 @@ def test_tp_not_dividing_heads_is_one_clear_line(models, tmp_path, capsys):
 
 def test_existing_output_is_refused_unless_overwrite(models, tmp_path, capsys):
     out = tmp_path / "c"
-    export(models["llama"], out)  # an earlier export: recognisably ours (test_hardening_output.py: everything else)
+    export(models["llama"], out)  # an earlier export: recognisably ours (test_output_folders.py: everything else)
     assert main(["export", str(models["llama"]), "--output", str(out)]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["export", str(models["nemotron"]), "--output", str(out), "--overwrite"]) == 0

@@ -4,8 +4,8 @@ patterns, at several positions of a buffer spanning many chunks and across chunk
 import pytest
 import torch
 
-from trt_minitron import finite
 from trt_minitron.errors import CheckpointError
+from trt_minitron.tensors import finite
 
 SIGNED = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 

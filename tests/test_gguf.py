@@ -1,6 +1,6 @@
 """The streaming GGUF reader on the real SmolLM2-135M-Instruct (Q4_1/Q8_0/F32), on broken files, and its memory.
 
-The reference is the route it replaces: transformers dequantizing the whole file (sources.gguf_transformers.open_gguf).
+The reference is the route it replaces: transformers dequantizing the whole file (tests/gguf_transformers.py open_gguf).
 """
 
 import json
@@ -11,15 +11,15 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from gguf_transformers import open_gguf
 from safetensors.torch import load_file
 from test_smollm2 import GGUF
 
-from trt_minitron import export as export_module
 from trt_minitron.cli import main
-from trt_minitron.export import ExportOptions, run_export
+from trt_minitron.export import run as export_module
+from trt_minitron.export.run import ExportOptions, run_export
 from trt_minitron.sources import open_source
-from trt_minitron.sources.gguf import GGUFSource
-from trt_minitron.sources.gguf_transformers import open_gguf
+from trt_minitron.sources.gguf.source import GGUFSource
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +117,8 @@ def test_magic_only_empty_garbage_or_unknown_version_is_one_line(tmp_path, capsy
 CHILD = r"""
 import json, sys
 from trt_minitron.cli import main
-from trt_minitron.export import peak_rss_bytes
-from trt_minitron.sources.gguf import GGUFSource  # noqa: F401  (everything export imports)
+from trt_minitron.export.run import peak_rss_bytes
+from trt_minitron.sources.gguf.source import GGUFSource  # noqa: F401  (everything export imports)
 import gguf, rich.progress  # noqa: F401
 def hwm():
     for line in open("/proc/self/status"):

@@ -1,4 +1,4 @@
-"""The GGUF header parser (sources/gguf_format.py) on files written byte by byte: valid ones agree with gguf's
+"""The GGUF header parser (sources/gguf/format.py) on files written byte by byte: valid ones agree with gguf's
 GGUFReader; crafted ones (absurd counts and lengths, bad tables) are one CheckpointError line at once.
 
 The time bounds are hang guards (gguf's GGUFReader loops for ever on an absurd array length), not benchmarks.
@@ -17,8 +17,8 @@ from tiny import make_tiny_llama
 
 from trt_minitron.cli import main
 from trt_minitron.errors import CheckpointError, TrtMinitronError
-from trt_minitron.sources.gguf import GGUFSource
-from trt_minitron.sources.gguf_format import HEADER_LIMIT, read_header
+from trt_minitron.sources.gguf.format import HEADER_LIMIT, read_header
+from trt_minitron.sources.gguf.source import GGUFSource
 
 V = gguf.GGUFValueType
 U64_MAX = 2**64 - 1

@@ -1,12 +1,12 @@
-"""gguf_dequant.py: its direct Q8_0 / Q4_1 numpy paths and its chunked reads against gguf.quants, bit for bit."""
+"""sources/gguf/dequant.py: its direct Q8_0 / Q4_1 numpy paths and its chunked reads against gguf.quants, bit for bit."""
 
 import gguf
 import numpy as np
 import pytest
 
-from trt_minitron.sources import gguf_dequant
-from trt_minitron.sources.gguf_dequant import dequantize_into, read_rows
-from trt_minitron.sources.gguf_format import read_header
+from trt_minitron.sources.gguf import dequant as gguf_dequant
+from trt_minitron.sources.gguf.dequant import dequantize_into, read_rows
+from trt_minitron.sources.gguf.format import read_header
 
 Q = gguf.GGMLQuantizationType
 

@@ -17,12 +17,13 @@ import torch
 from safetensors.torch import load_file
 from tiny import make_tiny_llama, make_tiny_nemotron
 
+from trt_minitron.archs.config import ModelConfig
 from trt_minitron.cli import main
-from trt_minitron.config import ModelConfig
-from trt_minitron.export import ExportOptions, run_export
+from trt_minitron.export.run import ExportOptions, run_export
+from trt_minitron.options import VerifyOptions
 from trt_minitron.sources import open_source
-from trt_minitron.sources.gguf import GGUFSource
-from trt_minitron.verify import run_verify
+from trt_minitron.sources.gguf.source import GGUFSource
+from trt_minitron.verify.run import run_verify
 
 Q = gguf.GGMLQuantizationType
 
@@ -200,7 +201,7 @@ def test_export_from_gguf_verifies_against_the_hf_original(hf, tmp_path, name, t
     path = _gguf_of(hf, name, tmp_path / "m.gguf")
     out = tmp_path / "ckpt"
     run_export(ExportOptions(src=str(path), output=out, dtype="float32", tp=tp, pp=pp))
-    result = run_verify(out, hf[name])
+    result = run_verify(VerifyOptions(checkpoint=out, reference=hf[name]))
     assert result.ok and result.max_abs_diff < 1e-3 and result.top1_agreement == 1.0, result.summary()
 
 
@@ -217,10 +218,10 @@ def test_format_hf_from_gguf_reproduces_the_hf_original(hf, tmp_path):
 
 
 def test_quantized_export_equals_the_transformers_route_at_tp2(hf, tmp_path, monkeypatch):
+    from gguf_transformers import open_gguf
     from transformers import AutoTokenizer
 
-    from trt_minitron import export as export_module
-    from trt_minitron.sources.gguf_transformers import open_gguf
+    from trt_minitron.export import run as export_module
 
     path = _llama_gguf(hf, tmp_path / "m.gguf", Q.Q4_1)
     run_export(ExportOptions(src=str(path), output=tmp_path / "new", dtype="bfloat16", tp=2))

@@ -1,4 +1,4 @@
-"""gguf_tokenizer.py: the tokenizer built from our parsed metadata equals transformers' whole-file route
+"""sources/gguf/tokenizer.py: the tokenizer built from our parsed metadata equals transformers' whole-file route
 (`AutoTokenizer.from_pretrained(folder, gguf_file=...)`) file for file, byte for byte, for a byte-level BPE
 and a sentencepiece vocabulary, in llama and nemotron files."""
 
@@ -8,8 +8,8 @@ import pytest
 from test_gguf_tiny import TOKENIZER, write_gguf
 from tiny import make_tiny_llama, make_tiny_nemotron
 
-from trt_minitron.sources import gguf_tokenizer
-from trt_minitron.sources.gguf import GGUFSource
+from trt_minitron.sources.gguf import tokenizer as gguf_tokenizer
+from trt_minitron.sources.gguf.source import GGUFSource
 
 # sentencepiece ("llama" in GGUF): control tokens, byte fallback, scored pieces, no merges (derived from the scores)
 _PIECES = ["▁", *"etaoinshrdlu", *(a + b for a, b in itertools.product("etaoinshrdlu", repeat=2)), "▁the", "▁heat"]

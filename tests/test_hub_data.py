@@ -5,10 +5,10 @@ import types
 
 import pytest
 
-from trt_minitron.data import DatasetError, load_records
 from trt_minitron.errors import MissingDependencyError
+from trt_minitron.eval.data import DatasetError, load_records
 from trt_minitron.options import CalibSettings
-from trt_minitron.quant.calib import load_articles
+from trt_minitron.quantize.calib import load_articles
 
 ROW = {"id": "a1", "article": "The article.", "highlights": "The summary."}
 

@@ -7,8 +7,7 @@ import sys
 
 import pytest
 import torch
-
-from trt_minitron.synthetic import write_synthetic_hf
+from synthetic import write_synthetic_hf
 
 # The child measures its own baseline (interpreter + torch + trt_minitron imported) before exporting
 # and its peak after; both are VmHWM, which (unlike ru_maxrss) does not inherit pytest's own peak.
@@ -16,7 +15,7 @@ CHILD = r"""
 import json, sys
 import torch  # noqa: F401  (a cast imports it at its first tensor: in the baseline, as the comment above says)
 from trt_minitron.cli import main
-from trt_minitron.export import peak_rss_bytes
+from trt_minitron.export.run import peak_rss_bytes
 from trt_minitron.sources import open_source  # noqa: F401  (everything export imports)
 import rich.progress  # noqa: F401
 def hwm():

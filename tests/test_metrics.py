@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer
 
-from trt_minitron.metrics import (
+from trt_minitron.eval.metrics import (
     ROUGE_KEYS,
     bootstrap_mean,
     latency_stats,

@@ -7,15 +7,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hardening import user_error
+from cli_checks import user_error
 
 from trt_minitron.archs import get_arch
+from trt_minitron.archs.config import ModelConfig
+from trt_minitron.checkpoints.trtllm import read_checkpoint
 from trt_minitron.cli import main
-from trt_minitron.config import ModelConfig
-from trt_minitron.export import plan_export
-from trt_minitron.mapping import Mapping
-from trt_minitron.tensors import TensorInfo
-from trt_minitron.trtllm_ckpt import read_checkpoint
+from trt_minitron.export.run import plan_export
+from trt_minitron.tensors.info import TensorInfo
+from trt_minitron.tensors.mapping import Mapping
 
 # nvidia/Mistral-NeMo-Minitron-8B-Base: the widths of the model card's config.json.
 MINITRON_8B = {"architectures": ["MistralForCausalLM"], "model_type": "mistral", "num_hidden_layers": 40,

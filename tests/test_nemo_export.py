@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 from tiny import make_tiny_llama, make_tiny_nemotron
 
 from trt_minitron.cli import main
-from trt_minitron.export import ExportOptions, run_export
-from trt_minitron.verify import run_verify
+from trt_minitron.export.run import ExportOptions, run_export
+from trt_minitron.options import VerifyOptions
+from trt_minitron.verify.run import run_verify
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_nemo_export_equals_hf_export_bit_exact(hf, tmp_path, name, layout, tp, 
 def test_verify_passes_against_hf_source(hf, tmp_path, name):
     nemo = build_nemo(hf[name], tmp_path / "m.nemo", "torch_dist", archive="tar")
     out = export(nemo, tmp_path / "ckpt", dtype="float32", tp=2)
-    result = run_verify(out, hf[name])
+    result = run_verify(VerifyOptions(checkpoint=out, reference=hf[name]))
     assert result.ok, result.summary()
     assert result.max_abs_diff < 1e-3 and result.top1_agreement == 1.0
 
@@ -98,7 +99,7 @@ def test_format_hf_reproduces_the_original_hf_model(hf, tmp_path, name, layout):
 
 def test_format_hf_shards(hf, tmp_path):
     from trt_minitron.archs import hf_tensor_shapes
-    from trt_minitron.hf_writer import write_hf_checkpoint
+    from trt_minitron.export.hf_writer import write_hf_checkpoint
     from trt_minitron.sources.nemo import open_nemo
 
     src = open_nemo(build_nemo(hf["nemotron16"], tmp_path / "m.nemo", "zarr", dtype=torch.bfloat16), hf_tensor_shapes)

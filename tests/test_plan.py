@@ -5,10 +5,10 @@ import json
 import pytest
 
 from trt_minitron.archs import get_arch
-from trt_minitron.build import BuildOptions, dry_run
-from trt_minitron.config import ModelConfig
+from trt_minitron.archs.config import ModelConfig
+from trt_minitron.build.run import BuildOptions, dry_run
 from trt_minitron.errors import ConfigError
-from trt_minitron.mapping import Mapping
+from trt_minitron.tensors.mapping import Mapping
 
 GIB = 1 << 30
 
@@ -128,7 +128,7 @@ def test_pipeline_parallel_counts_layers_per_rank(tmp_path):
 
 
 def test_default_gpu_memory_without_gpu_is_80_gib(tmp_path, monkeypatch):
-    import trt_minitron.build as b
+    import trt_minitron.build.run as b
 
     monkeypatch.setattr(b, "_cuda_available", lambda: False)
     p = plan(tmp_path, SMOLLM2_135M, tp=1)

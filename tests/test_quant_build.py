@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from test_build import fake_trtllm  # noqa: F401  (fixture)
 from test_plan import MINITRON_4B, SMOLLM2_135M, config_only_checkpoint
 
-import trt_minitron.build as b
+import trt_minitron.build.run as b
 from trt_minitron.cli import main
 
 ALGOS = {"fp8": "FP8", "int8_sq": "W8A8_SQ_PER_CHANNEL", "int4_awq": "W4A16_AWQ", "w4a8_awq": "W4A8_AWQ"}

@@ -18,15 +18,15 @@ import torch
 from quant_fixtures import articles, tiny_quant_models
 from safetensors.torch import load_file, save_file
 
-from trt_minitron.export import ExportOptions, run_export
-from trt_minitron.mapping import Mapping
-from trt_minitron.quant import modelopt_run as mo
-from trt_minitron.quant.assemble import assemble_checkpoint
-from trt_minitron.quant.calib import calibration_batches
-from trt_minitron.quant.checkpoint import LINEARS, QuantSpec
-from trt_minitron.quant.formats import get_format, unpack_int4_rows
-from trt_minitron.quant.teacher import FLIP_FRACTION, check_conversion, failures
+from trt_minitron.checkpoints.quant_formats import get_format, unpack_int4_rows
+from trt_minitron.checkpoints.quantized import LINEARS, QuantSpec
+from trt_minitron.export.run import ExportOptions, run_export
+from trt_minitron.quantize import modelopt_run as mo
+from trt_minitron.quantize.assemble import assemble_checkpoint
+from trt_minitron.quantize.calib import calibration_batches
+from trt_minitron.quantize.teacher import FLIP_FRACTION, check_conversion, failures
 from trt_minitron.sources.hf import HFSource
+from trt_minitron.tensors.mapping import Mapping
 
 CASES = [("llama", "fp8", "fp8"), ("nemotron", "fp8", "fp8"), ("llama", "int8_sq", None), ("nemotron", "int8_sq", None),
          ("llama", "int4_awq", "fp8"), ("nemotron", "int4_awq", None), ("llama", "w4a8_awq", None),

@@ -1,4 +1,4 @@
-"""Dequantization rules (trt_minitron/quant/formats.py) against ModelOpt's own packing and fake quantization.
+"""Dequantization rules (trt_minitron/checkpoints/quant_formats.py) against ModelOpt's own packing and fake quantization.
 
 Unit level, on random tensors: every rule is compared with the ModelOpt function that wrote or
 defines the format. The layer-level comparison on real calibrated models is test_quant_conversion.py.
@@ -9,9 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trt_minitron.errors import CheckpointError, ConfigError
-from trt_minitron.quant.checkpoint import QuantSpec
-from trt_minitron.quant.formats import (
+from trt_minitron.checkpoints.quant_formats import (
     FORMATS,
     ActQuant,
     QuantLinear,
@@ -24,7 +22,9 @@ from trt_minitron.quant.formats import (
     unpack_fp4_cols,
     unpack_int4_rows,
 )
-from trt_minitron.quant.teacher import mismatch
+from trt_minitron.checkpoints.quantized import QuantSpec
+from trt_minitron.errors import CheckpointError, ConfigError
+from trt_minitron.quantize.teacher import mismatch
 
 
 @pytest.fixture(autouse=True)

@@ -16,11 +16,11 @@ import torch
 from quant_fixtures import FORMATS, SHARED, has_fp8_kv
 from safetensors.torch import load_file, save_file
 
+from trt_minitron.checkpoints.quant_formats import KVQuant, unpack_int4_rows
+from trt_minitron.checkpoints.quantized import QuantSpec
+from trt_minitron.checkpoints.reference import ReferenceModel
 from trt_minitron.cli import main
 from trt_minitron.errors import CheckpointError
-from trt_minitron.quant.checkpoint import QuantSpec
-from trt_minitron.quant.formats import KVQuant, unpack_int4_rows
-from trt_minitron.reference import ReferenceModel
 from trt_minitron.verify.divergence import Divergence
 
 TEXTS = ["--dataset-file", str(SHARED), "--num-samples", "3", "--max-tokens", "40"]
@@ -162,7 +162,7 @@ def test_kv_scales_are_read_as_tensorrt_llm_uses_them():
 
 
 def test_per_rank_kv_scales_apply_to_their_own_heads():
-    from trt_minitron.trtllm_ckpt import MergedCheckpoint
+    from trt_minitron.checkpoints.trtllm import MergedCheckpoint
 
     merged = object.__new__(MergedCheckpoint)
     merged.kv_per_rank = 2

@@ -8,15 +8,15 @@ import shutil
 
 import pytest
 import torch
-from hardening import user_error
+from cli_checks import user_error
 
 from trt_minitron.archs import register, registered
 from trt_minitron.archs.base import Arch
+from trt_minitron.archs.config import ModelConfig
 from trt_minitron.archs.llama import Llama
+from trt_minitron.checkpoints.trtllm import read_checkpoint
 from trt_minitron.cli import main
-from trt_minitron.config import ModelConfig
-from trt_minitron.export import ExportOptions, run_export
-from trt_minitron.trtllm_ckpt import read_checkpoint
+from trt_minitron.export.run import ExportOptions, run_export
 
 ARCHS = registered()
 IDS = [a.hf_architecture for a in ARCHS]

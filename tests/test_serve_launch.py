@@ -18,7 +18,7 @@ import pytest
 
 from trt_minitron.cli import main
 from trt_minitron.errors import ConfigError, MissingDependencyError
-from trt_minitron.serving.launch import ServeOptions, plan_launch
+from trt_minitron.serve.run import ServeOptions, plan_launch
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -25,11 +25,11 @@ from rouge_score import rouge_scorer
 from test_serve_launch import as_in_a_terminal, free_port
 from test_smollm2 import smollm2_gguf
 
-from trt_minitron.backends import BackendSpec, Sampling
 from trt_minitron.backends.base import load_tokenizer
-from trt_minitron.backends.generate import GenerateOptions, run_generate
 from trt_minitron.cli import main
-from trt_minitron.summarize import SummarizeOptions, run_summarize
+from trt_minitron.generate.run import GenerateOptions, run_generate
+from trt_minitron.options import BackendSpec
+from trt_minitron.summarize.run import SummarizeOptions, run_summarize
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ PROMPTS = ("The capital of France is", "Water boils at")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from trt_minitron.export import ExportOptions, run_export
+    from trt_minitron.export.run import ExportOptions, run_export
 
     root = tmp_path_factory.mktemp("served")
     hf = root / "smollm2-hf"
@@ -71,7 +71,7 @@ def test_serve_printed_the_route_command_and_endpoint(server):
 def test_generate_openai_equals_hf_greedy(server):
     def run(kind, model):
         opts = GenerateOptions(backend=BackendSpec(kind=kind, model=model, device="cpu", concurrency=2),
-                               prompts=PROMPTS, sampling=Sampling(max_new_tokens=6))
+                               prompts=PROMPTS, max_new_tokens=6)
         return run_generate(opts, out=io.StringIO())
 
     served = run("openai", server["url"])

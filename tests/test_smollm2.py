@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from trt_minitron.export import ExportOptions, run_export
-from trt_minitron.trtllm_ckpt import read_checkpoint
-from trt_minitron.verify import prompt_ids, run_verify
+from trt_minitron.checkpoints.trtllm import read_checkpoint
+from trt_minitron.export.run import ExportOptions, run_export
+from trt_minitron.options import VerifyOptions
+from trt_minitron.verify.run import prompt_ids, run_verify
 
 
 def smollm2_gguf() -> Path:
@@ -45,7 +46,7 @@ def test_smollm2_export_verifies(exported, dtype, tp, full):
     assert (out / "tokenizer.json").is_file()
     # The checkpoint's own tokenizer on the default paragraph, long enough for far-position rope effects.
     assert prompt_ids(read_checkpoint(out), None).shape[1] >= 128
-    result = run_verify(out, GGUF, full=full)
+    result = run_verify(VerifyOptions(checkpoint=out, reference=GGUF, full=full))
     assert result.ok, result.summary()
     assert result.num_tokens >= 128 and result.top1_agreement == 1.0
     assert len(result.checks) == (1 if full else 2 + 30 * 2 + 2)  # embedding, rope, layers, final norm, lm_head

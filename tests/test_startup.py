@@ -83,7 +83,7 @@ def export_in_child(src, out, dtype: str, tp: int, torch_first: bool) -> list[st
 
 @pytest.fixture(scope="module")
 def bf16_llama(tmp_path_factory):
-    from trt_minitron.synthetic import write_synthetic_hf
+    from synthetic import write_synthetic_hf
 
     return write_synthetic_hf(tmp_path_factory.mktemp("src") / "llama", BYTE_MOVER)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from trt_minitron.cli import main
-from trt_minitron.data import DatasetError, PromptBuilder, read_dataset_file
+from trt_minitron.eval.data import DatasetError, PromptBuilder, read_dataset_file
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cnn_dailymail_sample.jsonl"
 

@@ -8,8 +8,9 @@ import json
 import pytest
 from rouge_score import rouge_scorer
 
-from trt_minitron.backends import BackendSpec, Generation
-from trt_minitron.summarize import AccuracyCheckFailed, SummarizeOptions, batches_by_length, markdown, run_summarize
+from trt_minitron.backends.base import Generation
+from trt_minitron.options import BackendSpec
+from trt_minitron.summarize.run import AccuracyCheckFailed, SummarizeOptions, batches_by_length, markdown, run_summarize
 
 
 class Tok:
@@ -76,8 +77,7 @@ def opts(tmp_path, n_backends=1, **kw):
 
 
 def test_batches_sorted_longest_first():
-    assert batches_by_length([3, 9, 1, 9, 5], 2, True) == [[1, 3], [4, 0], [2]]
-    assert batches_by_length([3, 9, 1], 2, False) == [[0, 1], [2]]
+    assert batches_by_length([3, 9, 1, 9, 5], 2) == [[1, 3], [4, 0], [2]]
 
 
 def test_report_order_rouge_timing_and_warmup(tmp_path):
@@ -145,7 +145,7 @@ def test_check_accuracy_threshold(tmp_path):
 
 
 def test_cli_exit_code_1_on_accuracy_failure(tmp_path, monkeypatch, capsys):
-    import trt_minitron.summarize as S
+    import trt_minitron.summarize.run as S
     from trt_minitron.cli import main
 
     write_records(tmp_path / "d.jsonl")

@@ -18,10 +18,11 @@ import torch
 from quant_fixtures import SHARED, write_tokenizer
 from tiny import make_tiny_llama
 
-from trt_minitron import trtllm_install
-from trt_minitron.backends import BackendSpec, Sampling, open_backend
+from trt_minitron.backends import BackendSpec, open_backend
+from trt_minitron.backends.base import Sampling
 from trt_minitron.cli import main
 from trt_minitron.errors import ConfigError
+from trt_minitron.trtllm import install as trtllm_install
 
 TESTS = Path(__file__).resolve().parent
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -218,7 +219,7 @@ def test_engine_backend_on_12_is_unchanged(fake_trtllm_path, tmp_path):
 
 
 def test_llm_api_settings_refuse_what_the_model_cannot_take(hf, tmp_path):
-    from trt_minitron.llmapi_args import derive, read_hf_checkpoint
+    from trt_minitron.trtllm.llmapi_args import derive, read_hf_checkpoint
 
     ckpt = read_hf_checkpoint(hf)
     with pytest.raises(ConfigError, match="exceeds the model's max_position_embeddings=256"):
@@ -345,7 +346,7 @@ def test_serve_writes_the_yaml_it_derived_and_refuses_a_users_file(fake_serve, h
     assert events[-1]["llm_api_options"]["cuda_graph_config"]["enable_padding"] is True
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
     yaml_path.write_text("kv_cache_config: {dtype: auto}\n")  # now the user's
-    one_line_exit_2(capsys, ["serve", str(hf)], "not written by trt-minitron")
+    one_line_exit_2(capsys, ["serve", str(hf)], "exists and is not a file trt-minitron wrote; pass --overwrite")
     assert yaml_path.read_text() == "kv_cache_config: {dtype: auto}\n"
     assert len([1 for line in fake_serve.read_text().splitlines() if '"parsed"' in line]) == 2  # nothing started
 
@@ -358,7 +359,7 @@ def test_serve_never_writes_into_the_model_folder(fake_serve, hf, capsys, monkey
 
 
 def test_summarize_labels_a_unified_checkpoint_by_its_format(hf, tmp_path):
-    from trt_minitron.summarize import checkpoint_format
+    from trt_minitron.summarize.run import checkpoint_format
 
     fp8kv = copy_with(hf, tmp_path / "fp8kv", hf_quant_config__json=FP8_KV)
     assert checkpoint_format(BackendSpec(kind="trtllm", model=str(fp8kv))) == "FP8 + FP8 KV"

@@ -1,4 +1,4 @@
-"""verify v2: correct exports of every supported form pass, bad input is one line and exit 2 before the
+"""verify: correct exports of every supported form pass, bad input is one line and exit 2 before the
 source is opened, kv_channels-only configs and vocabulary padding are handled."""
 
 import json
@@ -13,8 +13,9 @@ from tiny import make_tiny
 
 import trt_minitron.verify.run as verify_run
 from trt_minitron.cli import main
-from trt_minitron.verify import run_verify
+from trt_minitron.options import VerifyOptions
 from trt_minitron.verify.criterion import LOGIT_RTOL, LogitStats
+from trt_minitron.verify.run import run_verify
 
 LAYOUTS = [(1, 1), (2, 1), (4, 1), (1, 2), (2, 2)]  # tiny models: 4 heads, 2 kv heads, 4 layers
 DTYPES = ["float32", "float16", "bfloat16"]
@@ -40,7 +41,7 @@ CORRECT = [(tp, pp, "bfloat16") for tp, pp in LAYOUTS] + [(2, 1, "float32"), (2,
 @pytest.mark.parametrize("name", ["llama", "llama_tied", "nemotron"])
 def test_correct_export_passes_layer_by_layer(models, tmp_path, name, tp, pp, dtype):
     out = export(models[name], tmp_path / "ckpt", dtype, tp=tp, pp=pp)
-    result = run_verify(out, models[name])
+    result = run_verify(VerifyOptions(checkpoint=out, reference=models[name]))
     assert result.ok, result.summary()
     assert [c.where for c in result.checks] == ["embedding", "rope"] + [
         f"layer {i} {part}" for i in range(4) for part in ("attention", "mlp")] + ["final norm", "lm_head"]
@@ -56,9 +57,9 @@ def test_correct_export_passes_layer_by_layer(models, tmp_path, name, tp, pp, dt
 @pytest.mark.parametrize("name", ["llama_tied", "nemotron", "llama_default", "nemotron_small"])
 def test_correct_export_passes_full(models, tmp_path, name, dtype):
     out = export(models[name], tmp_path / "ckpt", dtype, tp=2)
-    full = run_verify(out, models[name], full=True)
+    full = run_verify(VerifyOptions(checkpoint=out, reference=models[name], full=True))
     assert full.ok and [c.where for c in full.checks] == ["rope"] and full.top1_agreement == 1.0, full.summary()
-    layers = run_verify(out, models[name])
+    layers = run_verify(VerifyOptions(checkpoint=out, reference=models[name]))
     # Both modes compare the same end-to-end logits; only summation order differs.
     assert abs(full.max_abs_diff - layers.max_abs_diff) <= full.logit_tolerance
     assert full.cast.max_abs_diff == pytest.approx(layers.cast.max_abs_diff, rel=1e-2, abs=1e-5)
@@ -75,7 +76,7 @@ def test_nemo_export_passes_against_the_nemo_and_the_hf_model(models, tmp_path, 
     nemo = build_nemo(models[name], tmp_path / "m.nemo", layout, tp=tp, pp=pp)
     out = export(nemo, tmp_path / "ckpt", dtype, tp=2)
     for reference in (nemo, models[name]):
-        result = run_verify(out, reference, full=full)
+        result = run_verify(VerifyOptions(checkpoint=out, reference=reference, full=full))
         assert result.ok, result.summary()
         assert result.num_tokens > 20  # the exported SentencePiece tokenizer on the default paragraph
 
@@ -90,7 +91,7 @@ def test_kv_channels_only_config_verifies(tmp_path, arch, capsys):
     out = export(src, tmp_path / "ckpt", "bfloat16")
     assert json.loads((out / "config.json").read_text())["head_size"] == 24
     for full in (False, True):
-        assert run_verify(out, src, full=full).ok
+        assert run_verify(VerifyOptions(checkpoint=out, reference=src, full=full)).ok
     assert main(["verify", str(out), "--reference", str(src)]) == 0
     assert capsys.readouterr().out.strip().endswith("PASS")
 
@@ -112,7 +113,7 @@ def test_source_with_vocab_padding_compares_the_shared_vocabulary(models, tmp_pa
     padded = _pad_vocab(models["llama"], tmp_path / "padded", 256)  # 250 rounded up to 128 as NeMo pads
     out = export(models["llama"], tmp_path / "ckpt", "bfloat16", tp=2)
     for full in (False, True):
-        result = run_verify(out, padded, full=full)
+        result = run_verify(VerifyOptions(checkpoint=out, reference=padded, full=full))
         assert result.ok, result.summary()
         assert result.notes == ("compared over the shared vocabulary of 250: the reference's 6 extra rows (to 256) "
                                 "are vocabulary padding the checkpoint trimmed",)

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 import torch
+from synthetic import write_synthetic_hf
 
-from trt_minitron.export import ExportOptions, run_export
-from trt_minitron.synthetic import write_synthetic_hf
+from trt_minitron.export.run import ExportOptions, run_export
 
 # The child reports its peak (VmHWM, which unlike ru_maxrss does not inherit pytest's own peak).
 CHILD = r"""

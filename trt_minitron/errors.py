@@ -24,6 +24,10 @@ class MissingDependencyError(TrtMinitronError):
     """An optional dependency (tensorrt_llm, CUDA, gguf, datasets, ...) is not available."""
 
 
+class DatasetError(TrtMinitronError):
+    """A dataset file that is missing, empty, not JSON/parquet, or lacks article/highlights."""
+
+
 class OutputError(TrtMinitronError):
     """An output path that is unsafe to write or replace, or that cannot be written (read-only, disk full)."""
 

@@ -1,26 +1,21 @@
-"""Every command's options and their defaults, in one module that imports neither torch nor numpy.
+"""Every command's options and their defaults, in one module that imports neither torch nor numpy, nor any
+other module of the package but errors and outputs: what the user asked for, checked before anything runs.
 
 The CLI (commands/) takes each flag's default from these classes and imports a command's implementation
-only when that command runs, so `trt-minitron --help` starts at once. The implementations re-export the
-class they take (export.ExportOptions is this ExportOptions).
+only when that command runs, so `trt-minitron --help` starts at once. What a run builds from them (a
+backend's Sampling, bench's request parameters and sweep points) lives where it is used.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
-from .data import DEFAULT_TEMPLATE, DatasetError
-from .errors import ConfigError, OutputError
-from .outputs import nearest_existing
-from .serving.client import Timeouts
-
-if TYPE_CHECKING:
-    from .serving.bench import SweepPoint
-    from .serving.client import RequestParams
+from .errors import ConfigError, DatasetError
+from .outputs import absolute, check_output_file
 
 # --- export ------------------------------------------------------------------------------------------------------
 
@@ -41,7 +36,24 @@ class ExportOptions:
 
 # --- verify ------------------------------------------------------------------------------------------------------
 
-QUANT_TEXTS, QUANT_TOKENS = 8, 128  # quantized checkpoints: CNN/DailyMail articles x tokens each
+@dataclass(frozen=True, kw_only=True)
+class VerifyOptions:
+    checkpoint: Path  # a TensorRT-LLM checkpoint folder
+    reference: str  # its source: HF folder, .gguf, .nemo or hub id
+    prompt: str | None = None  # None: a fixed ~150-token paragraph (unquantized checkpoints)
+    full: bool = False  # whole models instead of layer by layer (unquantized checkpoints)
+    # quantized checkpoints: CNN/DailyMail articles (None: the hub's 3.0.0 test split) x tokens each
+    dataset_file: Path | None = None
+    num_samples: int = 8
+    max_tokens: int = 128
+
+    def validate(self) -> None:
+        if self.prompt is not None and not self.prompt.strip():
+            raise ConfigError("--prompt is empty: give some text, or omit --prompt for the default paragraph")
+        if self.num_samples < 1:
+            raise DatasetError(f"--num-samples must be >= 1, got {self.num_samples}")
+        if self.max_tokens < 8:
+            raise ConfigError(f"--max-tokens must be >= 8, got {self.max_tokens}")
 
 
 # --- build -------------------------------------------------------------------------------------------------------
@@ -94,35 +106,89 @@ class BuildOptions:
 # --- generation (generate, summarize) ----------------------------------------------------------------------------
 
 BACKENDS = ("trtllm", "hf", "torch", "openai")
+DEFAULT_TEMPLATE = "{article} TL;DR: "  # summarize's and bench's --prompt-template (TensorRT-LLM's summarize.py)
+APIS = ("completions", "chat")  # OpenAI endpoints: /v1/completions (prompt text), /v1/chat/completions
 
 
-@dataclass(frozen=True, kw_only=True)
-class Sampling:
-    """Decoding settings; greedy unless temperature > 0 (TensorRT-LLM's top_k=1 default is greedy too)."""
+def check_sampling(*, max_new_tokens: int, num_beams: int, temperature: float, top_p: float, top_k: int) -> None:
+    """Reject decoding settings no backend can honour (the one rule: options and backends.base.Sampling ask here)."""
+    if max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if num_beams < 1:
+        raise ConfigError(f"num_beams must be >= 1, got {num_beams}")
+    if temperature < 0:
+        raise ConfigError(f"temperature must be >= 0, got {temperature}")
+    if not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
+    if top_k < 0:
+        raise ConfigError(f"top_k must be >= 0, got {top_k}")
 
-    max_new_tokens: int = 100
-    temperature: float = 0.0
-    top_k: int = 0  # 0 = no top-k filter
-    top_p: float = 1.0
-    num_beams: int = 1
-    seed: int = 0
+
+def normalize_url(url: str) -> str:
+    """`HOST:PORT`, `http://HOST:PORT` or `http://HOST:PORT/v1` -> the base URL the client expects (`.../v1`)."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{url!r} is not a server URL; expected http://HOST:PORT/v1")
+    try:
+        _ = parts.port  # raises on a bad port
+    except ValueError:
+        raise ConfigError(f"{url!r} has an invalid port; expected http://HOST:PORT/v1") from None
+    path = parts.path.rstrip("/") or "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+TIMEOUT_KEYS = {"total": "total_s", "connect": "connect_s", "first-byte": "first_byte_s"}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """--request-timeout: limits on one request, in seconds: the TCP connection, the first byte of the answer (its
+    HTTP headers: servers that stream send them at once), and the whole request up to its last chunk. A part above
+    the total is the total. What the user asked for, as SLO is; backends/openai_connection.py applies it."""
+
+    total_s: float = 600.0
+    connect_s: float = 10.0
+    first_byte_s: float = 60.0
 
     @property
-    def greedy(self) -> bool:
-        return self.num_beams == 1 and (self.temperature <= 0.0 or self.top_k == 1)
+    def connect(self) -> float:
+        return min(self.connect_s, self.total_s)
+
+    @property
+    def first_byte(self) -> float:
+        return min(self.first_byte_s, self.total_s)
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Timeouts":
+        """`S` (the total) or `total:S,connect:S,first-byte:S` (any subset; the others keep their defaults); None:
+        the defaults."""
+        flag = "--request-timeout"
+        values = {}
+        for item in (i for i in (text or "").replace(" ", ",").split(",") if i):
+            key, sep, value = item.rpartition(":") if ":" in item else ("total", ":", item)
+            if key not in TIMEOUT_KEYS:
+                raise ConfigError(f"{flag} {text!r}: unknown part {key!r}; use SECONDS or "
+                                  f"{','.join(k + ':S' for k in TIMEOUT_KEYS)}")
+            try:
+                values[TIMEOUT_KEYS[key]] = float(value)
+            except ValueError:
+                raise ConfigError(f"{flag} {text!r}: {value!r} is not a number of seconds") from None
+        out = cls(**values)
+        out.validate()
+        return out
 
     def validate(self) -> None:
-        """Reject settings no backend can honour."""
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.num_beams < 1:
-            raise ConfigError(f"num_beams must be >= 1, got {self.num_beams}")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k must be >= 0, got {self.top_k}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                key = next(k for k, v in TIMEOUT_KEYS.items() if v == f.name)
+                raise ConfigError(f"--request-timeout {key} must be a positive number of seconds, got {value}")
+
+
+TIMEOUT_HELP = ("limits on each request to the server, in seconds: the total (a bare number), the TCP connection and "
+                "the first byte of the answer; default " +
+                ",".join(f"{k}:{getattr(Timeouts(), v):g}" for k, v in TIMEOUT_KEYS.items()) +
+                " (a part above the total is the total)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,28 +226,30 @@ class BackendSpec:
         if frac is not None and not 0 < frac <= 1:
             raise ConfigError(f"--kv-cache-free-gpu-memory-fraction must be in (0, 1], got {frac}")
         if self.kind == "openai":
-            from .serving.client import normalize_url
             normalize_url(self.model)
             self.request_timeout.validate()
         elif not Path(self.model).exists():
             raise ConfigError(f"{self.kind} model path {self.model} does not exist")
 
 
-GENERATE_SAMPLING = Sampling(max_new_tokens=64)  # `generate`'s decoding defaults
-
-
 @dataclass(frozen=True, kw_only=True)
 class GenerateOptions:
     backend: BackendSpec
     prompts: tuple[str, ...]
-    sampling: Sampling = GENERATE_SAMPLING
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # greedy unless > 0
+    top_k: int = 0  # 0 = no top-k filter
+    top_p: float = 1.0
+    num_beams: int = 1
+    seed: int = 0
     chat: bool = False
     stream: bool = False
 
     def validate(self) -> None:
         if not self.prompts:
             raise ConfigError("give at least one --prompt")
-        self.sampling.validate()
+        check_sampling(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, temperature=self.temperature,
+                       top_p=self.top_p, top_k=self.top_k)
         self.backend.validate()
 
 
@@ -202,18 +270,13 @@ class SummarizeOptions:
     prompt_template: str = DEFAULT_TEMPLATE
     add_special_tokens: bool = True
     warmup: bool = True
-    sort_by_length: bool = True
     check_accuracy: bool = False
     rouge1_threshold: float = 15.0
     max_rouge_drop: float | None = None
     bootstrap_samples: int = 1000
     report: Path | None = None
+    overwrite: bool = False  # replace an existing --report that trt-minitron did not write
     concurrency: int = 1  # openai backends: requests in flight (all prompts go out as one stream of requests)
-
-    @property
-    def sampling(self) -> Sampling:
-        return Sampling(max_new_tokens=self.output_len, temperature=self.temperature, top_k=self.top_k,
-                        top_p=self.top_p, num_beams=self.num_beams, seed=self.seed)
 
     def validate(self) -> None:
         if not self.backends:
@@ -222,29 +285,12 @@ class SummarizeOptions:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.max_rouge_drop is not None and len(self.backends) < 2:
             raise ConfigError("--max-rouge-drop compares two backends; give a second --backend")
-        self.sampling.validate()
+        check_sampling(max_new_tokens=self.output_len, num_beams=self.num_beams, temperature=self.temperature,
+                       top_p=self.top_p, top_k=self.top_k)
         for b in self.backends:
             b.validate()
-        if self.report is not None:
-            check_report_path(Path(self.report))
-
-
-def check_report_path(report: Path) -> None:
-    """Refuse, before any sample runs, a --report that could not be written at the end."""
-    if report.is_dir():
-        raise OutputError(f"--report {report} is a folder; give a file path such as {report / 'summarize.json'}")
-    if report.exists():
-        try:
-            with open(report, "a"):
-                pass
-        except OSError as e:
-            raise OutputError(f"--report {report} cannot be written: {e.strerror}") from None
-        return
-    ancestor = nearest_existing(report.parent)
-    if not ancestor.is_dir():
-        raise OutputError(f"--report {report} cannot be written: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputError(f"--report {report} cannot be written: no permission to create files in {ancestor}")
+        if self.report is not None:  # before any sample runs, not after
+            check_output_file(self.report, flag="--report", overwrite=self.overwrite, example="summarize.json")
 
 
 # --- quantize ----------------------------------------------------------------------------------------------------
@@ -308,6 +354,7 @@ class ServeOptions:
     stop_timeout_s: float = 30.0
     dry_run: bool = False
     llm_api_options: Path | None = None  # HF folders under trtllm-serve: where the derived YAML goes (default ./)
+    overwrite: bool = False  # replace an existing --llm-api-options file that trt-minitron did not write
     extra_args: tuple[str, ...] = ()
 
     def validate(self) -> None:
@@ -392,12 +439,9 @@ class BenchOptions:
     report: Path | None = None
     plot: Path | None = None
     csv: Path | None = None  # one row of aggregates per sweep point
-    overwrite: bool = False  # replace a --csv that bench did not write
+    overwrite: bool = False  # replace an existing --report / --plot / --csv that trt-minitron did not write
 
     def validate(self) -> None:
-        from .serving.client import normalize_url
-        from .serving.report import check_csv_path
-
         normalize_url(self.url)
         if self.dataset not in BENCH_DATASETS:
             raise ConfigError(f"unknown --dataset {self.dataset!r}; choose one of {', '.join(BENCH_DATASETS)}")
@@ -418,34 +462,14 @@ class BenchOptions:
             raise ConfigError(f"--max-duration must be > 0 s, got {self.max_duration_s}")
         if self.warmup_requests < 0:
             raise ConfigError(f"--warmup must be >= 0, got {self.warmup_requests}")
-        self.params().validate()
-        for flag, path in (("--report", self.report), ("--plot", self.plot), ("--csv", self.csv)):
-            if path is not None:
-                check_writable(Path(path), flag)
-        if self.csv is not None:
-            check_csv_path(Path(self.csv), self.overwrite)
-
-    def points(self) -> list[SweepPoint]:
-        from .serving.bench import SweepPoint
-
-        if self.request_rate:
-            return [SweepPoint(self.max_concurrency, None if math.isinf(r) else r) for r in self.request_rate]
-        return [SweepPoint(c) for c in (self.concurrency or (1,))]
-
-    def params(self, max_tokens: int | None = None) -> RequestParams:
-        from .serving.client import RequestParams
-
-        return RequestParams(max_tokens=max_tokens or self.output_len, api=self.api, temperature=self.temperature,
-                             seed=self.seed if self.temperature > 0 else None, ignore_eos=self.ignore_eos,
-                             timeouts=self.request_timeout)
-
-
-def check_writable(path: Path, flag: str) -> None:
-    """Refuse before the run, not after it, an output path that cannot be written."""
-    if path.is_dir():
-        raise ConfigError(f"{flag} {path} is a folder; give a file name")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ConfigError(f"{flag} {path}: {parent} is not a writable folder")
+        if self.api not in APIS:
+            raise ConfigError(f"unknown API {self.api!r}; choose one of {', '.join(APIS)}")
+        self.request_timeout.validate()
+        files = [(flag, path, example) for flag, path, example in (
+            ("--report", self.report, "bench.json"), ("--plot", self.plot, "bench.png"), ("--csv", self.csv, "bench.csv"))
+            if path is not None]
+        for (flag, path, _), (other, same, _) in combinations(files, 2):
+            if absolute(path) == absolute(same):
+                raise ConfigError(f"{flag} and {other} name the same file {path}")
+        for flag, path, example in files:  # before the run, not after it
+            check_output_file(path, flag=flag, overwrite=self.overwrite, example=example)

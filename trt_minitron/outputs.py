@@ -1,11 +1,19 @@
-"""Output folders written safely: never onto the source, never over a folder we did not write, never half done.
+"""Outputs written safely: never onto the source, never over something we did not write, never half done.
 
-`atomic_output_dir` is the one way commands create an output folder: everything is written into a
+Folders: `atomic_output_dir` is the one way commands create an output folder: everything is written into a
 hidden sibling `.NAME.tmp-PID`, which replaces NAME only when complete. An existing NAME is replaced
 (with --overwrite) only when it is empty or recognisably ours: an export carrying `MARKER`, an engine
 folder carrying `ENGINE_MANIFEST`, or a TensorRT-LLM checkpoint, holding nothing but the files such a
 folder holds. SIGINT/SIGTERM remove the temporary folder (see interrupts.py); siblings left by a
 process that died harder (SIGKILL, power loss) are swept by the next run writing the same NAME.
+
+Files (reports, plots, bench's CSV, serve's YAML): `check_output_file` before the run, `write_file` at the end. An
+existing file is replaced without --overwrite only when it is recognisably ours (a JSON report whose "tool" names
+trt-minitron, a PNG whose Software text does, a text file whose first line is `# written by trt-minitron ...`, a
+CSV whose header line starts with bench's columns `CSV_HEAD`); anything else needs --overwrite. Written the same way:
+a hidden sibling renamed over NAME, mode 0666 less the umask (0644), as every output file.
+
+Both: missing parent folders are created; `check_writable` makes sure they can be, before the run.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -25,6 +34,10 @@ from .interrupts import signals_deferred, signals_raise
 
 MARKER = "trt_minitron_export.json"  # written last into every export (both formats), listing its files
 ENGINE_MANIFEST = "trt_minitron_manifest.json"  # written by `build` into every engine folder
+TOOL = "trt-minitron"  # JSON reports say {"tool": "trt-minitron <command>", ...}; PNG plots Software "trt-minitron ..."
+WRITTEN_BY = f"# written by {TOOL}"  # the first line of a text file we write (YAML)
+# The header of bench's --csv begins with these columns (bench/report.py's CSV_COLUMNS); a CSV keeps no comment line.
+CSV_HEAD = ("point", "concurrency", "request_rate", "requests", "completed", "failed")
 # The one list of tokenizer files: what export copies from a source, build into an engine folder, and what
 # makes a folder hold a tokenizer (the first seven: a tokenizer without the chat template and generation config).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model", "vocab.json",
@@ -80,7 +93,81 @@ def check_output(output: str | os.PathLike, *, overwrite: bool, protect: Iterabl
         if not overwrite:
             raise OutputExistsError(f"{output} exists; pass --overwrite to replace it, or choose another --output")
         check_replaceable(out)
+    check_writable(out, f"--output {output}")
     return out
+
+
+def check_writable(path: Path, label: str) -> None:
+    """Raise OutputError unless `path` (or the folders leading to it) can be created: its nearest existing ancestor
+    must be a folder this process may create files in. Probed with an unnamed temporary file, so the reason is the
+    system's own (read-only file system, permission denied) and nothing is left behind."""
+    ancestor = nearest_existing(path.parent)
+    if not ancestor.is_dir():
+        raise OutputError(f"{label} cannot be written: {ancestor} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as e:
+        raise OutputError(f"{label} cannot be written: {e.strerror or e} ({ancestor})") from None
+
+
+def check_output_file(path: str | os.PathLike, *, flag: str, overwrite: bool, example: str) -> Path:
+    """Raise OutputError unless the file `path` (given with `flag`) may be written at the end of the run: not a
+    folder or a symbolic link (as for folders: replacing the link would not write where it points); an existing
+    file only when recognisably ours or with --overwrite; its folder creatable. `example`: a file name to suggest
+    when `path` is a folder."""
+    p = Path(path)
+    if p.is_symlink():
+        raise OutputError(f"{flag} {path} is a symbolic link; name the file itself or a new one")
+    if p.is_dir():
+        raise OutputError(f"{flag} {path} is a folder; give a file path such as {p / example}")
+    if p.exists() and not overwrite and not is_ours(p):
+        raise OutputExistsError(f"{flag} {path} exists and is not a file trt-minitron wrote; pass --overwrite to "
+                                "replace it, or choose another path")
+    check_writable(absolute(p), f"{flag} {path}")
+    return p
+
+
+def is_ours(path: Path) -> bool:
+    """Whether an existing file is one trt-minitron wrote: a JSON report whose "tool" is trt-minitron's, a PNG
+    whose Software text is, a text file whose first line is WRITTEN_BY ..., a CSV whose header starts with CSV_HEAD
+    (a symbolic link never is: it is the user's)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    if path.suffix.lower() == ".png":
+        return (_png_software(path) or "").startswith(TOOL)
+    doc = _small_json(path)
+    if isinstance(doc, dict):
+        return str(doc.get("tool", "")).startswith(TOOL)
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(4096).decode("utf-8", "replace")
+    except OSError:
+        return False
+    return first.startswith(WRITTEN_BY + " ") or tuple(first.rstrip("\r\n").split(",")[:len(CSV_HEAD)]) == CSV_HEAD
+
+
+def write_file(path: str | os.PathLike, data: bytes, *, overwrite: bool) -> None:
+    """Write `data` to `path` atomically: a hidden sibling `.NAME.tmp-PID`, renamed over NAME when complete
+    (missing parent folders are created). An existing NAME that is not ours is replaced only with `overwrite`
+    (checked again here: it may have appeared during the run). Errors are one-line OutputError/DiskFullError."""
+    out = absolute(path)
+    with signals_raise(), write_errors(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(out)
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        _remove(tmp)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            with open(fd, "wb") as f:
+                f.write(data)
+            with signals_deferred():
+                if out.is_symlink() or (out.exists() and not overwrite and not is_ours(out)):
+                    raise OutputExistsError(f"{path} appeared while the run went on and is not a file trt-minitron "
+                                            "wrote; not replacing it")
+                os.replace(tmp, out)
+        finally:
+            _remove(tmp)
 
 
 def check_replaceable(out: Path) -> None:
@@ -251,6 +338,27 @@ def _alive(pid: int) -> bool:
     except (OverflowError, ValueError):
         return False  # not a possible process id
     return True
+
+
+def _png_software(path: Path) -> str | None:
+    """The text of a PNG's `Software` tEXt chunk (before the image data), or None."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                return None
+            for _ in range(64):  # chunks before IDAT: a handful
+                head = f.read(8)
+                if len(head) < 8 or head[4:] == b"IDAT":
+                    return None
+                n = int.from_bytes(head[:4], "big")
+                if n > 1 << 16:
+                    return None
+                body = f.read(n + 4)[:n]
+                if head[4:] == b"tEXt" and body.startswith(b"Software\x00"):
+                    return body[9:].decode("latin-1")
+    except OSError:
+        return None
+    return None
 
 
 def _small_json(path: Path):

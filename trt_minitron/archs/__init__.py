@@ -1,6 +1,7 @@
 """Architecture registry: each module in this package registers one Arch (base.py), which states every
 per-architecture fact. Everything else asks here: by HF architecture name, by the TensorRT-LLM name a
-checkpoint carries, by GGUF architecture or by .nemo activation. Adding a module adds an architecture."""
+checkpoint carries, by GGUF architecture or by .nemo activation. Adding a module adds an architecture
+(besides base.py, the contract, and config.py, ModelConfig: what every architecture's config holds)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def _load_all() -> None:
     if _loaded:
         return
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "base":
+        if mod.name not in ("base", "config"):
             importlib.import_module(f"{__name__}.{mod.name}")
     _loaded = True
 

@@ -17,16 +17,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 from typing import Mapping as Mapping_
 
-from ..dtypes import as_torch
 from ..errors import ConfigError
-from ..layout import Block, Layout, materialize
-from ..mapping import Mapping
-from ..tensors import MetaReader, RowStream, TensorInfo
+from ..tensors.dtypes import as_torch
+from ..tensors.info import MetaReader, RowStream, TensorInfo
+from ..tensors.layout import Block, Layout, materialize
+from ..tensors.mapping import Mapping
 
 if TYPE_CHECKING:
     import torch
 
-    from ..config import ModelConfig
+    from .config import ModelConfig
 
 
 class Reader(Protocol):
@@ -185,19 +185,6 @@ class lm_head(copy):  # noqa: N801
         return Layout((Block(pre + self.hf, start, stop),), ctx.dtype, pad_rows=per - (stop - start))
 
 
-@dataclass(frozen=True)
-class function_rule(Rule):  # noqa: N801
-    """A rule written as a plain function `fn(ctx, prefix) -> produce(reader)` that reads the HF tensors `inputs`.
-    Export plans it on meta tensors and makes it in memory, whole: slower than a Recipe, for what a Layout
-    cannot say."""
-
-    fn: Callable[[RankContext, str], Produce]
-    inputs: tuple[str, ...]
-
-    def __call__(self, ctx: RankContext, pre: str) -> Produce:  # type: ignore[override]
-        return self.fn(ctx, pre)
-
-
 def _hidden(c: ModelConfig) -> tuple[int, ...]:
     return (c.hidden_size,)
 
@@ -343,6 +330,12 @@ class Arch:
             head = self.embedding if cfg.tie_word_embeddings else "lm_head.weight"
             outs.append(Out("lm_head.weight", lm_head(head)(ctx, "")))
         return outs
+
+    def torch_out(self, ctx: RankContext, name: str) -> Out:
+        """The output `name` of rank ctx.rank made in torch's dtype: a plan made with a dtypes.DType (no torch) asks
+        here for a rule without a Layout, which computes in torch, to dry-run it on meta tensors."""
+        real = RankContext(ctx.cfg, ctx.mapping, ctx.rank, as_torch(ctx.dtype))
+        return next(o for o in self.rank_plan(real) if o.name == name)
 
     def common_trt_config(self, cfg: ModelConfig, dtype: str, mapping: Mapping) -> dict:
         """PretrainedConfig fields shared by LLaMAConfig and GPTConfig (tensorrt_llm/models/modeling_utils.py)."""

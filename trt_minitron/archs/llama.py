@@ -8,7 +8,7 @@ from . import register
 from .base import Arch, TransformersModules, copy, fused_qkv, split_cols, split_rows
 
 if TYPE_CHECKING:
-    from ..config import ModelConfig
+    from .config import ModelConfig
 
 
 @register

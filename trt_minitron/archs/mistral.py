@@ -19,7 +19,7 @@ from .base import TransformersModules
 from .llama import Llama
 
 if TYPE_CHECKING:
-    from ..config import ModelConfig
+    from .config import ModelConfig
 
 
 @register

@@ -12,7 +12,7 @@ from . import register
 from .base import Arch, TransformersModules, copy, fused_qkv, plus_one, split_cols, split_rows
 
 if TYPE_CHECKING:
-    from ..config import ModelConfig
+    from .config import ModelConfig
 
 
 @register

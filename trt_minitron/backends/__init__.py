@@ -1,15 +1,19 @@
-"""Generation backends behind one protocol (base.Backend): trtllm (engine or HF folder), hf (transformers), torch (reference),
-openai (an OpenAI-compatible server, by URL)."""
+"""Generation backends behind one protocol (base.Backend): trtllm (an engine, or an HF folder through the LLM API:
+trtllm_llmapi.py), hf (transformers), torch (reference), openai (an OpenAI-compatible server, by URL, through
+openai_client.py, which bench shares).
+
+Importing this package imports no torch: each backend module is imported when a spec asks for it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ..options import BACKENDS, BackendSpec
-from .base import Backend, Generation, Sampling
+from ..options import BackendSpec
 
-__all__ = ["BACKENDS", "Backend", "BackendSpec", "Generation", "Sampling", "open_backend"]
+if TYPE_CHECKING:
+    from .base import Backend
 
 
 def open_backend(spec: BackendSpec) -> Backend:
@@ -25,7 +29,7 @@ def open_backend(spec: BackendSpec) -> Backend:
     if spec.kind == "torch":
         from .torch_backend import TorchBackend
         return TorchBackend(spec.model, device=spec.device, dtype=spec.dtype, tokenizer=spec.tokenizer)
-    from ..serving.routes import model_kind
+    from ..trtllm.folders import model_kind
 
     if model_kind(Path(spec.model)) == "hf":  # TensorRT-LLM's LLM API (PyTorch backend); engines below
         from .trtllm_llmapi import LlmApiBackend

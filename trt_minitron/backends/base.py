@@ -18,9 +18,31 @@ from typing import Callable, Protocol, runtime_checkable
 import torch
 
 from ..errors import ConfigError
-from ..options import Sampling
+from ..options import check_sampling
 
 TokenCallback = Callable[[int, int], None]  # (row, token id), called as tokens are produced
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sampling:
+    """Decoding settings of one generate() call; greedy unless temperature > 0 (TensorRT-LLM's top_k=1 default is
+    greedy too). Built from the command's options (generate: GenerateOptions, summarize: SummarizeOptions)."""
+
+    max_new_tokens: int = 100
+    temperature: float = 0.0
+    top_k: int = 0  # 0 = no top-k filter
+    top_p: float = 1.0
+    num_beams: int = 1
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.num_beams == 1 and (self.temperature <= 0.0 or self.top_k == 1)
+
+    def validate(self) -> None:
+        """Reject settings no backend can honour."""
+        check_sampling(max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, temperature=self.temperature,
+                       top_p=self.top_p, top_k=self.top_k)
 
 
 @dataclass(kw_only=True)
@@ -149,6 +171,34 @@ def pick_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Generat
         logits = torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
     probs = logits.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+class LocalBackend:
+    """What the in-process backends (hf, torch) share: device, dtype, tokenizer, end and pad ids, the padded batch
+    on the device. A subclass calls `_set_up`, then loads its model into `self.net`."""
+
+    is_main = True
+
+    def _set_up(self, model: str | Path, device: str, dtype: str, tokenizer: str | Path | None,
+                gguf_file: str | None = None) -> None:
+        self.model = str(model)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.tokenizer = load_tokenizer(tokenizer or Path(model), None if tokenizer else gguf_file)
+        self.end_id = int(self.tokenizer.eos_token_id)
+        self.pad_id = int(self.tokenizer.pad_token_id)
+
+    def _batch(self, batch: list[list[int]], sampling: Sampling) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompts left-padded on the device, and the mask of real tokens (settings checked first)."""
+        sampling.validate()
+        ids, mask = left_pad(batch, self.pad_id)
+        return ids.to(self.device), mask.to(self.device)
+
+    def synchronize(self) -> None:
+        synchronize(self.device)
+
+    def close(self) -> None:
+        del self.net
 
 
 class Clock:

@@ -10,21 +10,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import load_json
+from ..archs.config import load_json
 from ..errors import ConfigError, MissingDependencyError, one_line
-from .base import (
-    Clock,
-    Generation,
-    Sampling,
-    TokenCallback,
-    decode,
-    left_pad,
-    load_tokenizer,
-    resolve_device,
-    resolve_dtype,
-    split_at_end,
-    synchronize,
-)
+from .base import Clock, Generation, LocalBackend, Sampling, TokenCallback, decode, split_at_end
 
 
 class _Streamer:
@@ -63,11 +51,10 @@ def _split_gguf(model: str | Path) -> tuple[Path, str | None]:
     return p, None
 
 
-class HFBackend:
+class HFBackend(LocalBackend):
     """transformers model; generate() pads on the left and lets transformers derive position ids."""
 
     name = "hf"
-    is_main = True
 
     def __init__(self, model: str | Path, *, device: str = "auto", dtype: str = "auto",
                  tokenizer: str | Path | None = None):
@@ -80,32 +67,21 @@ class HFBackend:
             except ImportError:
                 raise MissingDependencyError("loading a .gguf file needs the gguf package: "
                                              "pip install 'trt-minitron[gguf]'") from None
+        self._set_up(folder, device, dtype, tokenizer, gguf)
         self.model = str(model)
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.tokenizer = load_tokenizer(tokenizer or folder, None if tokenizer else gguf)
         kwargs = {"gguf_file": gguf} if gguf else {}
         try:
             self.net = AutoModelForCausalLM.from_pretrained(str(folder), dtype=self.dtype, **kwargs)
         except (OSError, ValueError, KeyError) as e:
             raise ConfigError(f"transformers cannot load {model}: {one_line(e, 300)}") from None
         self.net.to(self.device).eval()
-        self.end_id = int(self.tokenizer.eos_token_id)
-        self.pad_id = int(self.tokenizer.pad_token_id)
-
-    def synchronize(self) -> None:
-        synchronize(self.device)
-
-    def close(self) -> None:
-        del self.net
 
     @torch.inference_mode()
     def generate(self, batch: list[list[int]], sampling: Sampling,
                  on_token: TokenCallback | None = None) -> list[Generation]:
         """Generate for a batch of token-id prompts; one Generation per prompt, in order."""
-        sampling.validate()
-        ids, mask = left_pad(batch, self.pad_id)
-        ids, mask = ids.to(self.device), mask.to(self.device).long()
+        ids, mask = self._batch(batch, sampling)
+        mask = mask.long()
         if not sampling.greedy:
             torch.manual_seed(sampling.seed)
         clock = Clock(self.device)

@@ -15,20 +15,19 @@ import asyncio
 import time
 
 from ..errors import ConfigError
-from ..serving.client import (
+from ..options import Timeouts, normalize_url
+from .base import Generation, Sampling, TokenCallback
+from .openai_client import (
     RequestParams,
     RequestRecord,
     ServerError,
-    Timeouts,
     completions_url,
     make_client,
-    normalize_url,
     prompt_text,
     resolve_model,
     server_tokenizer,
     stream_request,
 )
-from .base import Generation, Sampling, TokenCallback
 
 
 class OpenAIBackend:

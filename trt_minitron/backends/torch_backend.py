@@ -12,32 +12,19 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
-from .base import (
-    Clock,
-    Generation,
-    Sampling,
-    TokenCallback,
-    decode,
-    left_pad,
-    load_tokenizer,
-    pick_next,
-    resolve_device,
-    resolve_dtype,
-    synchronize,
-)
+from .base import Clock, Generation, LocalBackend, Sampling, TokenCallback, decode, pick_next
 
 
-class TorchBackend:
+class TorchBackend(LocalBackend):
     """ReferenceModel.forward in a prefill + one-token-per-step decode loop."""
 
     name = "torch"
-    is_main = True
 
     def __init__(self, model: str | Path, *, device: str = "auto", dtype: str = "auto",
                  tokenizer: str | Path | None = None):
-        from ..config import load_json
-        from ..reference import ReferenceModel
-        from ..trtllm_ckpt import folder_kind
+        from ..archs.config import load_json
+        from ..checkpoints.reference import ReferenceModel
+        from ..checkpoints.trtllm import folder_kind
 
         ckpt = Path(model)
         if not (ckpt / "config.json").is_file():
@@ -48,30 +35,17 @@ class TorchBackend:
             backend = "trtllm" if "engine" in kind else "hf"
             raise ConfigError(f"{ckpt} is {kind}, not a TensorRT-LLM checkpoint: use --backend {backend} {ckpt} "
                               "(the torch backend runs `trt-minitron export` output)")
-        self.model = str(ckpt)
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.tokenizer = load_tokenizer(tokenizer or ckpt)
+        self._set_up(ckpt, device, dtype, tokenizer)
         self.net = ReferenceModel.from_checkpoint(ckpt, dtype=self.dtype, device=self.device)
-        self.end_id = int(self.tokenizer.eos_token_id)
-        self.pad_id = int(self.tokenizer.pad_token_id)
-
-    def synchronize(self) -> None:
-        synchronize(self.device)
-
-    def close(self) -> None:
-        del self.net
 
     @torch.inference_mode()
     def generate(self, batch: list[list[int]], sampling: Sampling,
                  on_token: TokenCallback | None = None) -> list[Generation]:
         """Greedy or sampled decode of a batch of token-id prompts; one Generation per prompt."""
-        sampling.validate()
+        ids, mask = self._batch(batch, sampling)
         if sampling.num_beams != 1:
             raise ConfigError("the torch backend decodes with num_beams=1 only; use --backend hf or trtllm "
                               "for beam search")
-        ids, mask = left_pad(batch, self.pad_id)
-        ids, mask = ids.to(self.device), mask.to(self.device)
         B, T = ids.shape
         gen = torch.Generator(device=self.device).manual_seed(sampling.seed) if not sampling.greedy else None
         clock = Clock(self.device)

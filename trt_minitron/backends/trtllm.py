@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from .. import trtllm_install
-from ..config import load_json
+from ..archs.config import load_json
 from ..errors import ConfigError, MissingDependencyError
+from ..trtllm import install as trtllm_install
 from .base import Clock, Generation, Sampling, TokenCallback, decode, load_tokenizer, split_at_end, synchronize
 
 DOCKER_HINT = ("tensorrt_llm is not importable here; run inside a TensorRT-LLM container, e.g. "

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from .. import trtllm_install
 from ..errors import ConfigError, MissingDependencyError, one_line
-from ..llmapi_args import derive, read_hf_checkpoint
 from ..options import BackendSpec
+from ..trtllm import install as trtllm_install
+from ..trtllm.llmapi_args import derive, read_hf_checkpoint
 from .base import Clock, Generation, Sampling, TokenCallback, decode, load_tokenizer, split_at_end, synchronize
 
 

@@ -9,8 +9,7 @@ from typing import Callable, List, Optional
 import typer
 
 from ..errors import ConfigError
-from ..options import BenchOptions, parse_slo
-from ..serving.client import TIMEOUT_HELP, Timeouts
+from ..options import TIMEOUT_HELP, BenchOptions, Timeouts, parse_slo
 
 _D = BenchOptions  # defaults live on the options dataclass only
 
@@ -94,8 +93,8 @@ def register(app: typer.Typer) -> None:
         report: Optional[Path] = typer.Option(_D.report, "--report", help="write the JSON report here"),
         plot: Optional[Path] = typer.Option(_D.plot, "--plot", help="write a PNG of throughput vs p50/p99 latency"),
         csv: Optional[Path] = typer.Option(_D.csv, "--csv", help="write one CSV row of aggregates per sweep point"),
-        overwrite: bool = typer.Option(_D.overwrite, "--overwrite", help="replace a --csv file that bench did not "
-                                       "write"),
+        overwrite: bool = typer.Option(_D.overwrite, "--overwrite", help="replace an existing --report / --plot / --csv "
+                                       "that trt-minitron did not write (one it wrote is replaced anyway)"),
     ) -> None:
         """Benchmark a served model: TTFT, TPOT, ITL, E2E (mean/p50/p90/p99), throughput, goodput, ROUGE.
 
@@ -110,11 +109,11 @@ def register(app: typer.Typer) -> None:
             concurrency=parse_list(concurrency, int, "--concurrency"),
             request_rate=parse_list(request_rate, float, "--request-rate"), max_concurrency=max_concurrency,
             slo=parse_slo(slo_items), temperature=temperature, ignore_eos=ignore_eos, seed=seed,
-            request_timeout=Timeouts.parse(request_timeout),
-            max_duration_s=max_duration, warmup_requests=warmup, report=report, plot=plot, csv=csv, overwrite=overwrite)
+            request_timeout=Timeouts.parse(request_timeout), max_duration_s=max_duration, warmup_requests=warmup,
+            report=report, plot=plot, csv=csv, overwrite=overwrite)
         opts.validate()
-        from ..serving.bench import RequestsFailed, run_bench
-        from ..serving.report import failures, markdown
+        from ..bench.report import failures, markdown
+        from ..bench.run import RequestsFailed, run_bench
 
         factory, stop = live_progress()
         try:

@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Build TensorRT-LLM engines (in the checkpoint dtype) with paged KV cache, packed input and context FMHA.
         Engines need TensorRT-LLM 1.2.x; on 1.3+ (no engine path) use `export/quantize --format hf` and `serve`."""
-        from .. import build as impl
+        from ..build import run as impl
 
         opts = BuildOptions(
             checkpoint=checkpoint, output=output, max_batch_size=max_batch_size, max_input_len=max_input_len,

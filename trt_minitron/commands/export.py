@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(_D.dry_run, "--dry-run", help="print config.json and every tensor; write nothing"),
     ) -> None:
         """Convert a checkpoint to a TensorRT-LLM checkpoint (config.json + rank*.safetensors), streaming."""
-        from ..export import run_export
+        from ..export.run import run_export
 
         run_export(ExportOptions(src=src, output=output, dtype=dtype, tp=tp, pp=pp, overwrite=overwrite,
                                  dry_run=dry_run, format=format))

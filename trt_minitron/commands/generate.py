@@ -7,10 +7,9 @@ from typing import List, Optional
 
 import typer
 
-from ..options import GENERATE_SAMPLING, BackendSpec, GenerateOptions, Sampling
-from ..serving.client import TIMEOUT_HELP, Timeouts
+from ..options import TIMEOUT_HELP, BackendSpec, GenerateOptions, Timeouts
 
-_S, _B, _G = GENERATE_SAMPLING, BackendSpec, GenerateOptions  # defaults live on the options classes only
+_B, _G = BackendSpec, GenerateOptions  # defaults live on the options classes only
 
 
 def register(app: typer.Typer) -> None:
@@ -20,12 +19,12 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Argument(..., metavar="MODEL", help="trtllm ENGINE_DIR_OR_HF_DIR | hf HF_DIR_OR_GGUF | "
                                     "torch TRT_CKPT | openai http://HOST:PORT/v1"),
         prompt: List[str] = typer.Option(..., "--prompt", help="repeat for a batch"),
-        max_new_tokens: int = typer.Option(_S.max_new_tokens, "--max-new-tokens"),
-        temperature: float = typer.Option(_S.temperature, "--temperature", help="0 = greedy"),
-        top_k: int = typer.Option(_S.top_k, "--top-k"),
-        top_p: float = typer.Option(_S.top_p, "--top-p"),
-        num_beams: int = typer.Option(_S.num_beams, "--num-beams"),
-        seed: int = typer.Option(_S.seed, "--seed"),
+        max_new_tokens: int = typer.Option(_G.max_new_tokens, "--max-new-tokens"),
+        temperature: float = typer.Option(_G.temperature, "--temperature", help="0 = greedy"),
+        top_k: int = typer.Option(_G.top_k, "--top-k"),
+        top_p: float = typer.Option(_G.top_p, "--top-p"),
+        num_beams: int = typer.Option(_G.num_beams, "--num-beams"),
+        seed: int = typer.Option(_G.seed, "--seed"),
         stream: bool = typer.Option(_G.stream, "--stream", help="print tokens as they come (one prompt at a time)"),
         chat: bool = typer.Option(_G.chat, "--chat", help="wrap each prompt in the tokenizer's chat template"),
         tokenizer: Optional[str] = typer.Option(_B.tokenizer, "--tokenizer", help="tokenizer folder (trtllm engines)"),
@@ -42,7 +41,7 @@ def register(app: typer.Typer) -> None:
             help="trtllm on an HF folder: KV-cache share of free GPU memory (default 0.9)"),
     ) -> None:
         """Generate completions for --prompt texts and print them with token counts and speed."""
-        from ..backends.generate import run_generate
+        from ..generate.run import run_generate
 
         opts = GenerateOptions(
             backend=BackendSpec(kind=backend, model=model, device=device, dtype=dtype, tokenizer=tokenizer,
@@ -50,7 +49,6 @@ def register(app: typer.Typer) -> None:
                                 max_beam_width=num_beams, served_model=served_model, tp_size=tp_size, pp_size=pp_size,
                                 kv_cache_free_gpu_memory_fraction=kv_cache_free_gpu_memory_fraction,
                                 request_timeout=Timeouts.parse(request_timeout)),
-            prompts=tuple(prompt), chat=chat, stream=stream,
-            sampling=Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                              num_beams=num_beams, seed=seed))
+            prompts=tuple(prompt), chat=chat, stream=stream, max_new_tokens=max_new_tokens,
+            temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams, seed=seed)
         run_generate(opts, out=sys.stdout)

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(_D.overwrite, "--overwrite", help="replace an existing output folder"),
     ) -> None:
         """`trt-minitron quantize` (help text above)."""
-        from ..quant.quantize import run_quantize
+        from ..quantize.run import run_quantize
 
         run_quantize(QuantizeOptions(
             src=src, output=output, qformat=qformat, group_size=group_size, kv_cache_dtype=kv_cache_dtype,

@@ -49,6 +49,8 @@ def register(app: typer.Typer) -> None:
         llm_api_options: Optional[Path] = typer.Option(_D.llm_api_options, "--llm-api-options", help="HF folders under "
                                                        "trtllm-serve: where to write the --extra_llm_api_options YAML "
                                                        "derived from the checkpoint (default ./MODEL.trtllm-serve.yaml)"),
+        overwrite: bool = typer.Option(_D.overwrite, "--overwrite", help="replace an existing --llm-api-options file "
+                                       "that trt-minitron did not write (one it wrote is replaced anyway)"),
         dry_run: bool = typer.Option(_D.dry_run, "--dry-run", help="print the route, the command and the YAML; "
                                      "start and write nothing"),
         extra: Optional[List[str]] = typer.Argument(None, metavar="[-- SERVER_ARGS...]",
@@ -61,8 +63,9 @@ def register(app: typer.Typer) -> None:
             max_num_tokens=max_num_tokens, max_seq_len=max_seq_len, tp_size=tp_size, pp_size=pp_size,
             kv_cache_free_gpu_memory_fraction=kv_cache_free_gpu_memory_fraction, mpirun=mpirun,
             continuous_batching=continuous_batching, device=device, dtype=dtype, ready_timeout_s=ready_timeout,
-            stop_timeout_s=stop_timeout, dry_run=dry_run, llm_api_options=llm_api_options, extra_args=tuple(extra or ()))
-        from ..serving.launch import run_server
+            stop_timeout_s=stop_timeout, dry_run=dry_run, llm_api_options=llm_api_options,
+            overwrite=overwrite, extra_args=tuple(extra or ()))
+        from ..serve.run import run_server
 
         code = run_server(opts, say=lambda line: print(line, flush=True))
         sys.stdout.flush()

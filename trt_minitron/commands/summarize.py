@@ -8,8 +8,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import ConfigError
-from ..options import BackendSpec, SummarizeOptions
-from ..serving.client import TIMEOUT_HELP, Timeouts
+from ..options import TIMEOUT_HELP, BackendSpec, SummarizeOptions, Timeouts
 
 _D, _B = SummarizeOptions, BackendSpec  # defaults live on the options classes only
 
@@ -76,6 +75,8 @@ def register(app: typer.Typer) -> None:
         max_rouge_drop: Optional[float] = typer.Option(_D.max_rouge_drop, "--max-rouge-drop", help="fail when the 2nd backend's "
                                                        "rouge1 is significantly (95%) more than D below the 1st"),
         report: Optional[Path] = typer.Option(_D.report, "--report", help="write the JSON report here"),
+        overwrite: bool = typer.Option(_D.overwrite, "--overwrite", help="replace an existing --report that "
+                                       "trt-minitron did not write (one it wrote is replaced anyway)"),
         concurrency: int = typer.Option(_D.concurrency, "--concurrency", help="openai: requests in flight"),
         served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request "
                                                    "(default: the only one the server's /v1/models lists)"),
@@ -89,7 +90,7 @@ def register(app: typer.Typer) -> None:
             help="trtllm on an HF folder: KV-cache share of free GPU memory (default 0.9)"),
     ) -> None:
         """Summarize CNN/DailyMail articles, score ROUGE, time batches, compare backends."""
-        from ..summarize import AccuracyCheckFailed, markdown, run_summarize
+        from ..summarize.run import AccuracyCheckFailed, markdown, run_summarize
 
         opts = SummarizeOptions(
             backends=parse_backends(backend, model, device=device, dtype=dtype, tokenizer=tokenizer,
@@ -102,7 +103,8 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size, max_input_len=max_input_len, output_len=output_len, num_beams=num_beams,
             temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, prompt_template=prompt_template,
             add_special_tokens=not no_add_special_tokens, warmup=not no_warmup, check_accuracy=check_accuracy,
-            rouge1_threshold=rouge1_threshold, max_rouge_drop=max_rouge_drop, report=report, concurrency=concurrency)
+            rouge1_threshold=rouge1_threshold, max_rouge_drop=max_rouge_drop, report=report, overwrite=overwrite,
+            concurrency=concurrency)
         opts.validate()
         factory, stop = rich_progress()
         try:

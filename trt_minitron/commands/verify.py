@@ -1,10 +1,13 @@
 """`trt-minitron verify`."""
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from ..options import QUANT_TEXTS, QUANT_TOKENS
+from ..options import VerifyOptions
+
+_D = VerifyOptions  # defaults live on the options dataclass only
 
 
 def register(app: typer.Typer) -> None:
@@ -12,13 +15,15 @@ def register(app: typer.Typer) -> None:
     def verify(
         ckpt: Path = typer.Argument(..., help="TensorRT-LLM checkpoint folder written by export"),
         reference: str = typer.Option(..., "--reference", help="the source: HF folder, .gguf, .nemo or hub id"),
-        prompt: str = typer.Option(None, "--prompt", help="text to run (default: a fixed ~150-token paragraph)"),
-        full: bool = typer.Option(False, "--full", help="whole models instead of layer by layer "
+        prompt: Optional[str] = typer.Option(_D.prompt, "--prompt", help="text to run (default: a fixed ~150-token "
+                                             "paragraph)"),
+        full: bool = typer.Option(_D.full, "--full", help="whole models instead of layer by layer "
                                   "(memory: the whole model in float32; no localisation)"),
-        dataset_file: Path = typer.Option(None, "--dataset-file", help="quantized checkpoints: jsonl/json/parquet "
-                                          "with 'article' and 'highlights' (default: hub CNN/DailyMail 3.0.0 test)"),
-        num_samples: int = typer.Option(QUANT_TEXTS, "--num-samples", help="quantized checkpoints: articles"),
-        max_tokens: int = typer.Option(QUANT_TOKENS, "--max-tokens", help="quantized checkpoints: tokens per "
+        dataset_file: Optional[Path] = typer.Option(_D.dataset_file, "--dataset-file", help="quantized checkpoints: "
+                                                    "jsonl/json/parquet with 'article' and 'highlights' (default: "
+                                                    "hub CNN/DailyMail 3.0.0 test)"),
+        num_samples: int = typer.Option(_D.num_samples, "--num-samples", help="quantized checkpoints: articles"),
+        max_tokens: int = typer.Option(_D.max_tokens, "--max-tokens", help="quantized checkpoints: tokens per "
                                        "article (all cut to the shortest)"),
     ) -> None:
         """Prove the checkpoint computes what the source computes, once rounded to the checkpoint's dtype.
@@ -29,10 +34,10 @@ def register(app: typer.Typer) -> None:
 
         Exit 0: every layer and the logits agree within float32 noise; 1: they disagree; 2: bad input.
         """
-        from ..verify import run_verify
+        from ..verify.run import run_verify
 
-        result = run_verify(ckpt, reference, prompt=prompt, full=full, dataset_file=dataset_file,
-                            num_samples=num_samples, max_tokens=max_tokens)
+        result = run_verify(VerifyOptions(checkpoint=ckpt, reference=reference, prompt=prompt, full=full,
+                                          dataset_file=dataset_file, num_samples=num_samples, max_tokens=max_tokens))
         print(result.summary())
         if not result.ok:
             raise typer.Exit(1)

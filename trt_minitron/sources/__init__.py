@@ -8,7 +8,7 @@ from ..errors import ConfigError
 from .base import MetaReader, Source, TensorInfo
 from .hf import HUB_ID, HFSource, download_hub
 
-__all__ = ["MetaReader", "Source", "TensorInfo", "open_source"]
+__all__ = ["MetaReader", "Source", "TensorInfo", "open_source", "source_paths"]
 
 
 def open_source(src: str | Path) -> Source:
@@ -16,7 +16,7 @@ def open_source(src: str | Path) -> Source:
     path = Path(src)
     if path.exists():
         if path.is_file() and path.suffix == ".gguf":
-            from .gguf import GGUFSource
+            from .gguf.source import GGUFSource
 
             return GGUFSource(path)
         if path.is_dir() and (path / "config.json").is_file() and not (path / "model_config.yaml").is_file():
@@ -35,3 +35,8 @@ def open_source(src: str | Path) -> Source:
     if HUB_ID.match(str(src)) and not str(src).startswith((".", "/")):
         return HFSource(download_hub(str(src)))
     raise ConfigError(f"{src}: no such file or folder")
+
+
+def source_paths(source: Source) -> list[Path]:
+    """Where a source's files live (a hub download's cache folder, a .nemo file), to keep outputs off them."""
+    return [Path(p) for p in (getattr(source, "folder", None), getattr(source, "path", None)) if p is not None]

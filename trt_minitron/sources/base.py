@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from ..tensors import MetaReader, RowStream, TensorInfo
+from ..tensors.info import MetaReader, RowStream, TensorInfo
 
 if TYPE_CHECKING:
     import torch
 
-    from ..config import ModelConfig
+    from ..archs.config import ModelConfig
 
 __all__ = ["MetaReader", "RowStream", "Source", "TensorInfo"]
 

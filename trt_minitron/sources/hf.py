@@ -11,12 +11,13 @@ import sys
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from ..config import ModelConfig
-from ..dtypes import as_torch
+from ..archs.config import ModelConfig
 from ..errors import CheckpointError, ConfigError, MissingDependencyError, torch_load_reason
 from ..outputs import TOKENIZER_FILES
+from ..tensors.dtypes import as_torch
+from ..tensors.info import narrow
+from ..tensors.stfile import SafetensorsFile
 from .base import TensorInfo
-from .stfile import SafetensorsFile
 
 if TYPE_CHECKING:
     import torch
@@ -24,15 +25,8 @@ if TYPE_CHECKING:
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def _narrow(t: torch.Tensor, dim: int | None, start: int, stop: int | None) -> torch.Tensor:
-    if dim is None:
-        return t
-    stop = t.shape[dim] if stop is None else stop
-    return t.narrow(dim, start, stop - start)
-
-
 class HFSource:
-    """A local HF folder. Safetensors are read tensor by tensor (stfile.py); .bin files are mmapped.
+    """A local HF folder. Safetensors are read tensor by tensor (tensors/stfile.py); .bin files are mmapped.
     Safetensors headers are parsed without torch: torch is imported when a tensor is read or `tensors()`
     is asked for (`tensors_without_torch()` is the same list with the headers' dtypes.DType).
 
@@ -134,7 +128,7 @@ class HFSource:
         f = self._files[name]
         h = self._handles[f]
         if isinstance(h, dict):
-            return _narrow(h[self._stored[name]], dim, start, stop)
+            return narrow(h[self._stored[name]], dim, start, stop)
         return h.read(self._stored[name], dim, start, stop)
 
     def file_range(self, name: str) -> tuple[Path, int] | None:

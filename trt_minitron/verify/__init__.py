@@ -1,7 +1,3 @@
-"""`verify`: the TensorRT-LLM checkpoint (trt-minitron's reference model) vs the source (transformers),
-judged against the source rounded as export rounds it; layer by layer (default) or whole models."""
-
-from .criterion import Check, LogitReport, VerifyResult
-from .run import DEFAULT_PROMPT, match_reference, prompt_ids, run_verify
-
-__all__ = ["Check", "DEFAULT_PROMPT", "LogitReport", "VerifyResult", "match_reference", "prompt_ids", "run_verify"]
+"""`trt-minitron verify` (run.py: run_verify): the checkpoint against its source, layer by layer (layerwise.py)
+or whole (full.py), judged by criterion.py; quantized checkpoints against ModelOpt's fake quantization
+(quantized.py, divergence.py). source_side.py runs the source through transformers' own modules."""

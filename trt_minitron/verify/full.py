@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from ..reference import ReferenceModel, Semantics, rope_cos_sin
-from ..trtllm_ckpt import MergedCheckpoint
+from ..checkpoints.reference import ReferenceModel, Semantics, rope_cos_sin
+from ..checkpoints.trtllm import MergedCheckpoint
 from .criterion import Check, LogitStats, rope_check
 from .source_side import SourceSide
 

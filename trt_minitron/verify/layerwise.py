@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..reference import LayerWeights, Semantics, attention_block, check_mlp_kind, mlp_block, norm, rope_cos_sin
-from ..trtllm_ckpt import MergedCheckpoint
+from ..checkpoints.reference import LayerWeights, Semantics, attention_block, check_mlp_kind, mlp_block, norm, rope_cos_sin
+from ..checkpoints.trtllm import MergedCheckpoint
 from .criterion import Check, LogitStats, rope_check, stage_check, stage_tolerance
 from .source_side import SourceSide, causal_additive_mask
 

@@ -4,8 +4,8 @@ Both are measured in one pass, one decoder layer at a time, on CNN/DailyMail art
 
   conversion (judged, exit 1): per layer, teacher-forced (every linear fed the source's own input to it at that
     layer), each quantized linear of each rank against ModelOpt's fake quantization rebuilt from the source's
-    weights and the checkpoint's scales (quant/recompute.py): the dequantized weight and the GEMM input element by
-    element, allowing only isolated rounding-tie flips (quant/teacher.py FLIP_FRACTION); the FP8 KV-cache rounding
+    weights and the checkpoint's scales (quantize/recompute.py): the dequantized weight and the GEMM input element by
+    element, allowing only isolated rounding-tie flips (quantize/teacher.py FLIP_FRACTION); the FP8 KV-cache rounding
     likewise; and every unquantized tensor (norms, the text's embedding rows, lm_head) bit-identical to what
     `export` writes. Recomputed rather than read from quantize's sidecar report: that report describes the files
     as quantize wrote them, and verify judges the files as they are now.
@@ -26,13 +26,13 @@ import torch
 
 from ..archs import get_arch
 from ..archs.base import RankContext
-from ..dtypes import torch_dtype
+from ..checkpoints.quantized import LINEARS, QuantSpec, check_sidecar, load_prequant_scales
+from ..checkpoints.reference import LayerWeights, Semantics, attention_block, attention_kv, mlp_block, norm, rope_cos_sin
+from ..checkpoints.trtllm import MergedCheckpoint
 from ..errors import CheckpointError
-from ..quant.checkpoint import LINEARS, QuantSpec
-from ..quant.recompute import check_sidecar, load_prequant_scales, teacher_kv, teacher_linear
-from ..quant.teacher import FLIP_FRACTION, LayerCheck, TensorReader, hf_modules, mismatch, rel_diff
-from ..reference import LayerWeights, Semantics, attention_block, attention_kv, mlp_block, norm, rope_cos_sin
-from ..trtllm_ckpt import MergedCheckpoint
+from ..quantize.recompute import teacher_kv, teacher_linear
+from ..quantize.teacher import FLIP_FRACTION, LayerCheck, TensorReader, hf_modules, mismatch, rel_diff
+from ..tensors.dtypes import torch_dtype
 from .divergence import Divergence, DivergenceReport
 from .source_side import SourceSide, causal_additive_mask
 
@@ -206,7 +206,7 @@ def _check_kv(merged: MergedCheckpoint, w: LayerWeights, k: torch.Tensor, v: tor
 
 def _unquantized_norms(merged: MergedCheckpoint, source) -> tuple[list[str], int]:
     """Norm tensors of every rank that differ from what export writes for them (the arch rules on the source)."""
-    from ..quant.assemble import materialise
+    from ..quantize.assemble import materialise
 
     ckpt = merged.ckpt
     arch = get_arch(ckpt.model.architecture)
@@ -225,7 +225,7 @@ def _unquantized_norms(merged: MergedCheckpoint, source) -> tuple[list[str], int
 def verify_quantized(merged: MergedCheckpoint, source, ids: torch.Tensor, vocab: int,
                      notes: tuple[str, ...] = ()) -> QuantizedVerifyResult:
     """Conversion checks and quantization cost on token ids [texts, T]; see the module docstring."""
-    from ..quant.modelopt_run import require_modelopt
+    from ..quantize.modelopt_run import require_modelopt
 
     require_modelopt()
     ckpt = merged.ckpt
@@ -284,11 +284,9 @@ def text_ids(ckpt, dataset_file, num_samples: int, max_tokens: int) -> torch.Ten
     """Token ids [texts, T] of CNN/DailyMail articles with the checkpoint's tokenizer, all cut to the same length."""
     from transformers import AutoTokenizer
 
-    from ..data import load_records
     from ..errors import ConfigError
+    from ..eval.data import load_records
 
-    if max_tokens < 8:
-        raise ConfigError(f"--max-tokens must be >= 8, got {max_tokens}")
     records = load_records(dataset_file, num_samples)
     try:
         tok = AutoTokenizer.from_pretrained(ckpt.path)

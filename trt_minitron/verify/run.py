@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from ..archs import get_arch
-from ..config import ModelConfig
-from ..dtypes import torch_dtype
+from ..archs.config import ModelConfig
+from ..checkpoints.trtllm import MergedCheckpoint, TrtCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
 from ..errors import CheckpointError, ConfigError, MissingDependencyError
-from ..export import check_source
-from ..options import QUANT_TEXTS, QUANT_TOKENS
+from ..options import VerifyOptions
 from ..sources import open_source
-from ..trtllm_ckpt import MergedCheckpoint, TrtCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
+from ..sources.checks import check_source
+from ..tensors.dtypes import torch_dtype
 from .criterion import VerifyResult, logit_tolerance
 
 # Long enough (227 tokens with SmolLM2's tokenizer) that rope differences at far positions
@@ -33,9 +31,7 @@ SHAPE_FIELDS = ("architecture", "hidden_size", "intermediate_size", "num_hidden_
                 "num_key_value_heads", "head_dim")
 
 
-def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str | None = None,
-               full: bool = False, dataset_file: str | Path | None = None, num_samples: int = QUANT_TEXTS,
-               max_tokens: int = QUANT_TOKENS):
+def run_verify(opts: VerifyOptions):
     """Entry point of `trt-minitron verify`: the checkpoint is validated completely before the source is opened.
 
     A quantized checkpoint is verified on CNN/DailyMail articles (`dataset_file`, default the hub's test split:
@@ -47,14 +43,14 @@ def run_verify(ckpt_dir: str | Path, reference_src: str | Path, *, prompt: str |
         import transformers  # noqa: F401
     except ImportError:
         raise MissingDependencyError("verify needs transformers: pip install transformers") from None
-    if prompt is not None and not prompt.strip():
-        raise ConfigError("--prompt is empty: give some text, or omit --prompt for the default paragraph")
-    ckpt = read_checkpoint(ckpt_dir)
+    opts.validate()
+    prompt, full, dataset_file, reference_src = opts.prompt, opts.full, opts.dataset_file, opts.reference
+    ckpt = read_checkpoint(opts.checkpoint)
     check_rank_files(ckpt, scan_weights=True)  # verify reads every weight anyway: NaN/Inf named first
     merged = MergedCheckpoint(ckpt)
     check_replicated_norms(merged)
     if ckpt.quant is not None:
-        return _verify_quantized(merged, reference_src, prompt, full, dataset_file, num_samples, max_tokens)
+        return _verify_quantized(merged, reference_src, prompt, full, dataset_file, opts.num_samples, opts.max_tokens)
     if dataset_file is not None:
         raise ConfigError("--dataset-file is for quantized checkpoints; this one is not quantized (use --prompt)")
     ids = prompt_ids(ckpt, prompt)

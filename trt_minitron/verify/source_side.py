@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 
 from ..archs import get_arch
-from ..config import ModelConfig
+from ..archs.config import ModelConfig
 from ..errors import CheckpointError
-from ..finite import require_finite, require_finite_source_tensor, tensor_has_nonfinite
 from ..sources.base import Source
+from ..tensors.finite import require_finite, require_finite_source_tensor, tensor_has_nonfinite
 
 
 def round_like_export(t: torch.Tensor, dtype: torch.dtype, offset: float = 0.0) -> torch.Tensor:

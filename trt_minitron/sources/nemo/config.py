@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...archs import arch_for_nemo, supported
-from ...config import ModelConfig, RopeScaling
+from ...archs.config import ModelConfig, RopeScaling
 from ...errors import ConfigError
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,9 +18,9 @@ from typing import Callable
 import torch
 import yaml
 
-from ...claims import check_layer_count, layer_indices
-from ...config import ModelConfig
+from ...archs.config import ModelConfig
 from ...errors import CheckpointError, ConfigError, one_line
+from ...tensors.claims import check_layer_count, layer_indices
 from ..base import TensorInfo
 from .archive import open_container
 from .config import NemoModel, build_config, parse_model_config
@@ -30,7 +29,6 @@ from .torch_dist import TorchDistStore
 from .zarr import ZarrStore
 
 BACKENDS = {"zarr": ZarrStore, "torch_dist": TorchDistStore}
-_HASHED = re.compile(r"^[0-9a-f]{32}_")
 _IGNORED = ("_extra_state", "rotary_pos_emb.inv_freq", "rotary_emb.inv_freq")
 
 # HF per-layer name -> candidate mcore suffixes under decoder.layers. (TE fused spec, then local spec)

@@ -1,0 +1,1 @@
+"""`trt-minitron generate` (run.py: run_generate): prompts in, completions out, through any backend."""
