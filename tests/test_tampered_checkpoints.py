@@ -283,3 +283,95 @@ def test_nvfp4_block_scales_are_read_as_float8(quant_ckpts, tmp_path, capsys, ba
         return
     msg = user_error(capsys, "build", ckpt, "--dry-run")
     assert f"scale {name} holds 1 value(s) that are not finite and > 0 (first: {bad:g}) among its 8192" in msg, msg
+
+
+# --- the pre-quant scale sidecar (trt_minitron_quantize.safetensors): verify rebuilds ModelOpt's weights from it ---
+
+SIDECAR = "trt_minitron_quantize.safetensors"
+Q0 = "model.layers.0.self_attn.q_proj"
+
+
+def _sidecar_from(other):
+    return lambda ckpt, quant_ckpts: shutil.copy(quant_ckpts[other] / SIDECAR, ckpt / SIDECAR)
+
+
+def _sidecar_edit(edit):
+    def apply(ckpt, _quant_ckpts):
+        t = load_file(ckpt / SIDECAR)
+        edit(t)
+        save_file(t, ckpt / SIDECAR)
+    return apply
+
+
+def _sidecar_set(name, value):
+    return _sidecar_edit(lambda t: t[f"{name}.pre_quant_scale"].view(-1).__setitem__(2, value))
+
+
+SIDECAR_CASES = [
+    ("sidecar deleted", ("llama", "w4a8_awq", 2), lambda ckpt, _: (ckpt / SIDECAR).unlink(),
+     f"no {SIDECAR} (the float32 pre-quant scales `trt-minitron quantize` saves); verify cannot rebuild ModelOpt's "
+     "W4A8_AWQ weights without it"),
+    ("sidecar scale x2 on one of a fused linear", ("nemotron", "int8_sq", 1),
+     _sidecar_edit(lambda t: t[f"{Q0}.pre_quant_scale"].mul_(2)),
+     f"{SIDECAR}: {Q0}, model.layers.0.self_attn.k_proj, model.layers.0.self_attn.v_proj share their input but have "
+     "different pre-quant scales (ModelOpt gives them one)"),
+    ("sidecar of the other model, which lacks a module", ("llama", "int8_sq", 1), _sidecar_from(("nemotron", "int8_sq", 1)),
+     f"{SIDECAR} has no pre-quant scale for model.layers.0.mlp.gate_proj (it holds scales of 12 modules): the sidecar is "
+     "not this checkpoint's"),
+    ("sidecar module missing", ("nemotron", "w4a8_awq", 1),
+     _sidecar_edit(lambda t: t.pop("model.layers.1.mlp.up_proj.pre_quant_scale")),
+     f"{SIDECAR} has no pre-quant scale for model.layers.1.mlp.up_proj (it holds scales of 11 modules): the sidecar "
+     "is not this checkpoint's"),
+    ("sidecar scale NaN", ("nemotron", "int4_awq+kv", 1), _sidecar_set("model.layers.0.mlp.down_proj", float("nan")),
+     f"{SIDECAR}: scale model.layers.0.mlp.down_proj.pre_quant_scale holds 1 value(s) that are not finite and > 0 "
+     "(first: nan) among its 512"),
+    ("sidecar scale 0", ("llama", "int8_sq", 2), _sidecar_set(Q0, 0.0),
+     f"{SIDECAR}: scale {Q0}.pre_quant_scale holds 1 value(s) that are not finite and > 0 (first: 0)"),
+    ("sidecar scale negative", ("llama", "w4a8_awq", 1), _sidecar_set("model.layers.1.mlp.gate_proj", -1.0),
+     "scale model.layers.1.mlp.gate_proj.pre_quant_scale holds 1 value(s) that are not finite and > 0 (first: -1)"),
+]
+
+
+@pytest.mark.parametrize("case, key, edit, says", SIDECAR_CASES, ids=[c[0] for c in SIDECAR_CASES])
+def test_a_tampered_sidecar_is_refused_by_verify(quant_ckpts, tmp_path, capsys, case, key, edit, says):
+    """The sidecar is the float32 truth behind the rank files' rounded pre-quant scales: one that is missing, holds a
+    scale that is not positive, lacks a module or gives a fused linear two scales is refused (exit 2)."""
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(quant_ckpts[key], ckpt)
+    edit(ckpt, quant_ckpts)
+    src = quant_ckpts[key[0]]
+    before, source, around = tree_digest(ckpt), tree_digest(src), names(tmp_path)
+    msg = user_error(capsys, *_verify_args(ckpt, src, True))
+    assert says in msg, msg
+    assert tree_digest(ckpt) == before and tree_digest(src) == source and names(tmp_path) == around
+
+
+# A sidecar whose scales are not the rank files' rounded ones: verify cannot tell which of the two is wrong (a planted
+# rank-file scale looks the same), so the numerical verdict stands (exit 1, the first failing linear) and a note says so.
+SIDECAR_DISAGREES = [
+    ("sidecar of the other model", ("nemotron", "int8_sq", 1), _sidecar_from(("llama", "int8_sq", 1)),
+     f"the pre-quant scales of {Q0} in {SIDECAR} do not round to rank0.safetensors's transformer.layers.0.attention.qkv."
+     "prequant_scaling_factor ("),
+    ("sidecar from another format of the same model", ("llama", "w4a8_awq", 2), _sidecar_from(("llama", "int8_sq", 2)),
+     "do not round to rank0.safetensors's transformer.layers.0.attention.qkv.prequant_scaling_factor"),
+    ("sidecar scale x2", ("llama", "int8_sq", 2),
+     _sidecar_edit(lambda t: t["model.layers.1.mlp.down_proj.pre_quant_scale"].mul_(2)),
+     f"the pre-quant scales of model.layers.1.mlp.down_proj in {SIDECAR} do not round to rank0.safetensors's "
+     "transformer.layers.1.mlp.proj.prequant_scaling_factor (256 of 256 differ"),  # tp 2: each rank holds half the rows
+]
+
+
+@pytest.mark.parametrize("case, key, edit, says", SIDECAR_DISAGREES, ids=[c[0] for c in SIDECAR_DISAGREES])
+def test_a_sidecar_of_another_checkpoint_fails_verify_and_is_named(quant_ckpts, tmp_path, capsys, case, key, edit, says):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(quant_ckpts[key], ckpt)
+    edit(ckpt, quant_ckpts)
+    src = quant_ckpts[key[0]]
+    before, source, around = tree_digest(ckpt), tree_digest(src), names(tmp_path)
+    capsys.readouterr()
+    assert main([str(a) for a in _verify_args(ckpt, src, True)]) == 1
+    cap = capsys.readouterr()
+    assert cap.out.rstrip().endswith("FAIL") and "first failure: layer " in cap.out and "Traceback" not in cap.err
+    note = next(line for line in cap.out.splitlines() if "note: the pre-quant scales" in line)
+    assert says in note and note.endswith("the rank files' scales or the sidecar are not the ones quantize wrote"), note
+    assert tree_digest(ckpt) == before and tree_digest(src) == source and names(tmp_path) == around

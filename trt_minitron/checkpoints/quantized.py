@@ -227,10 +227,24 @@ def load_prequant_scales(ckpt_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def check_sidecar(spec: QuantSpec, scales: Mapping[str, torch.Tensor], where: Path) -> None:
-    """A format with pre-quant scales needs quantize's float32 sidecar (the checkpoint keeps them rounded)."""
+    """A format with pre-quant scales needs quantize's float32 sidecar (the checkpoint keeps them rounded), every
+    scale in it a positive number (ModelOpt divides by them)."""
     if spec.format.linear_tensors(2, spec.format.group_size or 2, spec.dtype).get(PQS) is not None and not scales:
         raise CheckpointError(f"{where}: no {PQS_SIDECAR} (the float32 pre-quant scales `trt-minitron quantize` "
                               f"saves); verify cannot rebuild ModelOpt's {spec.quant_algo} weights without it")
+    for module in sorted(scales):
+        require_positive_scale(where / PQS_SIDECAR, f"{module}.{PQS_KEY}", scales[module])
+
+
+def require_positive_scale(path: Path, name: str, t: torch.Tensor) -> None:
+    """Refuse scale tensor `name` of file `path` unless every value is finite and > 0."""
+    t = t.float()
+    bad = ~(t.isfinite() & (t > 0))
+    if bool(bad.any()):
+        first = float(t[bad].flatten()[0])
+        raise CheckpointError(f"{path}: scale {name} holds {int(bad.sum())} value(s) that are not finite "
+                              f"and > 0 (first: {first:g}) among its {t.numel()}; every scale of a quantized "
+                              "checkpoint is a positive number")
 
 
 class PlainRankFile:

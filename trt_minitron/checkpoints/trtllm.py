@@ -289,18 +289,12 @@ def _few(names: list[str]) -> str:
 
 def _check_scales(ckpt: TrtCheckpoint) -> None:
     """Every scale tensor finite and > 0 (they are small: read them all)."""
-    from .quantized import PlainRankFile, is_scale
+    from .quantized import PlainRankFile, is_scale, require_positive_scale
 
     for rank in range(ckpt.mapping.world_size):
         f = PlainRankFile(ckpt.rank_file(rank))
         for name in sorted(n for n in f.infos if is_scale(n)):
-            t = f.read(name).float()
-            bad = ~(t.isfinite() & (t > 0))
-            if bool(bad.any()):
-                first = float(t[bad].flatten()[0])
-                raise CheckpointError(f"{f.path}: scale {name} holds {int(bad.sum())} value(s) that are not finite "
-                                      f"and > 0 (first: {first:g}) among its {t.numel()}; every scale of a quantized "
-                                      "checkpoint is a positive number")
+            require_positive_scale(f.path, name, f.read(name))
 
 
 def _scan_weights(ckpt: TrtCheckpoint, rank: int, header: Header) -> None:
