@@ -307,3 +307,37 @@ def test_a_nemo_folder_member_that_is_a_hard_link_reads_as_the_file_it_is(models
     assert tree_digest(nemo) == before and chunk.stat().st_nlink == 2
     for name in ("rank0.safetensors", "config.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+# --- quantize and serve hold a source to the same checks as export, before calibrating or starting a server ---------
+
+@pytest.mark.parametrize("command", ["quantize", "serve"])
+@pytest.mark.parametrize("lie, says", [
+    ({"num_hidden_layers": HUGE}, f"the config says num_hidden_layers={HUGE}, but the weights hold 2 layers "
+                                  "(model.layers.0 to model.layers.1)"),
+    ({"intermediate_size": 10**12}, "tensor model.layers.0.mlp.gate_proj.weight has shape [512, 256], but the config "
+                                    "implies [1000000000000, 256]"),
+    ({"vocab_size": 0}, "vocab_size=0 must be a positive integer"),
+])
+def test_quantize_and_serve_refuse_a_config_that_lies(quant_ckpts, tmp_path, command, lie, says):
+    src = tmp_path / "src"
+    shutil.copytree(quant_ckpts["llama"], src)
+    cfg = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**cfg, **lie}))
+    args = (["quantize", src, "--output", tmp_path / "q", "--qformat", "fp8"] if command == "quantize"
+            else ["serve", src, "--server", "transformers", "--port", "1"])
+    _fast_refusal(args, says, [src])
+    assert names(tmp_path) == ["src"]
+
+
+@pytest.mark.parametrize("command", ["quantize", "serve", "verify"])
+def test_quantize_serve_and_verify_refuse_a_config_json_with_a_bom(quant_ckpts, tmp_path, capsys, command):
+    src = tmp_path / "src"
+    shutil.copytree(quant_ckpts["llama"], src)
+    (src / "config.json").write_bytes(b"\xef\xbb\xbf" + (src / "config.json").read_bytes())
+    args = {"quantize": ["quantize", src, "--output", tmp_path / "q", "--qformat", "fp8"],
+            "serve": ["serve", src, "--server", "transformers", "--port", "1"],
+            "verify": ["verify", quant_ckpts[("llama", "bf16", 1)], "--reference", src]}[command]
+    msg = refused(capsys, tmp_path, src, *args)
+    assert msg == f"{src / 'config.json'} starts with a UTF-8 byte-order mark, which transformers and TensorRT-LLM " \
+                  "refuse; save it as UTF-8 without one", msg
