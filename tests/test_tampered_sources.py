@@ -108,11 +108,15 @@ def test_non_finite_weight_in_a_gguf_source(models, tmp_path, capsys):
     assert msg.startswith(f"GGUF file {path}") and f"tensor {O_PROJ} holds 0 NaN and 1 Inf among its" in msg, msg
 
 
-def test_non_finite_weight_in_a_nemo_source(models, tmp_path, capsys):
+@pytest.mark.parametrize("command", ["export", "quantize"])
+def test_non_finite_weight_in_a_nemo_source(models, tmp_path, capsys, command):
+    """quantize reads a .nemo itself, layer by layer: it scans it before calibrating, as export does while copying."""
     poisoned = _copy(models, tmp_path, "nemotron", edit=_put(UP, float("nan")))
     nemo = build_nemo(poisoned, tmp_path / "m.nemo", "zarr")
     shutil.rmtree(poisoned)
-    msg = refused(capsys, tmp_path, nemo, *export(nemo, tmp_path / "out"))
+    args = export(nemo, tmp_path / "out") if command == "export" else ["quantize", nemo, "--output", tmp_path / "q",
+                                                                         "--qformat", "fp8"]
+    msg = refused(capsys, tmp_path, nemo, *args)
     assert msg.startswith(f".nemo {nemo}") and f"tensor {UP} holds 1 NaN and 0 Inf" in msg, msg
 
 
