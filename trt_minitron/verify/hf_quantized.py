@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..archs import get_arch
 from ..checkpoints.hf import UNIFIED, HFCheckpoint
 from ..checkpoints.quant_formats import PQS, KVQuant
 from ..checkpoints.quantized import PQS_SIDECAR_HF, QuantSpec, check_sidecar, load_prequant_scales
@@ -32,6 +33,7 @@ from ..checkpoints.unified_label import Label, read_label
 from ..errors import ConfigError
 from ..quantize.teacher import FLIP_FRACTION, LayerCheck
 from ..sources import TensorInfo, open_source
+from ..sources.checks import check_source
 from ..tensors.dtypes import dtype_name
 from .hf_side import layer_output, load_module
 from .matching import match_hf_reference
@@ -253,6 +255,7 @@ def verify_unified(path: Path, reference_src, dataset_file, num_samples: int, ma
     source = open_source(reference_src)
     try:
         vocab, notes = match_hf_reference(ckpt, source.config, str(reference_src))
+        check_source(get_arch(source.config.architecture), source)
         return verify_quantized(side, source, ids, vocab, tuple(ckpt.notes + notes))
     finally:
         source.close()

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import torch
 
+from ..archs import get_arch
 from ..checkpoints.hf import HF, TRTLLM, UNIFIED, checkpoint_kind
 from ..checkpoints.trtllm import MergedCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
 from ..errors import CheckpointError, ConfigError, MissingDependencyError
 from ..options import VerifyOptions
 from ..sources import open_source
+from ..sources.checks import check_source
 from ..tensors.dtypes import dtype_name, torch_dtype
 from .criterion import VerifyResult, logit_tolerance
 from .matching import match_hf_reference, match_reference
@@ -57,7 +59,7 @@ def run_verify(opts: VerifyOptions):
     if kind == HF:
         return _verify_hf(path, reference_src, prompt, full, dataset_file)
     ckpt = read_checkpoint(path)
-    check_rank_files(ckpt)
+    check_rank_files(ckpt, scan_weights=True)  # verify reads every weight anyway: NaN/Inf named first
     merged = MergedCheckpoint(ckpt)
     check_replicated_norms(merged)
     what = (f"{TRTLLM} ({ckpt.model.architecture}, {ckpt.dtype}, tp {ckpt.mapping.tp_size}, "
@@ -71,6 +73,7 @@ def run_verify(opts: VerifyOptions):
     source = open_source(reference_src)
     try:
         vocab, notes = match_reference(ckpt.model, source.config, str(reference_src))
+        check_source(get_arch(source.config.architecture), source)
         from .source_side import SourceSide
 
         src = SourceSide(source, torch_dtype(ckpt.dtype))
@@ -109,6 +112,7 @@ def _verify_hf(path: Path, reference_src, prompt, full, dataset_file) -> VerifyR
     source = open_source(reference_src)
     try:
         vocab, notes = match_hf_reference(ckpt, source.config, str(reference_src))
+        check_source(get_arch(source.config.architecture), source)
         from .source_side import SourceSide
 
         src = SourceSide(source, ckpt.dtype, target="hf")
@@ -141,6 +145,7 @@ def _verify_quantized(merged: MergedCheckpoint, reference_src, prompt, full, dat
     source = open_source(reference_src)
     try:
         vocab, notes = match_reference(ckpt.model, source.config, str(reference_src))
+        check_source(get_arch(source.config.architecture), source)
         return verify_quantized(side, source, ids, vocab, tuple(notes))
     finally:
         source.close()
