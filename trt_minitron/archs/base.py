@@ -257,11 +257,20 @@ class Arch:
     embedding: ClassVar[str] = "model.embed_tokens.weight"
     ignore_suffixes: ClassVar[tuple[str, ...]] = ("rotary_emb.inv_freq",)
     hf_shapes: ClassVar[dict[str, Callable[[ModelConfig], tuple[int, ...]]]] = HF_SHAPES
-    # HF tensors the export folds a constant into before rounding to the checkpoint dtype (name under
-    # model.layers.{i}., or a full top-level name) -> the constant; verify rounds the source the same way.
+    # Norm weights (names under model.layers.{i}., or full top-level names): what a format's norm rules apply to.
+    hf_norm_weights: ClassVar[tuple[str, ...]] = ("input_layernorm.weight", "post_attention_layernorm.weight",
+                                                  "model.norm.weight")
+    # HF tensors the export folds a constant into before rounding to the checkpoint dtype (name as in
+    # hf_norm_weights) -> the constant; verify rounds the source the same way.
     rounding_offsets: ClassVar[dict[str, float]] = {}
     # --- what other formats and tools call it (None / (): no claim; two archs may not claim the same name)
     gguf_architecture: ClassVar[str | None] = None  # GGUF general.architecture read as this arch
+    # llama.cpp's converter (convert_hf_to_gguf.py), undone by sources/gguf: q/k rows permuted per head for its
+    # rope (LlamaModel.permute); a constant added to every norm weight; where it writes the norm epsilon
+    # (keys under {arch}.attention., the first present is read).
+    gguf_permuted_qk: ClassVar[bool] = False
+    gguf_norm_offset: ClassVar[float] = 0.0
+    gguf_norm_eps_keys: ClassVar[tuple[str, ...]] = ("layer_norm_rms_epsilon",)
     nemo_activations: ClassVar[tuple[str, ...]] = ()  # .nemo model_config.yaml activations read as this arch
     nemo_normalization: ClassVar[str | None] = None  # the .nemo normalization those activations require
     modelopt_decoder_type: ClassVar[str]  # ModelOpt's export decoder_type

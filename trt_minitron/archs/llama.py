@@ -33,6 +33,7 @@ class Llama(Arch):
     }
     final_norm = {"weight": copy("model.norm.weight")}
     gguf_architecture = "llama"
+    gguf_permuted_qk = True
     nemo_activations = ("swiglu", "fast-swiglu")
     nemo_normalization = "rmsnorm"
     modelopt_decoder_type = "llama"

@@ -42,9 +42,10 @@ class Nemotron(Arch):
         "mlp.proj.weight": split_cols("mlp.down_proj.weight"),
     }
     final_norm = {"weight": plus_one("model.norm.weight"), "bias": copy("model.norm.bias")}
-    rounding_offsets = {"input_layernorm.weight": 1.0, "post_attention_layernorm.weight": 1.0,
-                        "model.norm.weight": 1.0}  # layernorm1p: the export rounds gamma + 1
+    rounding_offsets = dict.fromkeys(Arch.hf_norm_weights, 1.0)  # layernorm1p: the export rounds gamma + 1
     gguf_architecture = "nemotron"
+    gguf_norm_offset = 1.0  # written as gamma + 1 (NemotronModel.modify_tensors)
+    gguf_norm_eps_keys = ("layer_norm_epsilon", "layer_norm_rms_epsilon")
     nemo_activations = ("squared-relu", "squared_relu")
     nemo_normalization = "layernorm1p"
     modelopt_decoder_type = "gpt"  # ModelOpt exports Nemotron through its GPT path ("nemotron" raises)
