@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from test_mistral import make_tiny_mistral
 from tiny import make_tiny_llama, make_tiny_nemotron
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cnn_dailymail_sample.jsonl"
 QUANT_DIMS = dict(vocab_size=256, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, head_dim=128)
-MAKERS = {"llama": make_tiny_llama, "nemotron": make_tiny_nemotron}
+MAKERS = {"llama": make_tiny_llama, "nemotron": make_tiny_nemotron, "mistral": make_tiny_mistral}
 
 
 def articles(n: int = 100) -> list[str]:
@@ -38,7 +39,7 @@ def write_tokenizer(path: Path, vocab_size: int) -> None:
 
 
 def make_quant_model(kind: str, path: Path, **overrides) -> Path:
-    """A tiny HF checkpoint (`kind` llama or nemotron) with quantizable shapes and its tokenizer."""
+    """A tiny HF checkpoint (`kind` llama, nemotron or mistral) with quantizable shapes and its tokenizer."""
     dims = {**QUANT_DIMS, **overrides}
     MAKERS[kind](path, **dims)
     write_tokenizer(path, dims["vocab_size"])
@@ -75,7 +76,7 @@ def write_quantized_checkpoints(root: Path) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 shared cores: two threads spin against each other
     try:
-        for kind in MAKERS:
+        for kind in ("llama", "nemotron"):
             src = ckpts[kind] = make_quant_model(kind, root / kind)
             for tp in (1, 2):
                 out = ckpts[(kind, "bf16", tp)] = root / f"{kind}_bf16_tp{tp}"

@@ -92,7 +92,7 @@ def test_format_hf_keeps_our_config_and_adds_quantization_config(models, tmp_pat
     assert {"model.layers.0.self_attn.q_proj.weight_scale", "model.layers.0.self_attn.q_proj.input_scale"} <= names
 
 
-def test_nemo_source_goes_through_our_hf_route(models, tmp_path):
+def test_nemo_source_is_quantized_from_its_own_tensors(models, tmp_path):
     from nemo_fixtures import build_nemo
 
     nemo = build_nemo(models["nemotron"], tmp_path / "tiny.nemo", "ckpt")

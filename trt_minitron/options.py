@@ -326,6 +326,9 @@ class QuantizeOptions:
     dtype: str = "bfloat16"
     device: str = "auto"
     overwrite: bool = False
+    tokenizer: Path | None = None  # a folder with tokenizer files, for sources that carry none
+    whole_model: bool = False  # calibrate the whole model at once (the earlier path) instead of layer by layer
+    resume: bool = False  # keep finished layers beside the output when interrupted; continue them
 
 
 # --- serve -------------------------------------------------------------------------------------------------------

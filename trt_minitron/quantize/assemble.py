@@ -21,26 +21,26 @@ from ..checkpoints.quant_formats import KV_SCALE, WEIGHT, WSF
 from ..checkpoints.quantized import K_SCALE, V_SCALE, QuantSpec, RankTensors, linear_prefix
 from ..errors import CheckpointError
 from ..export.run import PlannedTensor, plan_export
+from ..export.transfer import OutTensor, write_rank_files
 from ..sources.base import Source, TensorInfo
 from ..tensors.dtypes import torch_dtype
 from ..tensors.mapping import Mapping
-from ..tensors.stwriter import write_safetensors
 
 # Tensors ModelOpt writes that ours replace (a sharded or vocab-padded embedding, its lm_head).
 REPLACED = ("transformer.vocab_embedding.weight", "lm_head.weight")
 
 
-def quantized_config(our_config: dict, modelopt_dir: Path) -> dict:
+def quantized_config(our_config: dict, quantization: dict, where: str) -> dict:
     """Our config.json with ModelOpt's `quantization` block (the only field that differs from `export`'s)."""
-    theirs = load_json(modelopt_dir / "config.json")
-    quantization = theirs.get("quantization") or {}
-    QuantSpec.from_config(theirs, str(modelopt_dir / "config.json"))  # a format we can read back
-    return {**our_config, "quantization": quantization}
+    config = {**our_config, "quantization": quantization}
+    QuantSpec.from_config(config, where)  # a format we can read back
+    return config
 
 
 def rank_entries(planned: list[PlannedTensor], source: Source, modelopt: RankTensors, spec: QuantSpec,
-                 dtype: torch.dtype, where: str) -> list[tuple[str, TensorInfo, Callable[[], torch.Tensor]]]:
-    """One rank file's tensors in our plan's order; quantized linears expanded into ModelOpt's tensors."""
+                 dtype: torch.dtype, where: str) -> list[OutTensor]:
+    """One rank file's tensors: our plan's (as export writes them: row blocks of the source, never a whole
+    embedding in memory), quantized linears expanded into ModelOpt's tensors."""
     infos = {n: modelopt.info(n) for n in modelopt}
     entries, used = [], set(REPLACED)
     for p in planned:
@@ -58,19 +58,19 @@ def rank_entries(planned: list[PlannedTensor], source: Source, modelopt: RankTen
                     raise CheckpointError(f"{where}: ModelOpt wrote {name} as {info.dtype}{list(info.shape)}; our "
                                           f"{p.name} {list(p.info.shape)} implies {expected[suffix].dtype}"
                                           f"{list(expected[suffix].shape)} (layout mismatch)")
-                entries.append((name, info, lambda n=name: modelopt[n]))
+                entries.append(OutTensor(name, info, produce=lambda n=name: modelopt[n]))
                 used.add(name)
             continue
         if p.name in infos and p.name not in REPLACED:
             _check_unchanged(p, source, modelopt, infos[p.name], where)
             used.add(p.name)
-        entries.append((p.name, p.info, lambda o=p.out: o.produce(source)))
+        entries.append(OutTensor(p.name, p.info, p.layout, None if p.layout else lambda o=p.out: o.produce(source)))
     for name in modelopt:
         if name.endswith(f".{KV_SCALE}"):
             # One scale per layer, the one TensorRT-LLM uses (it takes max(k, v) when both are stored).
             attention = name.removesuffix(f".{KV_SCALE}")
             spec.kv_quant(modelopt, attention)  # refuses a kv scale that disagrees with max(k, v)
-            entries.append((name, infos[name], lambda n=name: modelopt[n]))
+            entries.append(OutTensor(name, infos[name], produce=lambda n=name: modelopt[n]))
             used.update({name, f"{attention}.{K_SCALE}", f"{attention}.{V_SCALE}"})
     unknown = sorted(set(infos) - used)
     if unknown:
@@ -101,20 +101,30 @@ def assemble_checkpoint(source: Source, modelopt_dir: Path, out_dir: Path, mappi
     """Write the quantized checkpoint into the existing folder `out_dir` from ModelOpt's export in `modelopt_dir`.
 
     Returns (weight bytes `export --dtype` would write, weight bytes written); tokenizer files not included."""
+    quantization = load_json(modelopt_dir / "config.json").get("quantization") or {}
+    ranks = [RankTensors(modelopt_dir / f"rank{r}.safetensors") for r in range(mapping.world_size)]
+    return write_checkpoint(source, quantization, ranks, out_dir, mapping, dtype, str(modelopt_dir / "config.json"),
+                            on_bytes)
+
+
+def write_checkpoint(source: Source, quantization: dict, modelopt: list, out_dir: Path, mapping: Mapping, dtype: str,
+                     where: str, on_bytes: Callable[[int, int], None] = lambda done, total: None) -> tuple[int, int]:
+    """The quantized checkpoint in `out_dir` from ModelOpt's `quantization` block and, per rank, the tensors its
+    exporter wrote (RankTensors' interface: names, `info`, read on `[]`); see assemble_checkpoint."""
     _, our_config, planned = plan_export(source, mapping, dtype)
-    config = quantized_config(our_config, modelopt_dir)
+    config = quantized_config(our_config, quantization, where)
     spec = QuantSpec.from_config(config)
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    ranks = [rank_entries([p for p in planned if p.rank == r], source,
-                          RankTensors(modelopt_dir / f"rank{r}.safetensors"), spec, torch_dtype(dtype), f"rank{r}")
-             for r in range(mapping.world_size)]
-    total = sum(info.nbytes for entries in ranks for _, info, _ in entries)
+    files = {out_dir / f"rank{r}.safetensors": rank_entries([p for p in planned if p.rank == r], source, modelopt[r],
+                                                             spec, torch_dtype(dtype), f"rank{r}")
+             for r in range(mapping.world_size)}
+    total = sum(t.info.nbytes for entries in files.values() for t in entries)
     done = 0
-    for r, entries in enumerate(ranks):
-        def advance(_name: str, n: int) -> None:
-            nonlocal done
-            done += n
-            on_bytes(done, total)
 
-        write_safetensors(out_dir / f"rank{r}.safetensors", entries, on_tensor=advance)
+    def advance(n: int, _tensors: int) -> None:
+        nonlocal done
+        done += n
+        on_bytes(done, total)
+
+    write_rank_files(source, files, on_progress=advance)
     return sum(p.info.nbytes for p in planned), total

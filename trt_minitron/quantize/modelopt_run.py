@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import sys
 import warnings
 from pathlib import Path
@@ -31,6 +32,14 @@ def require_modelopt():
         raise MissingDependencyError(f"quantize needs NVIDIA ModelOpt, which cannot be imported ({why}): "
                                      "pip install 'trt-minitron[quant]'") from None
     return mtq
+
+
+@contextlib.contextmanager
+def quiet():
+    """ModelOpt's per-call chatter ("Inserted 81 quantizers", once per layer) dropped, its warnings too."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 @contextlib.contextmanager
@@ -112,3 +121,14 @@ def round_prequant_scales(model: torch.nn.Module, dtype: torch.dtype) -> int:
             q.pre_quant_scale = q.pre_quant_scale.to(dtype).to(q.pre_quant_scale.dtype)
             n += 1
     return n
+
+
+def prequant_scales(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The model's float32 pre-quant scales (what its weights were divided by) by Hugging Face module name
+    (`prefix` + the name within `model`), for the sidecar (checkpoints/quantized.py): verify rebuilds ModelOpt's
+    weights from the source with them, since the checkpoint keeps them rounded to its dtype. Take them after the
+    export (which re-averages them)."""
+    # clone(): round_prequant_scales later rounds the quantizer's buffer in place
+    return {f"{prefix}{name}": q._pre_quant_scale.detach().float().cpu().reshape(-1).clone()
+            for name, m in model.named_modules()
+            if (q := getattr(m, "input_quantizer", None)) is not None and getattr(q, "_pre_quant_scale", None) is not None}

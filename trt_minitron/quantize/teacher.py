@@ -22,7 +22,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping, Sequence
 
 import torch
 
@@ -31,7 +31,7 @@ from ..archs.base import RankContext
 from ..archs.config import ModelConfig, load_json
 from ..checkpoints.quant_formats import cat_cols
 from ..checkpoints.quantized import COLUMN_LINEARS, LINEARS, QuantSpec, RankTensors
-from ..errors import CheckpointError
+from ..errors import CheckpointError, VerificationFailed
 from ..sources.base import TensorInfo
 from ..tensors.mapping import Mapping as TPMapping
 
@@ -40,6 +40,7 @@ from ..tensors.mapping import Mapping as TPMapping
 # (tests/test_quant_conversion.py) and on SmolLM2-135M, except W4A8 weights there, 1.3e-4 (an INT4 tie
 # that the FP8 second step then rounds apart); planted errors move 29-100 % of the elements.
 FLIP_FRACTION = 1e-3
+CHECK_TOKENS = 128  # tokens of the first calibration article the check runs through the model (or each layer)
 NOISE = 1e-5
 
 
@@ -98,10 +99,10 @@ def hf_modules(cfg: ModelConfig, layer: int, trt_name: str) -> list[str]:
 
 
 @contextmanager
-def _record(model: torch.nn.Module, names: set[str]) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+def _record(modules: Mapping[str, torch.nn.Module], names: set[str],
+            ) -> Iterator[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     handles = []
-    modules = dict(model.named_modules())
     for name in names:
         def hook(_m, args, out, name=name):
             seen[name] = (args[0].detach().float().cpu(), out.detach().float().cpu())
@@ -113,9 +114,9 @@ def _record(model: torch.nn.Module, names: set[str]) -> Iterator[dict[str, tuple
             h.remove()
 
 
-def _kv_quantizers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+def _kv_quantizers(modules: Mapping[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
     """Enabled `model.layers.{i}.self_attn.{k,v}_bmm_quantizer` modules, by name."""
-    return {name: m for name, m in model.named_modules()
+    return {name: m for name, m in modules.items()
             if name.endswith(("k_bmm_quantizer", "v_bmm_quantizer")) and getattr(m, "is_enabled", False)}
 
 
@@ -126,9 +127,7 @@ def check_conversion(model: torch.nn.Module, ckpt_dir: Path, cfg: ModelConfig, i
 
     `model` must be the one the checkpoint was exported from, after the export (which mutates it), in float32:
     in bfloat16 ModelOpt rounds its fake-quantized values to bfloat16, which the checkpoint never does."""
-    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    if dtype != torch.float32:
-        raise ValueError(f"the conversion check needs the fake-quant model in float32 (got {dtype}): model.float()")
+    _require_float32(model)
     config = load_json(ckpt_dir / "config.json")
     spec = QuantSpec.from_config(config, str(ckpt_dir / "config.json"))
     if spec is None:
@@ -136,14 +135,38 @@ def check_conversion(model: torch.nn.Module, ckpt_dir: Path, cfg: ModelConfig, i
     m = config["mapping"]
     mapping = TPMapping(int(m["tp_size"]), int(m["pp_size"]))
     ranks = [RankTensors(ckpt_dir / f"rank{r}.safetensors") for r in range(mapping.world_size)]
-    arch = get_arch(cfg.architecture)
     modules = dict(model.named_modules())
+    device = next(model.parameters()).device
+    return _check(modules, lambda: model(input_ids.to(device)), range(cfg.num_hidden_layers), cfg, spec, mapping,
+                  ranks)
 
-    sources = {(i, n): hf_modules(cfg, i, n) for i in range(cfg.num_hidden_layers) for n in LINEARS
-               if f"{n}.weight" in arch.per_layer}
-    kv_quantizers = _kv_quantizers(model)
-    with _record(model, {mod for mods in sources.values() for mod in mods} | set(kv_quantizers)) as seen:
-        model(input_ids.to(device))
+
+@torch.no_grad()
+def check_layer(layer: torch.nn.Module, index: int, hidden: torch.Tensor, kwargs: dict, cfg: ModelConfig,
+                spec: QuantSpec, mapping: TPMapping, ranks: Sequence[Mapping[str, torch.Tensor]]) -> list[LayerCheck]:
+    """check_conversion for decoder layer `index` alone: `layer` (ModelOpt's fake-quant decoder layer, after the
+    export, float32) run on `hidden` (with the model's other layer arguments `kwargs`); `ranks[r]`: rank r's
+    tensors of this layer under their checkpoint names (empty for ranks of other pipeline stages)."""
+    _require_float32(layer)
+    modules = {f"model.layers.{index}" + (f".{n}" if n else ""): m for n, m in layer.named_modules()}
+    return _check(modules, lambda: layer(hidden, **kwargs), [index], cfg, spec, mapping, ranks)
+
+
+def _require_float32(model: torch.nn.Module) -> None:
+    dtype = next(model.parameters()).dtype
+    if dtype != torch.float32:
+        raise ValueError(f"the conversion check needs the fake-quant model in float32 (got {dtype}): model.float()")
+
+
+def _check(modules: Mapping[str, torch.nn.Module], forward, layers, cfg: ModelConfig, spec: QuantSpec,
+           mapping: TPMapping, ranks: Sequence[Mapping[str, torch.Tensor]]) -> list[LayerCheck]:
+    """The checks of decoder `layers`, whose modules (by whole-model name) `forward` runs once."""
+    arch = get_arch(cfg.architecture)
+    device = next(p for m in modules.values() for p in m.parameters()).device
+    sources = {(i, n): hf_modules(cfg, i, n) for i in layers for n in LINEARS if f"{n}.weight" in arch.per_layer}
+    kv_quantizers = _kv_quantizers(modules)
+    with _record(modules, {mod for mods in sources.values() for mod in mods} | set(kv_quantizers)) as seen:
+        forward()
 
     checks = []
     for (layer, name), mods in sources.items():
@@ -222,3 +245,13 @@ def _modelopt_at_scale(quantizer: torch.nn.Module, x: torch.Tensor, scale: torch
 def failures(checks: list[LayerCheck]) -> list[LayerCheck]:
     """Checks outside FLIP_FRACTION."""
     return [c for c in checks if not c.passed]
+
+
+def judge(checks: list[LayerCheck]) -> None:
+    """Raise VerificationFailed naming the first layer outside FLIP_FRACTION, if any."""
+    bad = failures(checks)
+    if bad:
+        b = bad[0]
+        raise VerificationFailed(f"conversion check failed in {len(bad)} layer(s), first layer {b.layer} {b.name}: "
+                                 f"{b.weight_mismatch:.1%} of weight and {b.input_mismatch:.1%} of input elements "
+                                 f"differ from ModelOpt's fake quantization (allowed {FLIP_FRACTION:.1%})")
