@@ -137,11 +137,14 @@ def test_fast_paths_write_the_naive_files(sources, tmp_path, monkeypatch, stats,
         run_export(ExportOptions(src=str(src), output=out, dtype=dtype, tp=tp))
         assert_files_are_naive_save(out, naive_tensors(src, tp, dtype), tp)
     if src_dtype == dtype and kernel_copy_works(tmp_path):
-        assert all(w.kernel_bytes > 0 for w in stats)  # the file-to-file path was taken
+        assert all(w.copied_bytes + w.kernel_bytes > 0 for w in stats)  # the file-to-file path was taken
         if tp == 1 and model == "llama":  # nothing changes (no +1, no tied copy): every byte goes file to file
             assert stats[0].buffered_bytes == 0, stats  # when the rank file repeats the source sequence
+            assert stats[0].kernel_bytes == 0, stats  # each row is written once, so checked on its way
+        if tp > 1 and model != "llama_tied":  # norms and embedding, once checked, go to the other ranks in the kernel
+            assert all(w.kernel_bytes > 0 for w in stats), stats
     if src_dtype != dtype:
-        assert all(w.kernel_bytes == 0 for w in stats)
+        assert all(w.kernel_bytes == 0 and w.copied_bytes == 0 for w in stats)
 
 
 @pytest.mark.parametrize("tp", [1, 2])

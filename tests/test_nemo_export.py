@@ -206,8 +206,8 @@ def test_unknown_sharded_backend(hf, tmp_path, capsys):
                           "shape [4, 64, 96], but model_config.yaml implies [4, 64, 64]"),
     ({"num_query_groups": 4}, "tensor model.decoder.layers.self_attention.linear_qkv.weight in {} (torch_dist) "
                               "has shape [4, 192, 64], but model_config.yaml implies [4, 288, 64]"),
-    ({"num_layers": 2}, "tensor model.decoder.layers.self_attention.linear_qkv.layer_norm_weight in {} "
-                        "(torch_dist) has shape [4, 64], but model_config.yaml implies [2, 64]"),
+    ({"num_layers": 2}, "{}: model_config.yaml says num_layers=2, but its torch_dist weights hold 4 layers "
+                        "(layer 0 to layer 3)"),
 ])
 def test_weights_contradicting_the_config(hf, tmp_path, capsys, change, message):
     bad = build_nemo(hf["nemotron"], tmp_path / "bad.nemo", "torch_dist", yaml_overrides=change)

@@ -117,7 +117,8 @@ def test_source_with_a_broken_tokenizer_is_one_line(tiny, tmp_path, capsys):
     assert line.endswith("pass --tokenizer DIR with a working one")
 
 
-@pytest.mark.parametrize("change,match", [({"num_hidden_layers": 5}, "missing tensors ['model.layers.2."),
+@pytest.mark.parametrize("change,match", [({"num_hidden_layers": 5}, "the config says num_hidden_layers=5, but the "
+                                                                   "weights hold 2 layers (model.layers.0 to model.layers.1)"),
                                           ({"intermediate_size": 640}, "but the config implies [640, 256]"),
                                           ({"architectures": ["GPT2LMHeadModel"]}, "unsupported architecture")])
 def test_config_that_contradicts_the_weights_is_refused_before_calibration(tiny, tmp_path, capsys, change, match):

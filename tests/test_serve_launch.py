@@ -163,10 +163,9 @@ def test_missing_trtllm_serve_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_hf_route_choice(tmp_path, fake_bin, monkeypatch):
-    hf = tmp_path / "hf"
-    hf.mkdir()
-    (hf / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
-    (hf / "model.safetensors").write_bytes(b"")
+    from tiny import make_tiny_llama
+
+    hf = make_tiny_llama(tmp_path / "hf", max_position_embeddings=4096)  # a real folder: serve checks it as export does
     launch = plan_launch(ServeOptions(model=hf, tp_size=2, max_seq_len=4096))  # trtllm-serve is on PATH
     assert "trtllm-serve (PyTorch backend)" in launch.route
     params = parse_with_real_options(list(launch.argv[1:]))

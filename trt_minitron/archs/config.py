@@ -198,18 +198,39 @@ class ModelConfig:
 
 
 def load_json(path: Path) -> dict:
-    """A JSON config file holding an object, or a one-line ConfigError saying why it cannot be read."""
+    """A JSON config file holding an object, or a one-line ConfigError saying why it cannot be read. A key given
+    twice is refused (json keeps the last one silently: which one was meant is a guess), and so is a byte-order
+    mark (Python's json, which transformers and TensorRT-LLM read config.json with, refuses it too)."""
     try:
-        data = json.loads(Path(path).read_text())
+        raw = Path(path).read_bytes()
+        if raw.startswith(b"\xef\xbb\xbf"):
+            raise ConfigError(f"{path} starts with a UTF-8 byte-order mark, which transformers and TensorRT-LLM "
+                              "refuse; save it as UTF-8 without one")
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise ConfigError(f"no {Path(path).name} at {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"{path} is a folder, not a JSON file") from None
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path} gives the key {e.args[0]!r} twice; keep one") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, found a {type(data).__name__}")
     return data
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
 
 
 _MISSING = object()

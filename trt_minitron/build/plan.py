@@ -90,7 +90,8 @@ def kv_heads_per_rank(cfg: ModelConfig, tp: int) -> int:
 
 
 def layers_per_rank(cfg: ModelConfig, mapping: Mapping) -> int:
-    return max(len(mapping.layers(r, cfg.num_hidden_layers)) for r in range(mapping.world_size))
+    """Every pipeline stage holds num_hidden_layers / pp_size layers (Mapping.validate requires an even split)."""
+    return len(mapping.layers(0, cfg.num_hidden_layers))
 
 
 def kv_bytes_per_token(cfg: ModelConfig, mapping: Mapping, kv_dtype: str) -> int:

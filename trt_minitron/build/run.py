@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .. import __version__, outputs
 from ..archs import get_arch
-from ..checkpoints.trtllm import TrtCheckpoint, check_rank_files, read_checkpoint
+from ..checkpoints.trtllm import TrtCheckpoint, check_rank_files, rank_file_indices, read_checkpoint
 from ..errors import ConfigError, MissingDependencyError
 from ..options import FP8_GEMM, BuildOptions
 from ..tensors.stheader import read_header
@@ -113,17 +113,17 @@ def rank_file_data_bytes(path: Path) -> int:
 
 
 def inspect_checkpoint(path: Path, *, require_rank_files: bool) -> CheckedCheckpoint:
-    """config.json parsed and consistent with its architecture; rank files checked tensor by tensor
-    when present (always for a real build; a dry run accepts a config-only folder)."""
+    """config.json parsed and consistent with its architecture; rank files checked (checkpoints/trtllm.check_rank_files)
+    when present (always for a real build, with every weight scanned for NaN/Inf; a dry run accepts a config-only
+    folder and plans it from the config, O(1) in its sizes)."""
     ckpt = read_checkpoint(path)
     get_arch(ckpt.model.architecture).validate(ckpt.model, ckpt.mapping)
     check_groupwise_widths(ckpt)
-    present = [ckpt.rank_file(r).is_file() for r in range(ckpt.mapping.world_size)]
-    if require_rank_files or any(present):
-        check_rank_files(ckpt)
+    if require_rank_files or rank_file_indices(ckpt):
+        check_rank_files(ckpt, scan_weights=require_rank_files)  # a real build reads every weight: check them too
         weights = max(rank_file_data_bytes(ckpt.rank_file(r)) for r in range(ckpt.mapping.world_size))
         return CheckedCheckpoint(ckpt, True, weights, "rank files")
-    weights = max(ckpt.expected_bytes(r) for r in range(ckpt.mapping.world_size))
+    weights = max(ckpt.expected_bytes(r) for r in ckpt.representative_ranks())
     return CheckedCheckpoint(ckpt, False, weights, "expected tensors (config-only checkpoint)")
 
 

@@ -23,7 +23,7 @@ from ..tensors.dtypes import BY_SAFETENSORS, torch_dtype
 from ..tensors.info import TensorInfo
 from ..tensors.stheader import read_header
 from ..tensors.stwriter import write_safetensors
-from .quant_formats import KV_SCALE, PQS, WEIGHT, KVQuant, QuantFormat, QuantLinear, format_for_algo
+from .quant_formats import ASF, KV_SCALE, PQS, WEIGHT, WSF, WSF2, KVQuant, QuantFormat, QuantLinear, format_for_algo
 
 # TensorRT-LLM linear layers under transformer.layers.{i}.; column-parallel ones split output rows.
 COLUMN_LINEARS = ("attention.qkv", "mlp.fc", "mlp.gate")
@@ -34,6 +34,18 @@ QUANT_CHECKPOINT_DTYPES = ("bfloat16", "float16")  # what ModelOpt's exporters w
 # ModelOpt 0.47 also writes the K and V scales apart; TensorRT-LLM's preprocess_weights replaces
 # kv_cache_scaling_factor by max(k, v) when they are present (models/modeling_utils.py, file id 1189552800).
 K_SCALE, V_SCALE = "k_cache_scaling_factor", "v_cache_scaling_factor"
+SCALES = (WSF, WSF2, ASF, PQS, KV_SCALE, K_SCALE, V_SCALE)  # every scale tensor's last name component
+# The modules TensorRT-LLM leaves unquantized when config.json lists no exclude_modules (quantize_layers in
+# tensorrt_llm/quantization/quantize.py, code-index file id 2456403896); a non-empty list replaces it.
+TRTLLM_DEFAULT_EXCLUDE = ("*lm_head", "*router", "*vocab_embedding", "*position_embedding", "*block_embedding",
+                          "*shared_expert_gate")
+
+
+def is_scale(name: str) -> bool:
+    """Whether rank-file tensor `name` is a quantization scale (every one must be finite and > 0)."""
+    return name.rsplit(".", 1)[-1] in SCALES
+
+
 PQS_SIDECAR = "trt_minitron_quantize.safetensors"
 PQS_KEY = "pre_quant_scale"  # sidecar name: "<HF module>.pre_quant_scale", float32 [in]
 
@@ -72,7 +84,15 @@ class QuantSpec:
         if name not in QUANT_CHECKPOINT_DTYPES:
             raise CheckpointError(f"{where}: dtype {name!r} is not one a quantized checkpoint uses "
                                   f"({', '.join(QUANT_CHECKPOINT_DTYPES)})")
-        return cls(fmt, kv, torch_dtype(name), tuple(q.get("exclude_modules") or ()))
+        exclude = q.get("exclude_modules") or []
+        if not isinstance(exclude, list) or not all(isinstance(p, str) for p in exclude):
+            raise CheckpointError(f"{where}: exclude_modules must be a list of module name patterns, got {exclude!r}")
+        spec = cls(fmt, kv, torch_dtype(name), tuple(exclude))
+        if spec.quantizes("lm_head"):
+            raise CheckpointError(f"{where}: exclude_modules {exclude} does not exclude lm_head, so TensorRT-LLM would "
+                                  f"load lm_head.weight as a {algo} layer with scales; checkpoints here keep lm_head "
+                                  "unquantized (ModelOpt's exporters exclude it): add \"lm_head\"")
+        return spec
 
     @property
     def quant_algo(self) -> str:
@@ -80,8 +100,8 @@ class QuantSpec:
 
     def quantizes(self, prefix: str) -> bool:
         """Whether the linear `prefix` (e.g. transformer.layers.0.mlp.fc) is quantized: not in exclude_modules
-        (fnmatch patterns, as TensorRT-LLM's quantize_layers matches them)."""
-        return not any(fnmatchcase(prefix, p) for p in self.exclude_modules)
+        (fnmatch patterns, as TensorRT-LLM's quantize_layers matches them; its default list when there are none)."""
+        return not any(fnmatchcase(prefix, p) for p in self.exclude_modules or TRTLLM_DEFAULT_EXCLUDE)
 
     def linear_tensors(self, tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
         """The tensors under `prefix.` (weight, scales), keyed by suffix."""
@@ -128,6 +148,15 @@ class QuantSpec:
             if self.kv_cache_quant_algo and name.endswith(".attention.dense.weight"):
                 out[name.replace("dense.weight", KV_SCALE)] = TensorInfo((1,), torch.float32)
         return out
+
+
+    def optional_tensors(self, plain: Mapping[str, tuple[int, ...]]) -> dict[str, TensorInfo]:
+        """Tensors a rank file may hold besides `expected_tensors`: the K and V scales ModelOpt also writes (read
+        as TensorRT-LLM reads them, kv_quant), under every attention of an FP8 KV cache."""
+        if not self.kv_cache_quant_algo:
+            return {}
+        return {n.replace("dense.weight", s): TensorInfo((1,), torch.float32) for n in plain
+                if n.endswith(".attention.dense.weight") for s in (K_SCALE, V_SCALE)}
 
 
 def _scale_1(t: torch.Tensor, name: str) -> torch.Tensor:
@@ -198,10 +227,24 @@ def load_prequant_scales(ckpt_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def check_sidecar(spec: QuantSpec, scales: Mapping[str, torch.Tensor], where: Path) -> None:
-    """A format with pre-quant scales needs quantize's float32 sidecar (the checkpoint keeps them rounded)."""
+    """A format with pre-quant scales needs quantize's float32 sidecar (the checkpoint keeps them rounded), every
+    scale in it a positive number (ModelOpt divides by them)."""
     if spec.format.linear_tensors(2, spec.format.group_size or 2, spec.dtype).get(PQS) is not None and not scales:
         raise CheckpointError(f"{where}: no {PQS_SIDECAR} (the float32 pre-quant scales `trt-minitron quantize` "
                               f"saves); verify cannot rebuild ModelOpt's {spec.quant_algo} weights without it")
+    for module in sorted(scales):
+        require_positive_scale(where / PQS_SIDECAR, f"{module}.{PQS_KEY}", scales[module])
+
+
+def require_positive_scale(path: Path, name: str, t: torch.Tensor) -> None:
+    """Refuse scale tensor `name` of file `path` unless every value is finite and > 0."""
+    t = t.float()
+    bad = ~(t.isfinite() & (t > 0))
+    if bool(bad.any()):
+        first = float(t[bad].flatten()[0])
+        raise CheckpointError(f"{path}: scale {name} holds {int(bad.sum())} value(s) that are not finite "
+                              f"and > 0 (first: {first:g}) among its {t.numel()}; every scale of a quantized "
+                              "checkpoint is a positive number")
 
 
 class PlainRankFile:

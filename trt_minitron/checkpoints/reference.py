@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from ..archs import arch_for_trt
 from ..errors import CheckpointError
 from .quant_formats import KVQuant, QuantLinear
-from .trtllm import MergedCheckpoint, read_checkpoint
+from .trtllm import MergedCheckpoint, check_rank_files, read_checkpoint
 
 # TensorRT-LLM hidden_act -> the function (tensorrt_llm/functional.py ACT2FN names).
 ACTIVATIONS = {"silu": F.silu, "squared-relu": lambda x: torch.relu(x).square()}
@@ -257,9 +257,7 @@ class ReferenceModel:
     def from_checkpoint(cls, ckpt_dir: str | Path, dtype: torch.dtype = torch.float32,
                         device: str | torch.device = "cpu") -> ReferenceModel:
         ckpt = read_checkpoint(ckpt_dir)
-        missing = [ckpt.rank_file(r).name for r in range(ckpt.mapping.world_size) if not ckpt.rank_file(r).is_file()]
-        if missing:
-            raise CheckpointError(f"{ckpt_dir}: missing rank files {missing}")
+        check_rank_files(ckpt, scan_weights=True)  # the model reads every weight: refused if any is not finite
         return cls(ckpt.raw, MergedCheckpoint(ckpt), dtype=dtype, device=device)
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:

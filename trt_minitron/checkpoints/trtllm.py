@@ -1,25 +1,32 @@
-"""Reading a TensorRT-LLM checkpoint folder back: config.json -> ModelConfig + Mapping, and the tensors
-every rank file must hold (derived by dry-running the same arch rules that export uses)."""
+"""Reading a TensorRT-LLM checkpoint folder back: config.json -> ModelConfig + Mapping, the tensors every rank
+file must hold (derived by dry-running the same arch rules that export uses), and `check_rank_files`, the one check
+that the files hold exactly that, run by build (--dry-run too), verify and the torch backend before anything else."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..archs import arch_for_trt, get_arch
 from ..archs.base import RankContext, Recipe
-from ..archs.config import ModelConfig, RopeScaling, load_json
+from ..archs.config import ModelConfig, RopeScaling, _Fields, load_json
 from ..errors import CheckpointError, ConfigError
+from ..tensors.claims import check_layer_count, layer_indices
 from ..tensors.dtypes import BY_NAME, CHECKPOINT_DTYPES, of_torch, torch_dtype
+from ..tensors.finite import range_has_nonfinite, refusal, scannable
 from ..tensors.info import MetaReader, TensorInfo
 from ..tensors.mapping import Mapping
-from ..tensors.stheader import read_header
+from ..tensors.stheader import Header, read_header
 
 if TYPE_CHECKING:
     import torch
+
+RANK_FILE = re.compile(r"rank(\d+)\.safetensors")
+LAYER = re.compile(r"transformer\.layers\.(\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,19 @@ class TrtCheckpoint:
         plain = {n: TensorInfo(shape, dtype) for n, shape in self.expected_shapes(rank).items()}
         return plain if self.quant is None else self.quant.expected_tensors(plain)
 
+    def optional_tensors(self, rank: int) -> dict[str, TensorInfo]:
+        """Tensors rank{rank}.safetensors may hold besides the expected ones (ModelOpt's K and V scales)."""
+        return {} if self.quant is None else self.quant.optional_tensors(self.expected_shapes(rank))
+
+    def describe(self) -> str:
+        """What config.json says the weights are, for messages: "unquantized bfloat16", "W4A16_AWQ (group 128) ..."."""
+        if self.quant is None:
+            return f"unquantized {self.dtype}"
+        q = self.quant
+        group = f" group_size {q.format.group_size}" if q.format.group_sizes else ""
+        kv = f", kv_cache_quant_algo {q.kv_cache_quant_algo}" if q.kv_cache_quant_algo else ""
+        return f"{q.quant_algo}{group}{kv}, exclude_modules {list(q.exclude_modules)}"
+
     def expected_shapes(self, rank: int) -> dict[str, tuple[int, ...]]:
         """Name -> shape of every tensor of rank{rank}.safetensors before quantization (all in the checkpoint
         dtype), by arithmetic on the export rules' layouts: no torch unless an architecture has a rule without
@@ -68,10 +88,23 @@ class TrtCheckpoint:
         return BY_NAME[self.dtype].itemsize
 
     def expected_bytes(self, rank: int) -> int:
-        """Bytes of tensor data rank{rank}.safetensors must hold (without torch unless the checkpoint is quantized)."""
+        """Bytes of tensor data rank{rank}.safetensors must hold (without torch unless the checkpoint is quantized),
+        from one layer times the layers of the rank: O(1) in num_hidden_layers, which a config-only checkpoint
+        states with nothing to hold it to."""
+        one = replace(self, model=replace(self.model, num_hidden_layers=self.mapping.pp_size))  # a layer per stage
         if self.quant is None:
-            return sum(math.prod(s) for s in self.expected_shapes(rank).values()) * self.dtype_bytes
-        return sum(info.nbytes for info in self.expected_tensors(rank).values())
+            sizes = {n: math.prod(s) * self.dtype_bytes for n, s in one.expected_shapes(rank).items()}
+        else:
+            sizes = {n: info.nbytes for n, info in one.expected_tensors(rank).items()}
+        layer = sum(b for n, b in sizes.items() if LAYER.match(n))
+        return sum(sizes.values()) - layer + layer * (self.model.num_hidden_layers // self.mapping.pp_size)
+
+    def representative_ranks(self) -> list[int]:
+        """Ranks that differ in what they hold (every tp rank of the first, a middle and the last stage), so the
+        largest rank is found without visiting every rank a config claims."""
+        m = self.mapping
+        stages = sorted({0, min(1, m.pp_size - 1), m.pp_size - 1})
+        return [s * m.tp_size + t for s in stages for t in range(m.tp_size)]
 
 
 def quant_spec(raw: dict, where: str = "config.json"):
@@ -114,6 +147,22 @@ def model_config_from_trt(d: dict, where: str = "config.json") -> tuple[ModelCon
     if dtype not in CHECKPOINT_DTYPES:
         raise ConfigError(f"unsupported dtype {dtype!r} in {where}; supported: {', '.join(CHECKPOINT_DTYPES)}")
     quant_spec(d, where)  # a quantization this tool cannot read is refused here, with the config
+    m = d.get("mapping") or {}
+    if not isinstance(m, dict):
+        raise ConfigError(f"{where}: 'mapping' must be an object, got {type(m).__name__}")
+    f = _Fields(d, where)  # every number a JSON integer or number of the right sign, all bad fields named at once
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"):
+        f.integer(key)
+    for key in ("intermediate_size", "num_key_value_heads", "head_size", "max_position_embeddings"):
+        f.integer(key, default=None)
+    f.number("norm_epsilon", default=None)
+    f.number("rotary_base", default=None)
+    f.number("rotary_pct", default=None, upper=1.0)
+    mf = _Fields(m, f"{where}: mapping")
+    for key in ("world_size", "tp_size", "pp_size"):
+        mf.integer(key, default=None)
+    f.bad += mf.bad
+    f.raise_if_bad()
     try:
         heads = int(d["num_attention_heads"])
         hidden = int(d["hidden_size"])
@@ -143,37 +192,119 @@ def model_config_from_trt(d: dict, where: str = "config.json") -> tuple[ModelCon
             rope_scaling=scaling,
             tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
         )
-        m = d.get("mapping") or {}
         mapping = Mapping(tp_size=int(m.get("tp_size", 1)), pp_size=int(m.get("pp_size", 1)))
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"{where}: missing or malformed field {e}") from None
+    model.validate(where)
     if int(m.get("world_size", mapping.world_size)) != mapping.world_size:
         raise ConfigError(f"{where}: mapping.world_size={m.get('world_size')} != tp_size*pp_size="
                           f"{mapping.world_size}")
     return model, mapping, dtype
 
 
-def check_rank_files(ckpt: TrtCheckpoint) -> None:
-    """Every rank file present, holding exactly the expected names with the expected shapes and dtype."""
-    missing = [ckpt.rank_file(r).name for r in range(ckpt.mapping.world_size) if not ckpt.rank_file(r).is_file()]
-    if missing:
-        raise CheckpointError(f"{ckpt.path}: missing rank files {missing}")
-    for rank in range(ckpt.mapping.world_size):
-        f = ckpt.rank_file(rank)
-        if ckpt.quant is None:
-            want_dt = BY_NAME[ckpt.dtype].safetensors
-            expected = {n: (shape, want_dt) for n, shape in ckpt.expected_shapes(rank).items()}
-        else:  # scales and packed weights have dtypes of their own
-            expected = {n: (i.shape, of_torch(i.dtype).safetensors) for n, i in ckpt.expected_tensors(rank).items()}
-        entries = read_header(f).entries
-        lacking = sorted(set(expected) - set(entries))
-        if lacking:
-            raise CheckpointError(f"{f}: missing tensors {lacking[:5]}{' ...' if len(lacking) > 5 else ''}")
-        for name, (shape, want) in expected.items():
-            dt, got = entries[name].dtype.safetensors, entries[name].shape
-            if got != shape or dt != want:
-                raise CheckpointError(f"{f}: tensor {name} is {dt}{list(got)}, expected {want}{list(shape)}")
+def rank_file_indices(ckpt: TrtCheckpoint) -> list[int]:
+    """The ranks whose rank{r}.safetensors is in the folder, found by listing it (O(files), whatever config.json
+    claims); a file beyond the mapping's world size is refused."""
+    found = sorted(int(m.group(1)) for p in ckpt.path.iterdir() if (m := RANK_FILE.fullmatch(p.name)))
+    world = ckpt.mapping.world_size
+    beyond = [f"rank{r}.safetensors" for r in found if r >= world]
+    if beyond:
+        raise CheckpointError(f"{ckpt.path}: {beyond[:5]} lie beyond config.json's mapping (world_size {world} = "
+                              f"tp_size {ckpt.mapping.tp_size} x pp_size {ckpt.mapping.pp_size})")
+    return found
 
+
+def check_rank_files(ckpt: TrtCheckpoint, *, scan_weights: bool = False) -> None:
+    """The one check of a TensorRT-LLM checkpoint's rank files, before anything plans, builds or computes from them:
+    every rank file present (and no other); the numbers config.json states (layers, vocab_size, hidden_size) agreeing
+    with the tensors the headers list, compared by counting names (never by looping over a claimed size); exactly
+    the expected tensors (missing and extra both named) with their shapes and dtypes; every scale tensor of a
+    quantized checkpoint finite and > 0 (ModelOpt asserts it when exporting: modelopt/torch/export/quant_utils.py
+    get_scaling_factor, get_prequant_scaling_factor); with `scan_weights`, every float tensor free of NaN/Inf."""
+    found, world = rank_file_indices(ckpt), ckpt.mapping.world_size
+    if len(found) < world:
+        have = set(found)
+        missing = [f"rank{r}.safetensors" for r in range(world) if r not in have] if world - len(found) <= 64 else []
+        raise CheckpointError(f"{ckpt.path}: missing rank files {missing}" if missing else
+                              f"{ckpt.path}: config.json's mapping has world_size {world}, but the folder holds "
+                              f"{len(found)} rank files")
+    headers = [read_header(ckpt.rank_file(r)) for r in range(world)]
+    for rank, header in enumerate(headers):
+        check_claims(ckpt, rank, header)
+    for rank, header in enumerate(headers):
+        _check_tensor_set(ckpt, rank, header)
+    if ckpt.quant is not None:
+        _check_scales(ckpt)
+    if scan_weights:
+        for rank, header in enumerate(headers):
+            _scan_weights(ckpt, rank, header)
+
+
+def check_claims(ckpt: TrtCheckpoint, rank: int, header: Header) -> None:
+    """config.json's layers, vocab_size and hidden_size against what rank{rank}'s header lists (O(header))."""
+    f, cfg, m = ckpt.rank_file(rank), ckpt.model, ckpt.mapping
+    per_stage = cfg.num_hidden_layers // m.pp_size
+    stage = f" / pp_size {m.pp_size}" if m.pp_size > 1 else ""
+    check_layer_count(f"{ckpt.path / 'config.json'} says num_hidden_layers{stage}", per_stage,
+                      layer_indices(header.entries, LAYER.pattern), f"{f.name}'s tensors", "transformer.layers.{}")
+    e = header.entries
+    claims = [("vocab_size", cfg.vocab_size, "transformer.vocab_embedding.weight", 0, "rows"),
+              ("hidden_size", cfg.hidden_size, "transformer.vocab_embedding.weight", 1, "columns"),
+              ("hidden_size", cfg.hidden_size, "transformer.ln_f.weight", 0, "values"),
+              ("vocab_size", -(-cfg.vocab_size // m.tp_size), "lm_head.weight", 0, "rows")]
+    for key, want, name, dim, what in claims:
+        if name in e and len(e[name].shape) > dim and e[name].shape[dim] != want:
+            per = f" ({want} rows per rank at tp {m.tp_size})" if name == "lm_head.weight" and m.tp_size > 1 else ""
+            raise CheckpointError(f"{f}: config.json says {key}={getattr(cfg, key)}{per}, but {name} has "
+                                  f"{e[name].shape[dim]} {what}")
+
+
+def _check_tensor_set(ckpt: TrtCheckpoint, rank: int, header: Header) -> None:
+    f = ckpt.rank_file(rank)
+    if ckpt.quant is None:
+        want_dt = BY_NAME[ckpt.dtype].safetensors
+        expected = {n: (shape, want_dt) for n, shape in ckpt.expected_shapes(rank).items()}
+    else:  # scales and packed weights have dtypes of their own
+        expected = {n: (i.shape, of_torch(i.dtype).safetensors) for n, i in ckpt.expected_tensors(rank).items()}
+    entries = header.entries
+    lacking = sorted(set(expected) - set(entries))
+    if lacking:
+        raise CheckpointError(f"{f}: missing tensors {_few(lacking)} that a {ckpt.describe()} checkpoint holds")
+    optional = ckpt.optional_tensors(rank)
+    extra = sorted(set(entries) - set(expected) - set(optional))
+    if extra:
+        raise CheckpointError(f"{f}: tensors {_few(extra)} that a {ckpt.describe()} checkpoint does not hold "
+                              "(config.json does not say what they are)")
+    expected.update((n, (i.shape, of_torch(i.dtype).safetensors)) for n, i in optional.items() if n in entries)
+    for name, (shape, want) in expected.items():
+        dt, got = entries[name].dtype.safetensors, entries[name].shape
+        if got != shape or dt != want:
+            raise CheckpointError(f"{f}: tensor {name} is {dt}{list(got)}, expected {want}{list(shape)} in a "
+                                  f"{ckpt.describe()} checkpoint")
+
+
+def _few(names: list[str]) -> str:
+    return f"{names[:5]}{f' and {len(names) - 5} more' if len(names) > 5 else ''}"
+
+
+def _check_scales(ckpt: TrtCheckpoint) -> None:
+    """Every scale tensor finite and > 0 (they are small: read them all)."""
+    from .quantized import PlainRankFile, is_scale, require_positive_scale
+
+    for rank in range(ckpt.mapping.world_size):
+        f = PlainRankFile(ckpt.rank_file(rank))
+        for name in sorted(n for n in f.infos if is_scale(n)):
+            require_positive_scale(f.path, name, f.read(name))
+
+
+def _scan_weights(ckpt: TrtCheckpoint, rank: int, header: Header) -> None:
+    """Every float tensor of rank{rank} free of NaN/Inf, by exponent bits (finite.py)."""
+    f = ckpt.rank_file(rank)
+    for name, e in sorted(header.entries.items(), key=lambda kv: kv[1].begin):
+        if scannable(e.dtype) and range_has_nonfinite(f, header.data_start + e.begin, e.end - e.begin, e.dtype.name):
+            from .quantized import PlainRankFile
+
+            raise CheckpointError(refusal(str(f), name, PlainRankFile(f), e.shape))
 
 
 # How tensor-parallel ranks hold each per-layer TensorRT-LLM tensor: ColumnLinear splits rows (dim 0),

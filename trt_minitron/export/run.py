@@ -27,6 +27,7 @@ from ..options import EXPORT_FORMATS as FORMATS
 from ..options import ExportOptions
 from ..outputs import atomic_output_dir, check_output, write_marker
 from ..sources import MetaReader, Source, TensorInfo, open_source, source_paths
+from ..sources.checks import check_source
 from ..tensors.dtypes import BY_NAME, CHECKPOINT_DTYPES, dtype_name, torch_dtype
 from ..tensors.info import infos_without_torch
 from ..tensors.layout import Layout
@@ -60,28 +61,6 @@ class _CheckingReader(MetaReader):
         if name not in self.infos:
             raise CheckpointError(f"missing tensor {name!r} in the source checkpoint")
         return super().read(name, dim, start, stop)
-
-
-def check_source(arch: Arch, source: Source) -> None:
-    """Source tensors match what the config implies: nothing missing, no shape contradicts it."""
-    have = infos_without_torch(source)
-    expected = arch.hf_tensors(source.config)
-    missing = sorted(n for n in expected if n not in have)
-    if missing:
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise CheckpointError(f"{source.description}: missing tensors {missing[:5]}{more}")
-    for name, shape in expected.items():
-        if have[name].shape != shape:
-            raise CheckpointError(f"{source.description}: tensor {name} has shape {list(have[name].shape)}, "
-                                  f"but the config implies {list(shape)}")
-        if not have[name].dtype.is_floating_point:
-            raise CheckpointError(f"{source.description}: tensor {name} is stored as {dtype_name(have[name].dtype)}, "
-                                  "but a weight must be floating point; refusing to cast integers to weights")
-    extra = sorted(n for n in have if n not in expected and not n.endswith(arch.ignore_suffixes)
-                   and not (n == "lm_head.weight" and source.config.tie_word_embeddings))
-    if extra:
-        raise CheckpointError(f"{source.description}: tensors this converter does not know how to map: "
-                              f"{extra[:5]}{' ...' if len(extra) > 5 else ''}")
 
 
 def plan_export(source: Source, mapping: Mapping, dtype: str,

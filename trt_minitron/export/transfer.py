@@ -3,15 +3,22 @@
 Each output tensor is a Layout (row blocks of source tensors, cast). The rank files are opened
 together, their headers written first, and then each source tensor is visited once, in file order,
 for all ranks:
-- unchanged rows whose source and destination offsets agree modulo the page size go file to file
-  with `copy_file_range` (in the kernel, nothing through Python; one copy thread per rank file, so the
-  rank files of tp > 1 fill side by side while the main thread gathers and converts);
+- unchanged rows whose source and destination offsets agree modulo the page size go file to file in one
+  copy thread per rank file, so the rank files of tp > 1 fill side by side while the main thread gathers and
+  converts: through the thread's L2-sized buffer (preadv, check, pwrite: at tp 1 as fast as the kernel's copy
+  here) the first time the rows are written, with `copy_file_range` (in the kernel) when another rank's copy
+  already checked them;
 - everything else goes row block by row block (8 MiB), each block mapped once for every rank that
   needs rows or columns of it: unchanged rows are written straight from the mapping, an unchanged
   column block is gathered from it by `pwritev`, casts and +1 are converted into one reused buffer.
   Memory stays at a block or two whatever the dtype.
+Every byte written is checked for NaN/Inf (finite.py: exponent bits, numpy) where it passes: unchanged bytes
+in the copy threads' buffers or in the mapped row blocks, each source row once; a cast
+or +1 on its output (non-finite there: a NaN/Inf in the source, or a value the target dtype cannot hold); a
+tensor in memory (a source without a file, a rule without a layout) when it is read. Any of them is refused,
+naming the tensor, before anything is renamed into place.
 torch is imported only for the first conversion (a cast, +1, a tensor made in memory, a source without
-a file): an export that only moves bytes runs on os calls alone (see tests/test_startup.py).
+a file): an export that only moves bytes runs on os calls and numpy's check alone (see tests/test_startup.py).
 Tensors are placed in each rank file in source order and the header padded so that most of them
 are page-congruent with their source (a mis-congruent `copy_file_range` ran at under half the speed
 here: benchmarks/README.md).
@@ -32,6 +39,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 from ..errors import CheckpointError
 from ..tensors.dtypes import as_torch, dtype_name
+from ..tensors.finite import CHUNK_BYTES, Checker, NonFinite, refusal, require_finite, scannable, tensor_has_nonfinite
 from ..tensors.info import TensorInfo, infos_without_torch
 from ..tensors.layout import Block, Layout, block_trailing
 from ..tensors.stwriter import PAGE, header_bytes
@@ -56,7 +64,8 @@ Progress = Callable[[int, int], None]  # (bytes written, tensors completed) sinc
 class Written:
     bytes: int  # file sizes, headers included
     kernel_bytes: int  # tensor bytes moved file to file by copy_file_range
-    buffered_bytes: int  # tensor bytes written from a buffer (row blocks, casts, zero rows, tensors made in memory)
+    copied_bytes: int  # tensor bytes moved file to file by the copy threads through their buffers (and checked)
+    buffered_bytes: int  # tensor bytes written by the main thread (row blocks, casts, zero rows, tensors in memory)
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,8 @@ def write_rank_files(source, files: Mapping[Path, list[OutTensor]], on_progress:
         transfer.torch()
     try:
         return transfer.run(files, metadata)
+    except NonFinite as e:
+        raise CheckpointError(transfer.refusal(e.name)) from None
     finally:
         transfer.restore_threads()
 
@@ -115,6 +126,7 @@ def write_rank_files(source, files: Mapping[Path, list[OutTensor]], on_progress:
 class _Transfer:
     def __init__(self, source, on_progress: Progress):
         self.source = source
+        self.description = getattr(source, "description", "the source")  # names the source in refusals
         self.infos: Mapping[str, TensorInfo] = infos_without_torch(source)
         self.progress = on_progress
         self.where: dict[str, tuple[Path, int] | None] = {}
@@ -122,8 +134,10 @@ class _Transfer:
         self._out_fds: dict[Path, int] = {}
         self._src_fds: dict[Path, int] = {}
         self._buffers: dict[str, bytearray] = {}
+        self._checkers: dict[str, Checker] = {}
         self.kernel_copy = hasattr(os, "copy_file_range")
         self.kernel_bytes = 0
+        self.copied_bytes = 0
         self._lock = threading.Lock()  # progress counters, written from the copy workers too
         self._stop = threading.Event()  # set when the main thread fails: workers stop between calls
         self._writers: dict[int, ThreadPoolExecutor] = {}  # one per rank file: its copies in file order
@@ -228,7 +242,8 @@ class _Transfer:
                 if os.fstat(self._out_fds[path]).st_size != expect:
                     raise RuntimeError(f"{path}: {os.fstat(self._out_fds[path]).st_size} bytes, planned {expect}")
             total = sum(plan.sizes.values())
-            return Written(total, self.kernel_bytes, total - plan.header_bytes - self.kernel_bytes)
+            moved = self.kernel_bytes + self.copied_bytes
+            return Written(total, self.kernel_bytes, self.copied_bytes, total - plan.header_bytes - moved)
         finally:
             for fd in [*self._out_fds.values(), *self._src_fds.values()]:
                 os.close(fd)
@@ -275,15 +290,20 @@ class _Transfer:
         """Every block of every rank that comes from source tensor `name`."""
         info = self.infos[name]
         at = self.locate(name)
-        buffered = []
+        copies, buffered = [], []
         for t in tasks:
-            src = self.src_offset(t.block)
-            if at is not None and _direct(t.block, t.layout, info) and self.kernel_copy and (src - t.dst) % PAGE == 0:
-                writer = self._writers.get(t.fd) or self._writers.setdefault(
-                    t.fd, ThreadPoolExecutor(1, thread_name_prefix="trt-minitron-copy"))
-                self._copies.append((writer.submit(self._kernel_copy, at[0], src, t), at[0], t))
-            else:
-                buffered.append(t)
+            direct = at is not None and _direct(t.block, t.layout, info) and self.kernel_copy
+            (copies if direct and (self.src_offset(t.block) - t.dst) % PAGE == 0 else buffered).append(t)
+        # Each unchanged source row is checked once: in the row blocks read for `buffered`, or by its first copy.
+        checked = [(min(t.block.start for t in buffered), max(t.block.stop for t in buffered))] \
+            if any(_unchanged(t.layout, info) for t in buffered) else []
+        for t in copies:
+            check = scannable(info.dtype) and not any(a <= t.block.start and t.block.stop <= b for a, b in checked)
+            checked += [(t.block.start, t.block.stop)] if check else []
+            writer = self._writers.get(t.fd) or self._writers.setdefault(
+                t.fd, ThreadPoolExecutor(1, thread_name_prefix="trt-minitron-copy"))
+            copy = self._checked_copy if check else self._kernel_copy
+            self._copies.append((writer.submit(copy, at[0], self.src_offset(t.block), t), at[0], t))
         if buffered:
             self._row_blocks(name, info, at, buffered)
 
@@ -309,6 +329,31 @@ class _Transfer:
             return False
         return True
 
+    def _checked_copy(self, path: Path, src: int, t: _Task) -> bool:
+        """The block file to file through an L2-sized buffer (in a copy worker), each chunk checked for NaN/Inf
+        before it is written."""
+        info = self.infos[t.block.name]
+        check, size = Checker(dtype_name(info.dtype)), info.dtype.itemsize
+        buf = bytearray(CHUNK_BYTES - CHUNK_BYTES % size)
+        view, fd = memoryview(buf), self._source_fd(path)
+        n, done, unreported = t.block.rows * t.row_bytes, 0, 0
+        while done < n and not self._stop.is_set():
+            got = os.preadv(fd, [view[:min(len(buf), n - done)]], src + done)
+            got -= got % size  # a read ending inside an element: its rest comes with the next one
+            if got == 0:
+                raise CheckpointError(f"{path}: unexpected end of file reading {t.block.name}")
+            if check(view[:got]):
+                raise NonFinite(t.block.name)
+            _pwrite_all(t.fd, view[:got], t.dst + done)
+            done += got
+            unreported += got
+            if unreported >= BLOCK_BYTES or done == n:  # progress per block, not per chunk
+                with self._lock:
+                    self.copied_bytes += unreported
+                self._done(t.out, unreported)
+                unreported = 0
+        return True
+
     def _row_blocks(self, name: str, info: TensorInfo, at: tuple[Path, int] | None, tasks: list[_Task]) -> None:
         """Rows [lo:hi) needed by `tasks`, block by block (each block once for all of them); each task writes
         its part of every block: unchanged bytes straight from the block, the rest converted in a buffer."""
@@ -319,12 +364,19 @@ class _Transfer:
         whole = None
         if at is None:  # no file to map: one read of the rows, then the same blocks from memory
             self.torch()
-            whole = _bytes(self.source.read(name, 0, lo, hi))
+            read = self.source.read(name, 0, lo, hi)
+            if tensor_has_nonfinite(read):
+                raise NonFinite(name)
+            whole = _bytes(read)
+        check = Checker(dtype_name(info.dtype)) if at is not None and scannable(info.dtype) and any(
+            _unchanged(t.layout, info) for t in tasks) else None
         step = max(1, BLOCK_BYTES // row)
         for a in range(lo, hi, step):
             b = min(hi, a + step)
             with self._mapped(at, name, a * row, (b - a) * row) if whole is None else \
                     _nullcontext(whole[(a - lo) * row:(b - lo) * row]) as rows:
+                if check is not None and check(rows):  # casts: checked on their output
+                    raise NonFinite(name)
                 for t in tasks:
                     x, y = max(a, t.block.start), min(b, t.block.stop)
                     if x < y:
@@ -382,12 +434,26 @@ class _Transfer:
             out = torch.frombuffer(out_bytes, dtype=torch.uint8).view(as_torch(t.layout.dtype)).view(part.shape)
             out.copy_(part.float() + 1.0 if t.layout.plus_one else part)
             del part, out
+            if self._checker(dtype_name(t.layout.dtype))(out_bytes):  # a NaN/Inf in the source, or an overflow
+                raise CheckpointError(self.refusal(t.block.name, t.layout.dtype))
             _pwrite_all(t.fd, out_bytes, dst)
         self._done(t.out, rows * t.row_bytes)
+
+    def _checker(self, dtype: str) -> Checker:
+        """One Checker per output dtype for the main thread's casts (its scratch array reused)."""
+        if dtype not in self._checkers:
+            self._checkers[dtype] = Checker(dtype)
+        return self._checkers[dtype]
+
+    def refusal(self, name: str, target=None) -> str:
+        """Why source tensor `name` cannot be written (its NaN/Inf, or what overflows `target`), read again."""
+        self.torch()
+        return refusal(self.description, name, self.source, self.infos[name].shape, target)
 
     def _write_produced(self, out: int, fd: int, offset: int, t: OutTensor) -> None:
         torch = self.torch()
         value = t.produce()
+        require_finite(value, self.description, t.name)
         if tuple(value.shape) != t.info.shape or dtype_name(value.dtype) != dtype_name(t.info.dtype):
             raise RuntimeError(f"{t.name}: produced {value.dtype}{list(value.shape)}, planned "
                                f"{t.info.dtype}{list(t.info.shape)}")

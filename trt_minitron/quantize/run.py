@@ -30,11 +30,13 @@ from ..archs.config import ModelConfig, load_json
 from ..checkpoints.quant_formats import KV_CACHE_DTYPES, QuantFormat, get_format
 from ..checkpoints.quantized import PQS_SIDECAR, QUANT_CHECKPOINT_DTYPES, RankTensors, write_prequant_scales
 from ..errors import ConfigError, Interrupted, MissingDependencyError, TrtMinitronError, one_line
-from ..export.run import check_source, peak_rss_bytes
+from ..export.run import peak_rss_bytes
 from ..options import QuantizeOptions
 from ..outputs import TOKENIZER_CORE, TOKENIZER_FILES, atomic_output_dir, check_output, write_marker
 from ..sources import Source, TensorInfo, open_source, source_paths
+from ..sources.checks import check_source
 from ..tensors.dtypes import torch_dtype
+from ..tensors.finite import require_finite_source
 from ..tensors.mapping import Mapping
 from .assemble import assemble_checkpoint
 from .calib import calibration_plan, dataset_record, load_articles, tokens_digest
@@ -142,7 +144,8 @@ def run_quantize(opts: QuantizeOptions) -> QuantizeResult:
         mapping = Mapping(opts.tp, opts.pp)
         arch = get_arch(source.config.architecture)
         arch.validate(source.config, mapping)
-        check_source(arch, source)
+        check_source(arch, source)  # the same check as export's: layer count, every tensor, every shape
+        require_finite_source(source)  # before calibrating on it (safetensors: exponent bits in place; others row blocks)
         check_group_size(fmt, source.config, opts.tp)
         articles = load_articles(opts.calib)
         with atomic_output_dir(output, overwrite=opts.overwrite, protect=protect + source_paths(source)) as tmp:

@@ -209,6 +209,17 @@ def hf_argv(opts: ServeOptions) -> tuple[str, list[str], tuple[OptionsFile, ...]
     return f"Hugging Face folder with transformers serve{why}", argv, ()
 
 
+def check_unquantized_folder(folder: Path, *, scan_weights: bool) -> None:
+    """export's checks of a plain Hugging Face folder before a server loads it (a ModelOpt unified checkpoint is not
+    something export reads: its loader checks it)."""
+    from ..sources.checks import check_model_folder
+    from ..trtllm.llmapi_args import read_hf_checkpoint
+
+    ckpt = read_hf_checkpoint(folder)
+    if ckpt.quant_algo is None and ckpt.kv_cache_quant_algo is None:
+        check_model_folder(folder, scan_weights=scan_weights)
+
+
 def plan_launch(opts: ServeOptions) -> Launch:
     """Pick the server and build its exact command line (nothing is started)."""
     opts.validate()
@@ -222,6 +233,7 @@ def plan_launch(opts: ServeOptions) -> Launch:
         if opts.continuous_batching and opts.server == "trtllm":
             raise ConfigError("--continuous-batching is a transformers serve flag (trtllm-serve always batches "
                               "in flight)")
+        check_unquantized_folder(Path(opts.model), scan_weights=not opts.dry_run)
         route, argv, files = hf_argv(opts)
     argv += list(opts.extra_args)
     return Launch(route, tuple(argv), _url(opts.host, opts.port, "/v1"), _url(opts.host, opts.port, "/health"), files)

@@ -21,12 +21,14 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import torch
 
 from ..archs import get_arch
 from ..archs.base import RankContext
-from ..checkpoints.quantized import LINEARS, QuantSpec, check_sidecar, load_prequant_scales
+from ..checkpoints.quant_formats import PQS
+from ..checkpoints.quantized import LINEARS, PQS_SIDECAR, QuantSpec, check_sidecar, load_prequant_scales
 from ..checkpoints.reference import LayerWeights, Semantics, attention_block, attention_kv, mlp_block, norm, rope_cos_sin
 from ..checkpoints.trtllm import MergedCheckpoint
 from ..errors import CheckpointError
@@ -133,8 +135,9 @@ class _Layer:
 
 
 def _check_linears(merged: MergedCheckpoint, spec: QuantSpec, src_layer: _Layer, layer: int,
-                   scales: dict[str, torch.Tensor]) -> list[LayerCheck]:
-    """Every quantized linear of `layer`, each rank against ModelOpt's fake quantization on the source's input."""
+                   scales: dict[str, torch.Tensor], disagree: list[str]) -> list[LayerCheck]:
+    """Every quantized linear of `layer`, each rank against ModelOpt's fake quantization on the source's input; the
+    first rank file whose pre-quant scales are not the sidecar's rounded is said in `disagree`."""
     ckpt = merged.ckpt
     cfg, mapping = ckpt.model, ckpt.mapping
     arch = get_arch(cfg.architecture)
@@ -149,7 +152,7 @@ def _check_linears(merged: MergedCheckpoint, spec: QuantSpec, src_layer: _Layer,
         mods = hf_modules(cfg, layer, name)
         x = src_layer.inputs[mods[0]]
         row = name in ("attention.dense", "mlp.proj")
-        pqs = _module_scales(scales, mods, row) if scales else None
+        pqs = _module_scales(scales, mods, row, ckpt.path) if scales else None
         w_mis = x_mis = y_rel = 0.0
         for r, f in enumerate(files):
             ctx = RankContext(cfg, mapping, stage * mapping.tp_size + r, torch.float32)
@@ -162,6 +165,10 @@ def _check_linears(merged: MergedCheckpoint, spec: QuantSpec, src_layer: _Layer,
             if pqs is not None:
                 p_r = rule(ctx, src_layer.pre)(TensorReader({f"{m}.weight": pqs[None, :] for m in mods}))[0] \
                     if row else pqs
+                said = _sidecar_disagrees(p_r, stored.get(PQS), spec.dtype, mods[0], f"{f.path.name}'s {prefix}.{PQS}",
+                                          ckpt.path)
+                if said and not disagree:
+                    disagree.append(said)
             teacher = teacher_linear(spec, weight, p_r, stored, x_r)
             raw_x = x_r if p_r is None else x_r * p_r.to(spec.dtype).float()
             want_x = teacher.quantize_input(x_r)
@@ -172,15 +179,35 @@ def _check_linears(merged: MergedCheckpoint, spec: QuantSpec, src_layer: _Layer,
     return checks
 
 
-def _module_scales(scales: dict[str, torch.Tensor], mods: list[str], row: bool) -> torch.Tensor:
+def _module_scales(scales: dict[str, torch.Tensor], mods: list[str], row: bool, where: Path) -> torch.Tensor:
     """The float32 pre-quant scale of a TensorRT-LLM linear: shared by the Hugging Face modules it fuses."""
     missing = [m for m in mods if m not in scales]
     if missing:
-        raise CheckpointError(f"the pre-quant scale sidecar has no {missing[0]}")
+        raise CheckpointError(f"{where / PQS_SIDECAR} has no pre-quant scale for {missing[0]} (it holds "
+                              f"scales of {len(scales)} modules): the sidecar is not this checkpoint's")
     first = scales[mods[0]]
     if not row and any(not torch.equal(scales[m], first) for m in mods[1:]):
-        raise CheckpointError(f"{', '.join(mods)} share their input but have different pre-quant scales")
+        raise CheckpointError(f"{where / PQS_SIDECAR}: {', '.join(mods)} share their input but have different "
+                              "pre-quant scales (ModelOpt gives them one): the sidecar is not this checkpoint's")
     return first
+
+
+def _sidecar_disagrees(exact: torch.Tensor, stored: torch.Tensor | None, dtype: torch.dtype, module: str, name: str,
+                       where: Path) -> str | None:
+    """Whether the sidecar's float32 scales, rounded to the checkpoint's dtype, are the rank file's stored ones
+    (quantize writes both from one tensor): a shape that differs is refused (nothing can be compared), values that
+    differ are said (the checks fail on them: a rank file's scales planted wrong, or a sidecar of another checkpoint)."""
+    if stored is None or stored.shape != exact.shape:
+        raise CheckpointError(f"{where / PQS_SIDECAR}: the pre-quant scale of {module} has shape {list(exact.shape)}, "
+                              f"but {name} is {None if stored is None else list(stored.shape)}: the sidecar is not "
+                              "this checkpoint's")
+    differ = exact.to(dtype) != stored
+    if not bool(differ.any()):
+        return None
+    i = int(differ.flatten().nonzero()[0])
+    return (f"the pre-quant scales of {module} in {PQS_SIDECAR} do not round to {name} ({int(differ.sum())} of "
+            f"{differ.numel()} differ; first at {i}: {float(exact.flatten()[i]):g} vs {float(stored.flatten()[i]):g}): "
+            "the rank files' scales or the sidecar are not the ones quantize wrote")
 
 
 def _check_kv(merged: MergedCheckpoint, w: LayerWeights, k: torch.Tensor, v: torch.Tensor, layer: int,
@@ -238,6 +265,7 @@ def verify_quantized(merged: MergedCheckpoint, source, ids: torch.Tensor, vocab:
     pos = torch.arange(T)[None]
     differences, norms_checked = _unquantized_norms(merged, source)
     checks: list[LayerCheck] = []
+    disagree: list[str] = []
     with torch.no_grad():
         emb_r, emb_s = src.embedding_rows(ids.reshape(-1))
         ours_emb = merged.embedding_rows(ids.reshape(-1)).float()
@@ -255,7 +283,7 @@ def verify_quantized(merged: MergedCheckpoint, source, ids: torch.Tensor, vocab:
             x_in = stream_src
             stream_src = layer.run(stream_src, hf_mask, pos, hf_rope)
             layer.close()
-            checks += _check_linears(merged, spec, layer, i, scales)
+            checks += _check_linears(merged, spec, layer, i, scales, disagree)
             w = LayerWeights.from_quantized(merged.quantized_layer(i))
             if w.kv_cache is not None:
                 checks += _check_kv(merged, w, *attention_kv(sem, x_in, w, cos, sin), layer=i)
@@ -277,7 +305,8 @@ def verify_quantized(merged: MergedCheckpoint, source, ids: torch.Tensor, vocab:
         if head_differs:
             differences.append("lm_head.weight")
     return QuantizedVerifyResult(spec.quant_algo, spec.kv_cache_quant_algo, ckpt.dtype, N, T, tuple(checks),
-                                 tuple(differences), norms_checked, cost.report(), modelopt_version(), notes)
+                                 tuple(differences), norms_checked, cost.report(), modelopt_version(),
+                                 (*notes, *disagree))
 
 
 def text_ids(ckpt, dataset_file, num_samples: int, max_tokens: int) -> torch.Tensor:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from ..archs import get_arch
 from ..archs.config import ModelConfig
 from ..checkpoints.trtllm import MergedCheckpoint, TrtCheckpoint, check_rank_files, check_replicated_norms, read_checkpoint
 from ..errors import CheckpointError, ConfigError, MissingDependencyError
 from ..options import VerifyOptions
 from ..sources import open_source
+from ..sources.checks import check_source
 from ..tensors.dtypes import torch_dtype
 from .criterion import VerifyResult, logit_tolerance
 
@@ -44,7 +46,7 @@ def run_verify(opts: VerifyOptions):
     opts.validate()
     prompt, full, dataset_file, reference_src = opts.prompt, opts.full, opts.dataset_file, opts.reference
     ckpt = read_checkpoint(opts.checkpoint)
-    check_rank_files(ckpt)
+    check_rank_files(ckpt, scan_weights=True)  # verify reads every weight anyway: NaN/Inf named first
     merged = MergedCheckpoint(ckpt)
     check_replicated_norms(merged)
     if ckpt.quant is not None:
@@ -56,6 +58,7 @@ def run_verify(opts: VerifyOptions):
     source = open_source(reference_src)
     try:
         vocab, notes = match_reference(ckpt.model, source.config, str(reference_src))
+        check_source(get_arch(source.config.architecture), source)
         from .source_side import SourceSide
 
         src = SourceSide(source, torch_dtype(ckpt.dtype))
@@ -83,6 +86,7 @@ def _verify_quantized(merged: MergedCheckpoint, reference_src, prompt, full, dat
     source = open_source(reference_src)
     try:
         vocab, notes = match_reference(ckpt.model, source.config, str(reference_src))
+        check_source(get_arch(source.config.architecture), source)
         return verify_quantized(merged, source, ids, vocab, tuple(notes))
     finally:
         source.close()

@@ -13,6 +13,7 @@ from ..archs import get_arch
 from ..archs.config import ModelConfig
 from ..errors import CheckpointError
 from ..sources.base import Source
+from ..tensors.finite import require_finite, require_finite_source_tensor, tensor_has_nonfinite
 
 
 def round_like_export(t: torch.Tensor, dtype: torch.dtype, offset: float = 0.0) -> torch.Tensor:
@@ -49,12 +50,15 @@ class SourceSide:
         self.config = transformers_config(self.cfg)
         self.head_name = self.arch.embedding if self.cfg.tie_word_embeddings else "lm_head.weight"
         self._infos = source.tensors()
+        # Every other source tensor is checked for NaN/Inf as it is read; the embedding only in the prompt's rows.
+        require_finite_source_tensor(source, self.arch.embedding)
 
     def read(self, name: str, rounded: bool, offset_key: str | None = None) -> torch.Tensor:
         """Tensor `name` in float32, as stored or rounded (offset looked up under `offset_key`, default `name`)."""
         if name not in self._infos:
             raise CheckpointError(f"{self.source.description} has no tensor {name!r}")
         t = self.source.read(name)
+        require_finite(t, self.source.description, name)
         if not rounded:
             return t.float()
         return round_like_export(t, self.dtype, self.arch.rounding_offsets.get(offset_key or name, 0.0))
@@ -106,6 +110,8 @@ class SourceSide:
     def head_rows(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(rounded, as stored) float32 lm_head rows [start, stop) (the embedding's when tied), read once."""
         raw = self.source.read(self.head_name, 0, start, stop)
+        if tensor_has_nonfinite(raw):
+            require_finite_source_tensor(self.source, self.head_name)
         rounded = round_like_export(raw, self.dtype)
         return rounded, rounded if self.exact(self.head_name) else raw.float()
 

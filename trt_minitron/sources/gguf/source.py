@@ -22,6 +22,7 @@ import torch
 from ...archs import arch_for_gguf
 from ...archs.config import ModelConfig
 from ...errors import CheckpointError
+from ...tensors.claims import check_layer_count, layer_indices
 from ..base import TensorInfo
 from .config import ROPE_FREQS, check_architecture, hf_config, llama3_from_rope_freqs
 from .dequant import read_rows
@@ -52,6 +53,8 @@ class GGUFSource:
         if rope_freqs is not None:
             hf["rope_scaling"] = llama3_from_rope_freqs(self._decode(rope_freqs, 0, 1).float(), hf, str(path))
         self.config = ModelConfig.from_hf(hf, where=str(path))
+        check_layer_count(f"{path}: GGUF metadata says {arch}.block_count", self.config.num_hidden_layers,
+                          layer_indices(table, r"blk\.(\d+)\."), "its tensors", "blk.{}")  # before any loop over it
         self._tensors = _hf_tensors(gguf, arch, self.config, table, str(path))
         self._check_types()
         self._infos = {name: TensorInfo(t.shape, _out_dtype(gguf, t)) for name, t in self._tensors.items()}

@@ -71,6 +71,9 @@ class FolderContainer(Container):
         p = self._root / name
         if not p.is_file():
             raise CheckpointError(f"{name} not found in {self.path}")
+        if not p.resolve().is_relative_to(self._root):  # as a tar's link members are refused: read only the folder
+            raise CheckpointError(f"{name} in {self.path} is a link to {p.resolve()}, outside the .nemo folder; "
+                                  "refusing to read it")
         return p
 
     def size(self, name: str) -> int:

@@ -20,6 +20,7 @@ import yaml
 
 from ...archs.config import ModelConfig
 from ...errors import CheckpointError, ConfigError, one_line
+from ...tensors.claims import check_layer_count, layer_indices
 from ..base import TensorInfo
 from .archive import open_container
 from .config import NemoModel, build_config, parse_model_config
@@ -177,8 +178,16 @@ class NemoSource:
                 return per, None
         return None
 
+    def _layers_held(self) -> set[int]:
+        """The layers the weights hold: numbered keys (decoder.layers.3....), or the rows of a layer-stacked QKV."""
+        numbered = layer_indices(self._infos, r"(?:model\.|module\.)?decoder\.layers\.(\d+)\.")
+        stacked = next((k for k in self._infos if k.endswith("decoder.layers." + _QKV)), None)
+        return numbered or (set(range(self._infos[stacked].shape[0])) if stacked and self._infos[stacked].shape else set())
+
     def _map(self, emb: str) -> dict[str, _Entry]:
         cfg, where = self.config, f"{self.path} ({self.layout})"
+        check_layer_count(f"{self.path}: model_config.yaml says num_layers", cfg.num_hidden_layers,
+                          self._layers_held(), f"its {self.layout} weights", "layer {}")  # before any loop over it
         L, h, d, F = cfg.num_hidden_layers, cfg.hidden_size, cfg.head_dim, cfg.intermediate_size
         H, G = cfg.num_attention_heads, cfg.num_key_value_heads
         used: set[str] = set()

@@ -79,6 +79,11 @@ class TorchDistStore:
             if "_extra_state" in key or not hasattr(m, "chunks"):  # BytesStorageMetadata = extra states
                 continue
             self.tensors[key] = m
+            # The size is held to the chunks listed before anything loops over it (a layer-stacked key's rows).
+            covered, size = sum(_prod(tuple(ch.sizes)) for ch in m.chunks), _prod(tuple(m.size))
+            if covered != size:
+                raise CheckpointError(f"torch_dist tensor {key} in {c.path}: its chunks cover {covered} of the "
+                                      f"{size} values of its size {list(m.size)} in .metadata")
         # (fqn, chunk offsets) -> storage info; torch's MetadataIndex also carries an index hint.
         self.storage = {(idx.fqn, tuple(idx.offset or ())): info for idx, info in storage.items()}
 

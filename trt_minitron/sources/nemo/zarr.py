@@ -37,6 +37,26 @@ class ZarrStore:
                 if "/" in key or "_extra_state" in key:
                     continue
                 self.arrays[key] = self._parse(key, name)
+        self._check_chunk_files(prefix)
+
+    def _check_chunk_files(self, prefix: str) -> None:
+        """Every array's chunk grid present as files of the chunk size, counted against the members listed, so a
+        shape in .zarray is held to the bytes there before anything loops over it."""
+        files: dict[str, list[str]] = {}
+        for name in self.c.names():
+            key, _, leaf = name[len(prefix):].partition("/")  # leaf "0.1", or "0/1" with dimension_separator "/"
+            if name.startswith(prefix) and key in self.arrays and leaf and not leaf.startswith("."):
+                files.setdefault(key, []).append(name)
+        for key, a in self.arrays.items():
+            grid = math.prod(math.ceil(s / c) for s, c in zip(a["shape"], a["chunks"])) if a["shape"] else 1
+            have = files.get(key, [])
+            if len(have) != grid:
+                raise CheckpointError(f"zarr array {key} in {self.c.path}: shape {list(a['shape'])} in chunks of "
+                                      f"{list(a['chunks'])} needs {grid} chunk files, the folder holds {len(have)}")
+            n = math.prod(a["chunks"]) * a["dtype"].itemsize
+            wrong = next((m for m in have if self.c.size(m) != n), None)
+            if wrong is not None:
+                raise CheckpointError(f"zarr chunk {wrong} in {self.c.path} has {self.c.size(wrong)} bytes, expected {n}")
 
     def _parse(self, key: str, member: str) -> dict:
         where = f"{self.c.path}:{member}"
