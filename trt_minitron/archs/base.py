@@ -96,6 +96,9 @@ class Rule:
     rules): `rule(ctx, prefix)` is the Recipe of that tensor for the rank `ctx`."""
 
     inputs: tuple[str, ...]
+    # How tensor-parallel ranks hold the tensor: None replicated, 0 rows (ColumnLinear), 1 columns (RowLinear),
+    # "qkv" the fused [Q_r; K_r; V_r] per rank. Readers of written checkpoints merge ranks by asking this.
+    tp_split: ClassVar[int | str | None] = None
 
     def __call__(self, ctx: RankContext, pre: str) -> Recipe:
         return Recipe(lambda shapes: self.layout(ctx, pre, shapes))
@@ -130,6 +133,8 @@ class plus_one(copy):  # noqa: N801
 class split_rows(copy):  # noqa: N801
     """ColumnLinear weight: this rank's contiguous block of output rows."""
 
+    tp_split = 0
+
     def layout(self, ctx, pre, shapes):
         per = _shape(shapes, pre + self.hf)[0] // ctx.tp  # from the tensor itself: shapes are known without data
         return Layout((Block(pre + self.hf, ctx.tp_rank * per, (ctx.tp_rank + 1) * per),), ctx.dtype)
@@ -138,6 +143,8 @@ class split_rows(copy):  # noqa: N801
 @dataclass(frozen=True)
 class split_cols(copy):  # noqa: N801
     """RowLinear weight: this rank's contiguous block of input columns."""
+
+    tp_split = 1
 
     def layout(self, ctx, pre, shapes):
         rows, cols = (*_shape(shapes, pre + self.hf), 0)[:2]
@@ -154,6 +161,7 @@ class fused_qkv(Rule):  # noqa: N801
     q: str
     k: str
     v: str
+    tp_split = "qkv"
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -177,6 +185,8 @@ class fused_qkv(Rule):  # noqa: N801
 @dataclass(frozen=True)
 class lm_head(copy):  # noqa: N801
     """Vocab rows padded with zeros to a multiple of tp (TensorRT-LLM pad_vocab_size), then split."""
+
+    tp_split = 0
 
     def layout(self, ctx, pre, shapes):
         vocab = ctx.cfg.vocab_size
@@ -299,6 +309,11 @@ class Arch:
     # --- derived from the facts above
     def trt_config(self, cfg: ModelConfig, dtype: str, mapping: Mapping) -> dict:
         return {**self.common_trt_config(cfg, dtype, mapping), **self.trt_config_fields(cfg)}
+
+    def layer_tp_split(self, trt_name: str) -> int | str | None:
+        """How ranks hold the per-layer tensor `trt_name` (under transformer.layers.{i}.): Rule.tp_split; a quantized
+        linear's companions follow its weight (quant_formats). KeyError for a name the architecture does not write."""
+        return self.per_layer[trt_name].tp_split
 
     def final_norm_tensors(self) -> list[str]:
         return [n for rule in self.final_norm.values() for n in rule.inputs]
