@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import register
-from .base import Arch, TransformersModules, copy, fused_qkv, plus_one, split_cols, split_rows
+from .base import LINEARS, Arch, TransformersModules, copy, fused_qkv, plus_one, split_cols, split_rows
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -42,6 +42,7 @@ class Nemotron(Arch):
         "mlp.proj.weight": split_cols("mlp.down_proj.weight"),
     }
     final_norm = {"weight": plus_one("model.norm.weight"), "bias": copy("model.norm.bias")}
+    trt_bias_flags = {"bias": LINEARS}  # GPTConfig: one flag for every linear (norms always have biases)
     rounding_offsets = dict.fromkeys(Arch.hf_norm_weights, 1.0)  # layernorm1p: the export rounds gamma + 1
     gguf_architecture = "nemotron"
     gguf_norm_offset = 1.0  # written as gamma + 1 (NemotronModel.modify_tensors)
@@ -55,7 +56,7 @@ class Nemotron(Arch):
         # attribute for releases that predate it.
         return {
             "gpt_variant": "nemotron",
-            "bias": False,
+            **self.bias_flags(self.trt_bias_flags),
             "rotary_pct": cfg.partial_rotary_factor,
             "q_scaling": 1.0,
             "apply_query_key_layer_scaling": False,
