@@ -471,8 +471,8 @@ def _linear_tensors(f, prefix: str) -> dict[str, torch.Tensor]:
 
 
 def check_replicated_norms(merged: MergedCheckpoint) -> None:
-    """Every replicated per-layer tensor (the norms: the arch's rules say which) and the final norm is identical on
-    all tp ranks of its stage (they are small: read them all)."""
+    """Every replicated per-layer tensor (norms, RowLinear biases: the arch's rules say which) and the final norm is
+    identical on all tp ranks of its stage (they are small: read them all)."""
     replicated = {n for n, rule in merged.arch.per_layer.items() if rule.tp_split is None}
     for stage in range(merged.pp):
         for name in merged.stage_files(stage)[0].infos:
