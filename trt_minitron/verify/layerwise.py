@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checkpoints.reference import LayerWeights, Semantics, attention_block, check_mlp_kind, mlp_block, norm, rope_cos_sin
+from ..checkpoints.reference import LayerWeights, Semantics, attention_block, check_layer_kind, mlp_block, norm, rope_cos_sin
 from ..checkpoints.trtllm import MergedCheckpoint
 from .criterion import Check, LogitStats, rope_check, stage_check, stage_tolerance
 from .source_side import SourceSide, causal_additive_mask
@@ -83,7 +83,7 @@ class TrtSide:
               free: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(attention on x_in, MLP on attn_src, the whole layer on `free`): batch 0 teacher-forced, 1 free-running."""
         w = LayerWeights.from_merged(self.merged.layer(i, torch.float32))
-        check_mlp_kind(self.sem, w, f"layer {i}")
+        check_layer_kind(self.sem, w, f"layer {i}")
         a = attention_block(self.sem, torch.cat([x_in, free]), w, *self._cs, self._mask)
         m = mlp_block(self.sem, torch.cat([attn_src, a[1:]]), w)
         return a[:1], m[:1], m[1:]
