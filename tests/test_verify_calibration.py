@@ -1,0 +1,162 @@
+"""verify's calibration proof (verify/calibration.py): a quantized checkpoint's scales recomputed from the source with
+the recipe quantize recorded, compared bit for bit.
+
+Every format on the tiny Llama and Nemotron at tp 1 and 2 is proven as quantize wrote it; doctored calibrations that
+the conversion check cannot see (it rebuilds ModelOpt's quantization at the checkpoint's own scales) are named:
+an activation scale x1.5, a KV scale x4, SmoothQuant and AWQ pre-quant scales x2 with the weights and the other
+scales changed to match (so the checkpoint computes exactly what a model calibrated that way would), and a
+checkpoint calibrated on other articles than its report records. A recipe that cannot be replayed here is said.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from quant_fixtures import CALIB, FORMATS, SHARED, articles
+from safetensors.torch import load_file, save_file
+
+from trt_minitron.checkpoints.quantized import PQS_SIDECAR
+from trt_minitron.checkpoints.trtllm import MergedCheckpoint, read_checkpoint
+from trt_minitron.cli import main
+from trt_minitron.sources import open_source
+from trt_minitron.verify.calibration import REPORT, prove_calibration
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+L0, L1 = "transformer.layers.0.", "transformer.layers.1."
+CASES = [(kind, variant, tp) for kind in ("llama", "nemotron") for variant in FORMATS for tp in (1, 2)]
+
+
+def prove(ckpt, source):
+    src = open_source(str(source))
+    try:
+        return prove_calibration(MergedCheckpoint(read_checkpoint(ckpt)), src)
+    finally:
+        src.close()
+
+
+def copy(quant_ckpts, key, tmp_path):
+    out = tmp_path / "ckpt"
+    shutil.copytree(quant_ckpts[key], out)
+    return out
+
+
+def scale(ckpt, factors: dict[str, float], sidecar: dict[str, float] = {}) -> None:  # noqa: B006
+    """Multiply rank-file tensors (every rank holding them) and sidecar entries by the given factors."""
+    for f in sorted(ckpt.glob("rank*.safetensors")):
+        t = load_file(f)
+        for name, k in factors.items():
+            if name in t:
+                t[name] = (t[name].float() * k).to(t[name].dtype)
+        save_file(t, f, metadata={"format": "pt"})
+    if sidecar:
+        t = load_file(ckpt / PQS_SIDECAR)
+        for name, k in sidecar.items():
+            t[f"{name}.pre_quant_scale"] = t[f"{name}.pre_quant_scale"] * k
+        save_file(t, ckpt / PQS_SIDECAR)
+
+
+@pytest.mark.parametrize("kind, variant, tp", CASES, ids=[f"{k}-{v}-tp{t}" for k, v, t in CASES])
+def test_an_untouched_checkpoint_proves_its_calibration(quant_ckpts, kind, variant, tp):
+    proof = prove(quant_ckpts[(kind, variant, tp)], quant_ckpts[kind])
+    assert proof.proven and not proof.failed, proof.line()
+    assert proof.compared > 0 and proof.line().startswith("calibration proven: ")
+
+
+QKV_HF = [f"model.layers.0.self_attn.{p}_proj" for p in "qkv"]
+# (checkpoint, rank-file factors, sidecar factors, the tensor the mismatch names, the ratio it states)
+PLANTS = [
+    ("activation scale x1.5", ("llama", "fp8", 1), {f"{L0}attention.qkv.activation_scaling_factor": 1.5}, {},
+     "layer 0 attention.qkv.activation_scaling_factor (rank 0)", "(x1.5)"),
+    ("activation scale x1.5, tp 2", ("nemotron", "fp8", 2), {f"{L1}mlp.proj.activation_scaling_factor": 1.5}, {},
+     "layer 1 mlp.proj.activation_scaling_factor (rank 0)", "(x1.5)"),
+    ("KV scale x4", ("llama", "fp8+kv", 2), {f"{L1}attention.kv_cache_scaling_factor": 4.0}, {},
+     "layer 1 attention.kv_cache_scaling_factor (rank 0)", "(x4)"),
+    ("KV scale x4 (AWQ)", ("nemotron", "int4_awq+kv", 1), {f"{L0}attention.kv_cache_scaling_factor": 4.0}, {},
+     "layer 0 attention.kv_cache_scaling_factor (rank 0)", "(x4)"),
+    # SmoothQuant's x / s, W * s: s x2 doubles every output channel's weight amax (codes unchanged) and halves the
+    # input's amax; in the rank file (bfloat16) and the sidecar (float32) alike.
+    ("SmoothQuant scale x2", ("llama", "int8_sq", 2),
+     {f"{L0}mlp.fc.prequant_scaling_factor": 2.0, f"{L0}mlp.fc.weights_scaling_factor": 2.0,
+      f"{L0}mlp.fc.activation_scaling_factor": 0.5, f"{L0}mlp.gate.prequant_scaling_factor": 2.0,
+      f"{L0}mlp.gate.weights_scaling_factor": 2.0, f"{L0}mlp.gate.activation_scaling_factor": 0.5},
+     {"model.layers.0.mlp.gate_proj": 2.0, "model.layers.0.mlp.up_proj": 2.0},
+     "layer 0 mlp.fc.activation_scaling_factor (rank 0)", "(x0.5)"),
+    # AWQ's W / s in groups, x * s: s x2 halves every group's weight scale (codes unchanged).
+    ("AWQ pre-quant scale x2", ("llama", "int4_awq+kv", 2),
+     {f"{L0}attention.qkv.prequant_scaling_factor": 2.0, f"{L0}attention.qkv.weights_scaling_factor": 0.5},
+     dict.fromkeys(QKV_HF, 2.0), "layer 0 attention.qkv.prequant_scaling_factor (rank 0)", "(x2)"),
+    ("AWQ pre-quant scale x2 (W4A8)", ("nemotron", "w4a8_awq", 1),
+     {f"{L1}attention.qkv.prequant_scaling_factor": 2.0, f"{L1}attention.qkv.weights_scaling_factor": 0.5,
+      f"{L1}attention.qkv.activation_scaling_factor": 2.0},
+     dict.fromkeys([n.replace("layers.0", "layers.1") for n in QKV_HF], 2.0),
+     "layer 1 attention.qkv.activation_scaling_factor (rank 0)", "(x2)"),
+    ("sidecar pre-quant scale alone", ("llama", "int8_sq", 1), {}, {"model.layers.1.self_attn.o_proj": 1.25},
+     "layer 1 model.layers.1.self_attn.o_proj pre-quant scale (sidecar)", "(x1.25)"),
+]
+
+
+@pytest.mark.parametrize("case, key, ranks, sidecar, names, ratio", PLANTS, ids=[p[0] for p in PLANTS])
+def test_a_doctored_calibration_is_named(quant_ckpts, tmp_path, case, key, ranks, sidecar, names, ratio):
+    ckpt = copy(quant_ckpts, key, tmp_path)
+    scale(ckpt, ranks, sidecar)
+    proof = prove(ckpt, quant_ckpts[key[0]])
+    assert proof.failed and not proof.proven, proof.line()
+    assert proof.line().startswith(f"calibration: FAILED, recomputed from the recorded recipe: {names}"), proof.line()
+    assert ratio in proof.line(), proof.line()
+
+
+def test_a_calibration_on_other_articles_than_recorded_is_named(quant_ckpts, tmp_path):
+    """quantize calibrated on articles 8..15, its report replaced by one recording articles 0..7 (a report that
+    lies, or a calibration loop that read other data than it says)."""
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"article": a, "highlights": "x"}) + "\n" for a in articles(16)[8:]))
+    ckpt = tmp_path / "ckpt"
+    calib = [str(other) if a == str(SHARED) else a for a in CALIB]
+    assert main(["quantize", str(quant_ckpts["llama"]), "-o", str(ckpt), "--qformat", "fp8", *calib]) == 0
+    shutil.copy(quant_ckpts[("llama", "fp8", 1)] / REPORT, ckpt / REPORT)
+    proof = prove(ckpt, quant_ckpts["llama"])
+    assert proof.failed and "layer 0 mlp.fc.activation_scaling_factor (rank 0): recomputed 0.0112463, found 0.0120962" in \
+        proof.line(), \
+        proof.line()
+
+
+def _edit_report(ckpt, edit) -> None:
+    report = json.loads((ckpt / REPORT).read_text())
+    edit(report)
+    (ckpt / REPORT).write_text(json.dumps(report))
+
+
+def _changed_data(tmp_path):
+    path = tmp_path / "data.jsonl"
+    lines = SHARED.read_text().splitlines(keepends=True)
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({**first, "article": first["article"] + " Edited."}) + "\n"
+    path.write_text("".join(lines))
+    return str(path)
+
+
+@pytest.mark.parametrize("case, edit, says", [
+    ("no report", None, f"no {REPORT} (the recipe `trt-minitron quantize` records)"),
+    ("data file gone", lambda r, tmp: r["calibration"]["dataset"].update(file=str(tmp / "gone.jsonl")),
+     "the recorded calibration data is not available here: dataset file"),
+    ("data file changed", lambda r, tmp: r["calibration"]["dataset"].update(file=_changed_data(tmp)),
+     "are not the ones the checkpoint was calibrated on"),
+    ("calibrated on CUDA", lambda r, tmp: r["calibration"].update(device="cuda", dtype="bfloat16"),
+     "it was calibrated on CUDA (bfloat16) and torch sees no CUDA GPU here"),
+    ("another ModelOpt config", lambda r, tmp: r["calibration"].update(modelopt_algorithm="smoothquant"),
+     "configures fp8 differently from the recorded run (nvidia-modelopt"),
+    ("sample ids edited", lambda r, tmp: r["calibration"].update(sample_ids=[[4, 5, 6, 7], [0, 1, 2, 3]]),
+     "tokenize differently from the recorded run"),
+])
+def test_a_recipe_that_cannot_be_replayed_is_said_not_proven(quant_ckpts, tmp_path, case, edit, says):
+    ckpt = copy(quant_ckpts, ("llama", "fp8", 1), tmp_path)
+    if edit is None:
+        (ckpt / REPORT).unlink()
+    else:
+        _edit_report(ckpt, lambda r: edit(r, tmp_path))
+    proof = prove(ckpt, quant_ckpts["llama"])
+    assert not proof.proven and not proof.failed, proof.line()
+    assert proof.line().startswith("calibration not proven: ") and says in proof.line(), proof.line()
+    assert proof.line().endswith("only the conversion at the checkpoint's scales is judged")
