@@ -15,16 +15,14 @@ import shutil
 
 import pytest
 from quant_fixtures import CALIB, FORMATS, SHARED, articles
-from safetensors.torch import load_file, save_file
+from quant_plants import PLANTS, scale
 
-from trt_minitron.checkpoints.quantized import PQS_SIDECAR
 from trt_minitron.checkpoints.trtllm import MergedCheckpoint, read_checkpoint
 from trt_minitron.cli import main
 from trt_minitron.sources import open_source
 from trt_minitron.verify.calibration import REPORT, prove_calibration
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-L0, L1 = "transformer.layers.0.", "transformer.layers.1."
 CASES = [(kind, variant, tp) for kind in ("llama", "nemotron") for variant in FORMATS for tp in (1, 2)]
 
 
@@ -42,59 +40,11 @@ def copy(quant_ckpts, key, tmp_path):
     return out
 
 
-def scale(ckpt, factors: dict[str, float], sidecar: dict[str, float] = {}) -> None:  # noqa: B006
-    """Multiply rank-file tensors (every rank holding them) and sidecar entries by the given factors."""
-    for f in sorted(ckpt.glob("rank*.safetensors")):
-        t = load_file(f)
-        for name, k in factors.items():
-            if name in t:
-                t[name] = (t[name].float() * k).to(t[name].dtype)
-        save_file(t, f, metadata={"format": "pt"})
-    if sidecar:
-        t = load_file(ckpt / PQS_SIDECAR)
-        for name, k in sidecar.items():
-            t[f"{name}.pre_quant_scale"] = t[f"{name}.pre_quant_scale"] * k
-        save_file(t, ckpt / PQS_SIDECAR)
-
-
 @pytest.mark.parametrize("kind, variant, tp", CASES, ids=[f"{k}-{v}-tp{t}" for k, v, t in CASES])
 def test_an_untouched_checkpoint_proves_its_calibration(quant_ckpts, kind, variant, tp):
     proof = prove(quant_ckpts[(kind, variant, tp)], quant_ckpts[kind])
     assert proof.proven and not proof.failed, proof.line()
     assert proof.compared > 0 and proof.line().startswith("calibration proven: ")
-
-
-QKV_HF = [f"model.layers.0.self_attn.{p}_proj" for p in "qkv"]
-# (checkpoint, rank-file factors, sidecar factors, the tensor the mismatch names, the ratio it states)
-PLANTS = [
-    ("activation scale x1.5", ("llama", "fp8", 1), {f"{L0}attention.qkv.activation_scaling_factor": 1.5}, {},
-     "layer 0 attention.qkv.activation_scaling_factor (rank 0)", "(x1.5)"),
-    ("activation scale x1.5, tp 2", ("nemotron", "fp8", 2), {f"{L1}mlp.proj.activation_scaling_factor": 1.5}, {},
-     "layer 1 mlp.proj.activation_scaling_factor (rank 0)", "(x1.5)"),
-    ("KV scale x4", ("llama", "fp8+kv", 2), {f"{L1}attention.kv_cache_scaling_factor": 4.0}, {},
-     "layer 1 attention.kv_cache_scaling_factor (rank 0)", "(x4)"),
-    ("KV scale x4 (AWQ)", ("nemotron", "int4_awq+kv", 1), {f"{L0}attention.kv_cache_scaling_factor": 4.0}, {},
-     "layer 0 attention.kv_cache_scaling_factor (rank 0)", "(x4)"),
-    # SmoothQuant's x / s, W * s: s x2 doubles every output channel's weight amax (codes unchanged) and halves the
-    # input's amax; in the rank file (bfloat16) and the sidecar (float32) alike.
-    ("SmoothQuant scale x2", ("llama", "int8_sq", 2),
-     {f"{L0}mlp.fc.prequant_scaling_factor": 2.0, f"{L0}mlp.fc.weights_scaling_factor": 2.0,
-      f"{L0}mlp.fc.activation_scaling_factor": 0.5, f"{L0}mlp.gate.prequant_scaling_factor": 2.0,
-      f"{L0}mlp.gate.weights_scaling_factor": 2.0, f"{L0}mlp.gate.activation_scaling_factor": 0.5},
-     {"model.layers.0.mlp.gate_proj": 2.0, "model.layers.0.mlp.up_proj": 2.0},
-     "layer 0 mlp.fc.activation_scaling_factor (rank 0)", "(x0.5)"),
-    # AWQ's W / s in groups, x * s: s x2 halves every group's weight scale (codes unchanged).
-    ("AWQ pre-quant scale x2", ("llama", "int4_awq+kv", 2),
-     {f"{L0}attention.qkv.prequant_scaling_factor": 2.0, f"{L0}attention.qkv.weights_scaling_factor": 0.5},
-     dict.fromkeys(QKV_HF, 2.0), "layer 0 attention.qkv.prequant_scaling_factor (rank 0)", "(x2)"),
-    ("AWQ pre-quant scale x2 (W4A8)", ("nemotron", "w4a8_awq", 1),
-     {f"{L1}attention.qkv.prequant_scaling_factor": 2.0, f"{L1}attention.qkv.weights_scaling_factor": 0.5,
-      f"{L1}attention.qkv.activation_scaling_factor": 2.0},
-     dict.fromkeys([n.replace("layers.0", "layers.1") for n in QKV_HF], 2.0),
-     "layer 1 attention.qkv.activation_scaling_factor (rank 0)", "(x2)"),
-    ("sidecar pre-quant scale alone", ("llama", "int8_sq", 1), {}, {"model.layers.1.self_attn.o_proj": 1.25},
-     "layer 1 model.layers.1.self_attn.o_proj pre-quant scale (sidecar)", "(x1.25)"),
-]
 
 
 @pytest.mark.parametrize("case, key, ranks, sidecar, names, ratio", PLANTS, ids=[p[0] for p in PLANTS])
