@@ -110,3 +110,26 @@ def test_a_recipe_that_cannot_be_replayed_is_said_not_proven(quant_ckpts, tmp_pa
     assert not proof.proven and not proof.failed, proof.line()
     assert proof.line().startswith("calibration not proven: ") and says in proof.line(), proof.line()
     assert proof.line().endswith("only the conversion at the checkpoint's scales is judged")
+
+
+@pytest.mark.parametrize("qformat, extra", [("fp8", ["--whole-model", "--kv-cache-dtype", "fp8"]),
+                                            ("int4_awq", ["--kv-cache-dtype", "fp8"])])
+def test_mistral_and_whole_model_calibrations(quant_ckpts, tmp_path, qformat, extra):
+    """Mistral (its own decoder type in ModelOpt's exporter); --whole-model max calibration is bit-identical to the
+    layer-by-layer recalibration (tests/test_quant_layerwise.py), so it is proven too."""
+    from quant_fixtures import make_quant_model
+
+    src = make_quant_model("mistral", tmp_path / "mistral")
+    ckpt = tmp_path / "ckpt"
+    assert main(["quantize", str(src), "-o", str(ckpt), "--qformat", qformat, "--tp", "2", *CALIB, *extra]) == 0
+    proof = prove(ckpt, src)
+    assert proof.proven, proof.line()
+    scale(ckpt, {"transformer.layers.1.attention.kv_cache_scaling_factor": 4.0})
+    assert prove(ckpt, src).line().startswith("calibration: FAILED, recomputed from the recorded recipe: layer 1 "
+                                              "attention.kv_cache_scaling_factor (rank 0): recomputed ")
+
+
+def test_whole_model_awq_with_an_fp8_kv_cache_is_not_replayed(quant_ckpts, tmp_path):
+    ckpt = copy(quant_ckpts, ("llama", "int4_awq+kv", 1), tmp_path)
+    _edit_report(ckpt, lambda r: r["calibration"].update(mode="whole model: one ModelOpt calibration"))
+    assert "AWQ with an FP8 KV cache was calibrated on the whole model" in prove(ckpt, quant_ckpts["llama"]).line()
