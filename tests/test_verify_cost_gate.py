@@ -9,11 +9,13 @@ from trt_minitron.verify.cost_gate import MIN_CONFIDENT, cost_failures, first_no
 from trt_minitron.verify.divergence import Divergence
 
 
-def _report(ref: torch.Tensor, model: torch.Tensor, block: int = 7):
+def _report(ref: torch.Tensor, model: torch.Tensor, block: int = 7, targets: torch.Tensor | None = None):
+    """The divergence report; `targets` (the texts' next tokens) default to the reference's own top tokens (a source
+    that models its text perfectly)."""
     d = Divergence(ref.shape[0])
     for start in range(0, ref.shape[1], block):
         d.update(model[:, start:start + block], ref[:, start:start + block], start)
-    return d.report()
+    return d.report(ref.argmax(-1) if targets is None else targets)
 
 
 def _confident(n: int, vocab: int = 20) -> torch.Tensor:
@@ -38,7 +40,7 @@ def test_top1_on_confident_tokens_has_a_floor():
     ref = _confident(MIN_CONFIDENT + 4)
     wrong = torch.roll(ref, 1, dims=1)  # every top token moved by one id: 0 % agreement, finite
     report = _report(ref, wrong)
-    assert report.confident_tokens == MIN_CONFIDENT + 4 and report.confident_top1 == 0.0
+    assert report.confident_tokens == MIN_CONFIDENT + 4 and report.confident_top1 == 0.0 and report.source_accuracy == 1
     (why,) = cost_failures(report)
     assert why.startswith(f"top-1 agreement 0.0% on the {MIN_CONFIDENT + 4} tokens where the source gives its top "
                           "token p >= 0.5 is below 50%"), why
@@ -47,8 +49,23 @@ def test_top1_on_confident_tokens_has_a_floor():
     assert _report(ref, half).confident_top1 == 0.5 and cost_failures(_report(ref, half)) == []  # at the floor
 
 
+def test_the_floor_needs_a_source_that_models_the_text():
+    """A random test model predicts its texts' next tokens at chance: INT4 may take most of its top-1 legitimately."""
+    ref = _confident(MIN_CONFIDENT + 4)
+    targets = (ref.argmax(-1) + 1) % ref.shape[1]  # never the reference's top token
+    targets[:2] = ref.argmax(-1)[:2]  # 2 of 20: 10 %, the least that counts as modelling the text
+    targets[-1] = -1  # a text's last token has no successor
+    wrong = torch.roll(ref, 1, dims=1)
+    assert _report(ref, wrong, targets=targets).source_accuracy == 2 / (MIN_CONFIDENT + 3)
+    assert len(cost_failures(_report(ref, wrong, targets=targets))) == 1
+    targets[1] = (targets[1] + 1) % ref.shape[1]
+    report = _report(ref, wrong, targets=targets)
+    assert report.source_accuracy < 0.1 and report.confident_top1 == 0.0 and cost_failures(report) == []
+    assert _report(ref, wrong, targets=torch.full((MIN_CONFIDENT + 4,), -1)).source_accuracy is None
+
+
 def test_the_floor_needs_enough_confident_tokens():
-    """A tiny random model's logits are near flat: no token is confident, its top-1 is not judged."""
+    """Near-flat logits: no token is confident, the top-1 is not judged."""
     ref = torch.randn(40, 256) * 0.1
     report = _report(ref, torch.randn(40, 256) * 0.1)
     assert report.confident_tokens == 0 and report.top1_agreement < 0.5 and cost_failures(report) == []

@@ -9,7 +9,8 @@ Both are measured in one pass, one decoder layer at a time, on CNN/DailyMail art
     likewise; and every unquantized tensor (norms, the text's embedding rows, lm_head) bit-identical to what
     `export` writes. Recomputed rather than read from quantize's sidecar report: that report describes the files
     as quantize wrote them, and verify judges the files as they are now.
-  cost (reported, not judged): the checkpoint (the reference model: dequantized weights, emulated activation and
+  cost (reported; judged only where it shows a broken model, or against the user's --max-kl/--min-top1:
+    cost_gate.py): the checkpoint (the reference model: dequantized weights, emulated activation and
     KV rounding, running on its own hidden states) against the unquantized source as stored, in float32:
     KL divergence of the next-token distributions, max/mean |delta logit| and top-1 agreement.
 
@@ -35,6 +36,8 @@ from ..errors import CheckpointError
 from ..quantize.recompute import teacher_kv, teacher_linear
 from ..quantize.teacher import FLIP_FRACTION, LayerCheck, TensorReader, hf_modules, mismatch, rel_diff
 from ..tensors.dtypes import torch_dtype
+from .calibration import CalibrationProof
+from .cost_gate import first_nonfinite
 from .divergence import Divergence, DivergenceReport
 from .source_side import SourceSide, causal_additive_mask
 
@@ -54,6 +57,10 @@ class QuantizedVerifyResult:
     cost: DivergenceReport
     modelopt: str
     notes: tuple[str, ...] = ()
+    nonfinite: str | None = None  # where the checkpoint's hidden states first hold NaN/Inf ("layer i output, ...")
+    calibration: CalibrationProof | None = None  # None: not asked for (--no-prove-calibration)
+    cost_failures: tuple[str, ...] = ()  # cost_gate.cost_failures: non-finite logits, the top-1 floor, the user's gate
+    gate: str = ""  # the user's gate, said on the cost line ("--max-kl 0.1"), empty when none
 
     @property
     def failures(self) -> list[LayerCheck]:
@@ -61,7 +68,8 @@ class QuantizedVerifyResult:
 
     @property
     def ok(self) -> bool:
-        return not self.failures and not self.unquantized_differences
+        return (not self.failures and not self.unquantized_differences and self.nonfinite is None
+                and not self.cost_failures and not (self.calibration is not None and self.calibration.failed))
 
     def summary(self) -> str:
         kv = f" + {self.kv_cache_quant_algo} KV cache" if self.kv_cache_quant_algo else ""
@@ -92,7 +100,13 @@ class QuantizedVerifyResult:
         else:
             lines.append(f"  unquantized tensors ({self.unquantized_checked} norms, the texts' embedding rows, "
                          "lm_head): identical to export's rounding of the source")
-        lines.append(f"  quantization cost vs the source as stored (float32, not judged): {self.cost.line()}")
+        if self.calibration is not None:
+            lines.append(f"  {self.calibration.line()}")
+        if self.nonfinite is not None:
+            lines.append(f"  the checkpoint's hidden states hold NaN or Inf from {self.nonfinite}")
+        judged = f"judged: {self.gate} and the top-1 floor" if self.gate else "reported; judged: finite, the top-1 floor"
+        lines.append(f"  quantization cost vs the source as stored (float32, {judged}): {self.cost.line()}")
+        lines += [f"  cost: {f}" for f in self.cost_failures]
         lines.append("PASS" if self.ok else "FAIL")
         return "\n".join(lines)
 
@@ -276,6 +290,7 @@ def verify_quantized(merged: MergedCheckpoint, source, ids: torch.Tensor, vocab:
         cos, sin = rope_cos_sin(sem, pos)
         mask = torch.ones(1, 1, T, T, dtype=torch.bool).tril()
         layers = ckpt.model.num_hidden_layers
+        nonfinite = None
         for i in range(layers):
             if sys.stderr.isatty():
                 print(f"verify: layer {i + 1}/{layers}", end="\r", file=sys.stderr, flush=True)
@@ -288,6 +303,8 @@ def verify_quantized(merged: MergedCheckpoint, source, ids: torch.Tensor, vocab:
             if w.kv_cache is not None:
                 checks += _check_kv(merged, w, *attention_kv(sem, x_in, w, cos, sin), layer=i)
             stream_ck = mlp_block(sem, attention_block(sem, stream_ck, w, cos, sin, mask), w)
+            if nonfinite is None and (where := first_nonfinite(stream_ck)) is not None:
+                nonfinite = f"layer {i}'s output ({where})"
             del layer, w
 
         ln_f = {k: v.float() for k, v in merged.final_norm().items()}
@@ -305,8 +322,13 @@ def verify_quantized(merged: MergedCheckpoint, source, ids: torch.Tensor, vocab:
         if head_differs:
             differences.append("lm_head.weight")
     return QuantizedVerifyResult(spec.quant_algo, spec.kv_cache_quant_algo, ckpt.dtype, N, T, tuple(checks),
-                                 tuple(differences), norms_checked, cost.report(), modelopt_version(),
-                                 (*notes, *disagree))
+                                 tuple(differences), norms_checked, cost.report(next_tokens(ids)), modelopt_version(),
+                                 (*notes, *disagree), nonfinite)
+
+
+def next_tokens(ids: torch.Tensor) -> torch.Tensor:
+    """Each token's successor in its text, flattened like the logits [texts * T]; -1 after a text's last token."""
+    return torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -1)], dim=1).reshape(-1)
 
 
 def text_ids(ckpt, dataset_file, num_samples: int, max_tokens: int) -> torch.Tensor:

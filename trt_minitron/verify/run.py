@@ -50,7 +50,9 @@ def run_verify(opts: VerifyOptions):
     merged = MergedCheckpoint(ckpt)
     check_replicated_norms(merged)
     if ckpt.quant is not None:
-        return _verify_quantized(merged, reference_src, prompt, full, dataset_file, opts.num_samples, opts.max_tokens)
+        return _verify_quantized(merged, reference_src, prompt, full, dataset_file, opts)
+    if opts.max_kl is not None or opts.min_top1 is not None:
+        raise ConfigError("--max-kl and --min-top1 judge a quantized checkpoint's cost; this one is not quantized")
     if dataset_file is not None:
         raise ConfigError("--dataset-file is for quantized checkpoints; this one is not quantized (use --prompt)")
     ids = prompt_ids(ckpt, prompt)
@@ -75,21 +77,28 @@ def run_verify(opts: VerifyOptions):
                         cast=vs_stored.report(), notes=tuple(notes))
 
 
-def _verify_quantized(merged: MergedCheckpoint, reference_src, prompt, full, dataset_file, num_samples, max_tokens):
+def _verify_quantized(merged: MergedCheckpoint, reference_src, prompt, full, dataset_file, opts: VerifyOptions):
+    from dataclasses import replace
+
+    from .calibration import prove_calibration
+    from .cost_gate import cost_failures
     from .quantized import text_ids, verify_quantized
 
     ckpt = merged.ckpt
     if prompt is not None or full:
         raise ConfigError(f"{ckpt.path} is quantized ({ckpt.quant.quant_algo}): verify runs it layer by layer on "
                           "CNN/DailyMail articles (--dataset-file, --num-samples, --max-tokens), not --prompt/--full")
-    ids = text_ids(ckpt, dataset_file, num_samples, max_tokens)
+    ids = text_ids(ckpt, dataset_file, opts.num_samples, opts.max_tokens)
     source = open_source(reference_src)
     try:
         vocab, notes = match_reference(ckpt.model, source.config, str(reference_src))
         check_source(get_arch(source.config.architecture), source)
-        return verify_quantized(merged, source, ids, vocab, tuple(notes))
+        result = verify_quantized(merged, source, ids, vocab, tuple(notes))
+        proof = prove_calibration(merged, source) if opts.prove_calibration else None
     finally:
         source.close()
+    return replace(result, calibration=proof, cost_failures=tuple(cost_failures(result.cost, opts.max_kl, opts.min_top1)),
+                   gate=opts.gate())
 
 
 def prompt_ids(ckpt: TrtCheckpoint, prompt: str | None) -> torch.Tensor:
