@@ -40,14 +40,14 @@ PLANTS = [
      "layer 1 attention.kv_cache_scaling_factor (rank 0)", "(x4)"),
     ("KV scale x4 (AWQ)", ("nemotron", "int4_awq+kv", 1), {f"{L0}attention.kv_cache_scaling_factor": 4.0}, {},
      "layer 0 attention.kv_cache_scaling_factor (rank 0)", "(x4)"),
-    # SmoothQuant's x / s, W * s: s x2 doubles every output channel's weight amax (codes unchanged) and halves the
-    # input's amax; in the rank file (bfloat16) and the sidecar (float32) alike.
+    # SmoothQuant's x * s, W / s (s: the pre-quant scale): s x2 halves every output channel's weight amax (codes
+    # unchanged) and doubles the input's amax; in the rank file (bfloat16) and the sidecar (float32) alike.
     ("SmoothQuant scale x2", ("llama", "int8_sq", 2),
-     {f"{L0}mlp.fc.prequant_scaling_factor": 2.0, f"{L0}mlp.fc.weights_scaling_factor": 2.0,
-      f"{L0}mlp.fc.activation_scaling_factor": 0.5, f"{L0}mlp.gate.prequant_scaling_factor": 2.0,
-      f"{L0}mlp.gate.weights_scaling_factor": 2.0, f"{L0}mlp.gate.activation_scaling_factor": 0.5},
+     {f"{L0}mlp.fc.prequant_scaling_factor": 2.0, f"{L0}mlp.fc.weights_scaling_factor": 0.5,
+      f"{L0}mlp.fc.activation_scaling_factor": 2.0, f"{L0}mlp.gate.prequant_scaling_factor": 2.0,
+      f"{L0}mlp.gate.weights_scaling_factor": 0.5, f"{L0}mlp.gate.activation_scaling_factor": 2.0},
      {"model.layers.0.mlp.gate_proj": 2.0, "model.layers.0.mlp.up_proj": 2.0},
-     "layer 0 mlp.fc.activation_scaling_factor (rank 0)", "(x0.5)"),
+     "layer 0 mlp.fc.activation_scaling_factor (rank 0)", "(x2)"),
     # AWQ's W / s in groups, x * s: s x2 halves every group's weight scale (codes unchanged).
     ("AWQ pre-quant scale x2", ("llama", "int4_awq+kv", 2),
      {f"{L0}attention.qkv.prequant_scaling_factor": 2.0, f"{L0}attention.qkv.weights_scaling_factor": 0.5},
@@ -57,6 +57,4 @@ PLANTS = [
       f"{L1}attention.qkv.activation_scaling_factor": 2.0},
      dict.fromkeys([n.replace("layers.0", "layers.1") for n in QKV_HF], 2.0),
      "layer 1 attention.qkv.activation_scaling_factor (rank 0)", "(x2)"),
-    ("sidecar pre-quant scale alone", ("llama", "int8_sq", 1), {}, {"model.layers.1.self_attn.o_proj": 1.25},
-     "layer 1 model.layers.1.self_attn.o_proj pre-quant scale (sidecar)", "(x1.25)"),
 ]

@@ -23,6 +23,7 @@ from trt_minitron.sources import open_source
 from trt_minitron.verify.calibration import REPORT, prove_calibration
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+TEXTS = ["--dataset-file", str(SHARED), "--num-samples", "2", "--max-tokens", "24"]
 CASES = [(kind, variant, tp) for kind in ("llama", "nemotron") for variant in FORMATS for tp in (1, 2)]
 
 
@@ -47,14 +48,30 @@ def test_an_untouched_checkpoint_proves_its_calibration(quant_ckpts, kind, varia
     assert proof.compared > 0 and proof.line().startswith("calibration proven: ")
 
 
+def verify(capsys, ckpt, source, *extra) -> tuple[int, str]:
+    code = main(["verify", str(ckpt), "--reference", str(source), *TEXTS, *extra])
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
 @pytest.mark.parametrize("case, key, ranks, sidecar, names, ratio", PLANTS, ids=[p[0] for p in PLANTS])
-def test_a_doctored_calibration_is_named(quant_ckpts, tmp_path, case, key, ranks, sidecar, names, ratio):
+def test_a_doctored_calibration_fails_verify_and_is_named(quant_ckpts, tmp_path, capsys, case, key, ranks, sidecar, names,
+                                                          ratio):
+    """The conversion check alone passes each (the doctoring is consistent); the calibration proof names it."""
     ckpt = copy(quant_ckpts, key, tmp_path)
     scale(ckpt, ranks, sidecar)
-    proof = prove(ckpt, quant_ckpts[key[0]])
-    assert proof.failed and not proof.proven, proof.line()
-    assert proof.line().startswith(f"calibration: FAILED, recomputed from the recorded recipe: {names}"), proof.line()
-    assert ratio in proof.line(), proof.line()
+    code, out = verify(capsys, ckpt, quant_ckpts[key[0]], "--no-prove-calibration")
+    assert code == 0 and out.rstrip().endswith("PASS") and "calibration" not in out, out
+    code, out = verify(capsys, ckpt, quant_ckpts[key[0]])
+    assert code == 1 and out.rstrip().endswith("FAIL"), out
+    assert f"  calibration: FAILED, recomputed from the recorded recipe: {names}" in out and ratio in out, out
+
+
+@pytest.mark.parametrize("key", [("llama", "int4_awq+kv", 2), ("nemotron", "int8_sq", 1)])
+def test_verify_says_calibration_proven(quant_ckpts, capsys, key):
+    code, out = verify(capsys, quant_ckpts[key], quant_ckpts[key[0]])
+    assert code == 0 and out.rstrip().endswith("PASS"), out
+    assert "\n  calibration proven: " in out and "bit-identical to the checkpoint's" in out, out
 
 
 def test_a_calibration_on_other_articles_than_recorded_is_named(quant_ckpts, tmp_path):
@@ -133,3 +150,40 @@ def test_whole_model_awq_with_an_fp8_kv_cache_is_not_replayed(quant_ckpts, tmp_p
     ckpt = copy(quant_ckpts, ("llama", "int4_awq+kv", 1), tmp_path)
     _edit_report(ckpt, lambda r: r["calibration"].update(mode="whole model: one ModelOpt calibration"))
     assert "AWQ with an FP8 KV cache was calibrated on the whole model" in prove(ckpt, quant_ckpts["llama"]).line()
+
+
+def test_an_unreplayable_recipe_is_said_and_the_conversion_judged(quant_ckpts, tmp_path, capsys):
+    ckpt = copy(quant_ckpts, ("nemotron", "fp8+kv", 2), tmp_path)
+    (ckpt / REPORT).unlink()
+    code, out = verify(capsys, ckpt, quant_ckpts["nemotron"])
+    assert code == 0 and out.rstrip().endswith("PASS"), out
+    assert f"  calibration not proven: no {REPORT}" in out and "proven: " not in out.replace("not proven: ", ""), out
+
+
+def test_the_users_gate(quant_ckpts, capsys):
+    key = ("llama", "fp8", 1)
+    code, out = verify(capsys, quant_ckpts[key], quant_ckpts["llama"], "--max-kl", "0", "--min-top1", "1")
+    assert code == 1 and out.rstrip().endswith("FAIL"), out
+    assert "(float32, judged: --max-kl 0, --min-top1 1 and the top-1 floor)" in out, out
+    assert "\n  cost: KL mean " in out and "nats/token exceeds --max-kl 0\n" in out, out
+    assert "\n  cost: top-1 agreement " in out and "is below --min-top1 1\n" in out, out
+    code, out = verify(capsys, quant_ckpts[key], quant_ckpts["llama"], "--max-kl", "100", "--min-top1", "0")
+    assert code == 0 and out.rstrip().endswith("PASS") and "cost: " not in out, out
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--max-kl", "-1"], "--max-kl must be a finite number >= 0 (nats per token), got -1.0"),
+    (["--max-kl", "nan"], "--max-kl must be a finite number >= 0"),
+    (["--min-top1", "90"], "--min-top1 must be a fraction between 0 and 1 (0.9 = 90 %), got 90.0"),
+])
+def test_a_bad_gate_is_refused(quant_ckpts, capsys, args, says):
+    assert main(["verify", str(quant_ckpts[("llama", "fp8", 1)]), "--reference", str(quant_ckpts["llama"]), *args]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1, err
+
+
+def test_the_gate_is_for_quantized_checkpoints(quant_ckpts, capsys):
+    assert main(["verify", str(quant_ckpts[("llama", "bf16", 1)]), "--reference", str(quant_ckpts["llama"]),
+                 "--min-top1", "0.9"]) == 2
+    assert "--max-kl and --min-top1 judge a quantized checkpoint's cost; this one is not quantized" in \
+        capsys.readouterr().err
