@@ -152,7 +152,7 @@ def recorded_tokens(report: dict, tokenizer_dir: Path) -> list[torch.Tensor]:
 def _differs(want: torch.Tensor, have: torch.Tensor) -> str | None:
     """None when bit-identical, else what differs (shape, dtype, or the first element and the ratio)."""
     if want.dtype != have.dtype or want.shape != have.shape:
-        return f"recomputed {want.dtype}{list(want.shape)}, found {have.dtype}{list(have.shape)}"
+        return f": recomputed {want.dtype}{list(want.shape)}, found {have.dtype}{list(have.shape)}"
     if torch.equal(want, have):
         return None
     w, h = want.float().reshape(-1), have.float().reshape(-1)
