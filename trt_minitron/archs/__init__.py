@@ -40,6 +40,13 @@ def register(cls: type[Arch]) -> type[Arch]:
     return cls
 
 
+def unregister(cls: type[Arch]) -> None:
+    """Drop every name `register` indexed for `cls` (a test that declares an architecture of its own)."""
+    for table in (_BY_HF, _BY_TRT, _BY_GGUF, _BY_NEMO):
+        for key in [k for k, v in table.items() if v is cls]:
+            del table[key]
+
+
 def _load_all() -> None:
     global _loaded
     if _loaded:

@@ -96,6 +96,9 @@ class Rule:
     rules): `rule(ctx, prefix)` is the Recipe of that tensor for the rank `ctx`."""
 
     inputs: tuple[str, ...]
+    # How tensor-parallel ranks hold the tensor: None replicated, 0 rows (ColumnLinear), 1 columns (RowLinear),
+    # "qkv" the fused [Q_r; K_r; V_r] per rank. Readers of written checkpoints merge ranks by asking this.
+    tp_split: ClassVar[int | str | None] = None
 
     def __call__(self, ctx: RankContext, pre: str) -> Recipe:
         return Recipe(lambda shapes: self.layout(ctx, pre, shapes))
@@ -130,6 +133,8 @@ class plus_one(copy):  # noqa: N801
 class split_rows(copy):  # noqa: N801
     """ColumnLinear weight: this rank's contiguous block of output rows."""
 
+    tp_split = 0
+
     def layout(self, ctx, pre, shapes):
         per = _shape(shapes, pre + self.hf)[0] // ctx.tp  # from the tensor itself: shapes are known without data
         return Layout((Block(pre + self.hf, ctx.tp_rank * per, (ctx.tp_rank + 1) * per),), ctx.dtype)
@@ -138,6 +143,8 @@ class split_rows(copy):  # noqa: N801
 @dataclass(frozen=True)
 class split_cols(copy):  # noqa: N801
     """RowLinear weight: this rank's contiguous block of input columns."""
+
+    tp_split = 1
 
     def layout(self, ctx, pre, shapes):
         rows, cols = (*_shape(shapes, pre + self.hf), 0)[:2]
@@ -154,6 +161,7 @@ class fused_qkv(Rule):  # noqa: N801
     q: str
     k: str
     v: str
+    tp_split = "qkv"
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -178,6 +186,8 @@ class fused_qkv(Rule):  # noqa: N801
 class lm_head(copy):  # noqa: N801
     """Vocab rows padded with zeros to a multiple of tp (TensorRT-LLM pad_vocab_size), then split."""
 
+    tp_split = 0
+
     def layout(self, ctx, pre, shapes):
         vocab = ctx.cfg.vocab_size
         per = -(-vocab // ctx.tp)
@@ -201,6 +211,18 @@ def _ffn_rows(c: ModelConfig) -> tuple[int, ...]:
     return (c.intermediate_size, c.hidden_size)
 
 
+def _q_width(c: ModelConfig) -> tuple[int, ...]:
+    return (c.num_attention_heads * c.head_dim,)
+
+
+def _kv_width(c: ModelConfig) -> tuple[int, ...]:
+    return (c.num_key_value_heads * c.head_dim,)
+
+
+def _ffn(c: ModelConfig) -> tuple[int, ...]:
+    return (c.intermediate_size,)
+
+
 # Shapes the config implies for transformers' decoder tensor names (per-layer names under model.layers.{i}.).
 HF_SHAPES: dict[str, Callable[[ModelConfig], tuple[int, ...]]] = {
     "model.embed_tokens.weight": _vocab_rows,
@@ -218,8 +240,20 @@ HF_SHAPES: dict[str, Callable[[ModelConfig], tuple[int, ...]]] = {
     "mlp.gate_proj.weight": _ffn_rows,
     "mlp.up_proj.weight": _ffn_rows,
     "mlp.down_proj.weight": lambda c: (c.hidden_size, c.intermediate_size),
+    # linear biases, for an architecture whose per_layer rules read them
+    "self_attn.q_proj.bias": _q_width,
+    "self_attn.k_proj.bias": _kv_width,
+    "self_attn.v_proj.bias": _kv_width,
+    "self_attn.o_proj.bias": _hidden,
+    "mlp.gate_proj.bias": _ffn,
+    "mlp.up_proj.bias": _ffn,
+    "mlp.down_proj.bias": _hidden,
 }
 NORMS = ("rmsnorm", "layernorm")
+# TensorRT-LLM's per-layer linears (names under transformer.layers.{i}.); an arch's biases are "<linear>.bias" rules.
+ATTENTION_LINEARS = ("attention.qkv", "attention.dense")
+MLP_LINEARS = ("mlp.fc", "mlp.gate", "mlp.proj")
+LINEARS = ATTENTION_LINEARS + MLP_LINEARS
 
 
 @dataclass(frozen=True)
@@ -252,23 +286,41 @@ class Arch:
     norm: ClassVar[str]  # "rmsnorm" or "layernorm" (with bias), weights as stored in the checkpoint
     trt_hidden_act: ClassVar[str]  # TensorRT-LLM's name of the activation
     # --- tensors: TRT name -> rule over HF names (the one table export, --format hf and reading back use)
-    per_layer: ClassVar[dict[str, Rule]]  # TRT name under transformer.layers.{i}. -> rule (HF prefix model.layers.{i}.)
+    # TRT name under transformer.layers.{i}. -> rule (HF prefix model.layers.{i}.). Linear biases are rules too
+    # ("attention.qkv.bias": fused_qkv of the q/k/v biases, "mlp.fc.bias": split_rows, RowLinear biases copy):
+    # an arch has exactly the biases listed here, and every flag below is derived from them.
+    per_layer: ClassVar[dict[str, Rule]]
     final_norm: ClassVar[dict[str, Rule]]  # TRT name under transformer.ln_f. -> rule (prefix "")
     embedding: ClassVar[str] = "model.embed_tokens.weight"
     ignore_suffixes: ClassVar[tuple[str, ...]] = ("rotary_emb.inv_freq",)
     hf_shapes: ClassVar[dict[str, Callable[[ModelConfig], tuple[int, ...]]]] = HF_SHAPES
-    # HF tensors the export folds a constant into before rounding to the checkpoint dtype (name under
-    # model.layers.{i}., or a full top-level name) -> the constant; verify rounds the source the same way.
+    # Norm weights (names under model.layers.{i}., or full top-level names): what a format's norm rules apply to.
+    hf_norm_weights: ClassVar[tuple[str, ...]] = ("input_layernorm.weight", "post_attention_layernorm.weight",
+                                                  "model.norm.weight")
+    # Config flags that switch linear biases on, flag -> the linears it covers (those the arch has): the transformers
+    # config.json flags (read, and written by `export --format hf`) and the TensorRT-LLM config class's fields.
+    # Their values are derived from per_layer; an arch whose biases a flag cannot state fails at import.
+    hf_bias_flags: ClassVar[dict[str, tuple[str, ...]]] = {"attention_bias": ATTENTION_LINEARS,
+                                                           "mlp_bias": MLP_LINEARS}
+    trt_bias_flags: ClassVar[dict[str, tuple[str, ...]]]
+    # HF tensors the export folds a constant into before rounding to the checkpoint dtype (name as in
+    # hf_norm_weights) -> the constant; verify rounds the source the same way.
     rounding_offsets: ClassVar[dict[str, float]] = {}
     # --- what other formats and tools call it (None / (): no claim; two archs may not claim the same name)
     gguf_architecture: ClassVar[str | None] = None  # GGUF general.architecture read as this arch
+    # llama.cpp's converter (convert_hf_to_gguf.py), undone by sources/gguf: q/k rows permuted per head for its
+    # rope (LlamaModel.permute); a constant added to every norm weight; where it writes the norm epsilon
+    # (keys under {arch}.attention., the first present is read).
+    gguf_permuted_qk: ClassVar[bool] = False
+    gguf_norm_offset: ClassVar[float] = 0.0
+    gguf_norm_eps_keys: ClassVar[tuple[str, ...]] = ("layer_norm_rms_epsilon",)
     nemo_activations: ClassVar[tuple[str, ...]] = ()  # .nemo model_config.yaml activations read as this arch
     nemo_normalization: ClassVar[str | None] = None  # the .nemo normalization those activations require
     modelopt_decoder_type: ClassVar[str]  # ModelOpt's export decoder_type
 
     REQUIRED: ClassVar[tuple[str, ...]] = (
         "hf_architecture", "model_type", "trt_architecture", "hidden_acts", "norm_eps_keys", "gated", "norm",
-        "trt_hidden_act", "per_layer", "final_norm", "modelopt_decoder_type")
+        "trt_hidden_act", "per_layer", "final_norm", "trt_bias_flags", "modelopt_decoder_type")
     OWN: ClassVar[tuple[str, ...]] = ("hf_architecture", "model_type", "trt_architecture")
 
     # --- hooks a new architecture may override
@@ -290,6 +342,29 @@ class Arch:
     # --- derived from the facts above
     def trt_config(self, cfg: ModelConfig, dtype: str, mapping: Mapping) -> dict:
         return {**self.common_trt_config(cfg, dtype, mapping), **self.trt_config_fields(cfg)}
+
+    def layer_tp_split(self, trt_name: str) -> int | str | None:
+        """How ranks hold the per-layer tensor `trt_name` (under transformer.layers.{i}.): Rule.tp_split; a quantized
+        linear's companions follow its weight (quant_formats). KeyError for a name the architecture does not write."""
+        return self.per_layer[trt_name].tp_split
+
+    def biased(self, linears: tuple[str, ...]) -> bool:
+        """Whether the linears among `linears` carry biases (check_arch_class holds them all or none)."""
+        return any(f"{name}.bias" in self.per_layer for name in linears)
+
+    def bias_flags(self, flags: Mapping_[str, tuple[str, ...]]) -> dict[str, bool]:
+        """Each flag's value for this arch (hf_bias_flags, trt_bias_flags, or a format's own)."""
+        return {flag: self.biased(linears) for flag, linears in flags.items()}
+
+    def check_bias_flags(self, stated: Mapping_[str, bool], flags: Mapping_[str, tuple[str, ...]], where: str,
+                         spelled: str = "{flag}={value}") -> None:
+        """The one refusal of a config that states biases other than this arch's: ConfigError naming the flag."""
+        for flag, on in stated.items():
+            if on != self.biased(flags[flag]):
+                linears = ", ".join(n for n in flags[flag] if f"{n}.weight" in self.per_layer)
+                raise ConfigError(f"{spelled.format(flag=flag, value=str(on).lower())} in {where} is not supported: "
+                                  f"{self.hf_architecture} has {'' if on else 'biases on '}{linears}"
+                                  f"{' without biases' if on else ''}")
 
     def final_norm_tensors(self) -> list[str]:
         return [n for rule in self.final_norm.values() for n in rule.inputs]
@@ -380,6 +455,16 @@ def check_arch_class(cls: type[Arch]) -> None:
         problems.append(f"norm {cls.norm!r} is not one of {NORMS}")
     if not cls.hidden_acts or not cls.norm_eps_keys:
         problems.append("hidden_acts and norm_eps_keys need at least one entry")
+    for flags in (cls.hf_bias_flags, cls.trt_bias_flags):
+        for flag, linears in flags.items():
+            have = {n for n in linears if f"{n}.weight" in cls.per_layer}
+            if len({f"{n}.bias" in cls.per_layer for n in have}) > 1:
+                problems.append(f"the flag {flag} covers {sorted(have)}, which must all have biases or none")
+    covered = {n for linears in cls.trt_bias_flags.values() for n in linears}
+    stray = sorted(n for n in cls.per_layer if n.endswith(".bias") and n.rsplit(".", 1)[0] in LINEARS
+                   and n.rsplit(".", 1)[0] not in covered)
+    if stray:
+        problems.append(f"no TensorRT-LLM config field in trt_bias_flags states the biases {stray}")
     if cls.gated != ("mlp.gate.weight" in cls.per_layer):
         problems.append(f"gated={cls.gated} but per_layer {'lacks' if cls.gated else 'has'} mlp.gate.weight")
     names = [n for rule in (*cls.per_layer.values(), *cls.final_norm.values()) for n in rule.inputs]

@@ -113,7 +113,7 @@ class ModelConfig:
             bos_token_id=f.token_ids("bos_token_id"),
             eos_token_id=f.token_ids("eos_token_id"),
         )
-        biases = {flag: f.boolean(flag, default=False) for flag in ("attention_bias", "mlp_bias")}
+        biases = {flag: f.boolean(flag, default=False) for flag in arch.hf_bias_flags}
         f.raise_if_bad()
 
         name = arch.hf_architecture
@@ -124,9 +124,7 @@ class ModelConfig:
         if partial != 1.0 and not arch.partial_rotary:
             raise ConfigError(f"partial_rotary_factor={partial} in {where} is not supported for {name}, whose "
                               "TensorRT-LLM model rotates the whole head")
-        for flag, on in biases.items():
-            if on:
-                raise ConfigError(f"{flag}=true in {where} is not supported (Minitron models have no linear biases)")
+        arch.check_bias_flags(biases, arch.hf_bias_flags, where)
         arch.check_hf_config(hf, where)
 
         cfg = cls(
@@ -182,8 +180,7 @@ class ModelConfig:
             "tie_word_embeddings": self.tie_word_embeddings,
             "bos_token_id": self.bos_token_id,
             "eos_token_id": self.eos_token_id,
-            "attention_bias": False,
-            "mlp_bias": False,
+            **arch.bias_flags(arch.hf_bias_flags),
         }
         if self.torch_dtype:
             d["torch_dtype"] = self.torch_dtype

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import register
-from .base import Arch, TransformersModules, copy, fused_qkv, split_cols, split_rows
+from .base import ATTENTION_LINEARS, MLP_LINEARS, Arch, TransformersModules, copy, fused_qkv, split_cols, split_rows
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -32,14 +32,16 @@ class Llama(Arch):
         "mlp.proj.weight": split_cols("mlp.down_proj.weight"),
     }
     final_norm = {"weight": copy("model.norm.weight")}
+    trt_bias_flags = {"mlp_bias": MLP_LINEARS, "attn_bias": ATTENTION_LINEARS}  # LLaMAConfig
     gguf_architecture = "llama"
+    gguf_permuted_qk = True
     nemo_activations = ("swiglu", "fast-swiglu")
     nemo_normalization = "rmsnorm"
     modelopt_decoder_type = "llama"
 
     def trt_config_fields(self, cfg: ModelConfig) -> dict:
         # LLaMAConfig.to_dict fields (tensorrt_llm/models/llama/config.py).
-        return {"mlp_bias": False, "attn_bias": False, "residual_mlp": False}
+        return {**self.bias_flags(self.trt_bias_flags), "residual_mlp": False}
 
     def transformers_modules(self) -> TransformersModules:
         from transformers import LlamaConfig, LlamaForCausalLM

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import register
-from .base import Arch, TransformersModules, copy, fused_qkv, plus_one, split_cols, split_rows
+from .base import LINEARS, Arch, TransformersModules, copy, fused_qkv, plus_one, split_cols, split_rows
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -42,9 +42,11 @@ class Nemotron(Arch):
         "mlp.proj.weight": split_cols("mlp.down_proj.weight"),
     }
     final_norm = {"weight": plus_one("model.norm.weight"), "bias": copy("model.norm.bias")}
-    rounding_offsets = {"input_layernorm.weight": 1.0, "post_attention_layernorm.weight": 1.0,
-                        "model.norm.weight": 1.0}  # layernorm1p: the export rounds gamma + 1
+    trt_bias_flags = {"bias": LINEARS}  # GPTConfig: one flag for every linear (norms always have biases)
+    rounding_offsets = dict.fromkeys(Arch.hf_norm_weights, 1.0)  # layernorm1p: the export rounds gamma + 1
     gguf_architecture = "nemotron"
+    gguf_norm_offset = 1.0  # written as gamma + 1 (NemotronModel.modify_tensors)
+    gguf_norm_eps_keys = ("layer_norm_epsilon", "layer_norm_rms_epsilon")
     nemo_activations = ("squared-relu", "squared_relu")
     nemo_normalization = "layernorm1p"
     modelopt_decoder_type = "gpt"  # ModelOpt exports Nemotron through its GPT path ("nemotron" raises)
@@ -54,7 +56,7 @@ class Nemotron(Arch):
         # attribute for releases that predate it.
         return {
             "gpt_variant": "nemotron",
-            "bias": False,
+            **self.bias_flags(self.trt_bias_flags),
             "rotary_pct": cfg.partial_rotary_factor,
             "q_scaling": 1.0,
             "apply_query_key_layer_scaling": False,

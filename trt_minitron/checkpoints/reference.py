@@ -1,7 +1,8 @@
 """A small PyTorch model with TensorRT-LLM's semantics, run straight from a TensorRT-LLM checkpoint.
 
 Written from TensorRT-LLM's layer definitions, not from transformers' modeling code: fused qkv
-([Q; K; V] per rank), GatedMLP act(fc(x)) * gate(x) -> proj, or MLP proj(act(fc(x))), RmsNorm or
+([Q; K; V] per rank), GatedMLP act(fc(x)) * gate(x) -> proj, or MLP proj(act(fc(x))), each linear with the
+bias the architecture declares (a RowLinear's added once, after the rank sum), RmsNorm or
 LayerNorm with the weights exactly as stored (layernorm1p already folded), rope_gpt_neox on the first
 int(head_size * rotary_pct) channels with llama3/linear scaling. Ranks are merged back by
 concatenation, which reproduces what tensor-parallel execution computes (a KV head repeated for
@@ -12,7 +13,7 @@ what `verify` streams layer by layer); with a KV cache the whole model is the `t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..archs import arch_for_trt
+from ..archs.base import LINEARS
 from ..errors import CheckpointError
 from .quant_formats import KVQuant, QuantLinear
 from .trtllm import MergedCheckpoint, check_rank_files, read_checkpoint
@@ -54,6 +56,7 @@ class Semantics:
     act: str  # TensorRT-LLM hidden_act, a key of ACTIVATIONS
     gated: bool  # act(fc(x)) * gate(x) (GatedMLP) rather than act(fc(x)) (MLP)
     inv_freq: torch.Tensor  # [rot_dim / 2], float32
+    biases: frozenset[str] = frozenset()  # the linears ("attention.qkv", ...) the architecture gives a bias
 
     @classmethod
     def from_config(cls, config: dict) -> Semantics:
@@ -72,7 +75,8 @@ class Semantics:
         rot_dim = int(head_size * pct)
         return cls(head_size=head_size, num_heads=heads, num_kv=-(-kv // tp) * tp, rot_dim=rot_dim,
                    eps=float(config.get("norm_epsilon", 1e-5)), layernorm=arch.norm == "layernorm", act=act,
-                   gated=arch.gated, inv_freq=rope_inv_freq(config, rot_dim))
+                   gated=arch.gated, inv_freq=rope_inv_freq(config, rot_dim),
+                   biases=frozenset(n for n in LINEARS if arch.biased((n,))))
 
 
 @dataclass
@@ -89,6 +93,7 @@ class LayerWeights:
     gate: Linear | None
     proj: Linear
     kv_cache: KVQuant | None = None  # FP8 KV cache: K (after rope) and V rounded before they are cached
+    biases: dict[str, torch.Tensor] = field(default_factory=dict)  # linear ("attention.qkv", ...) -> its bias
 
     @classmethod
     def from_merged(cls, t: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32,
@@ -100,7 +105,8 @@ class LayerWeights:
         return cls(ln_in_w=cast("input_layernorm.weight"), ln_in_b=cast("input_layernorm.bias"),
                    qkv=cast("attention.qkv.weight"), dense=cast("attention.dense.weight"),
                    ln_post_w=cast("post_layernorm.weight"), ln_post_b=cast("post_layernorm.bias"),
-                   fc=cast("mlp.fc.weight"), gate=cast("mlp.gate.weight"), proj=cast("mlp.proj.weight"))
+                   fc=cast("mlp.fc.weight"), gate=cast("mlp.gate.weight"), proj=cast("mlp.proj.weight"),
+                   biases={n: cast(f"{n}.bias") for n in LINEARS if f"{n}.bias" in t})
 
     @classmethod
     def from_quantized(cls, t: dict, dtype: torch.dtype = torch.float32,
@@ -116,7 +122,8 @@ class LayerWeights:
         return cls(ln_in_w=get("input_layernorm.weight"), ln_in_b=get("input_layernorm.bias"),
                    qkv=get("attention.qkv"), dense=get("attention.dense"),
                    ln_post_w=get("post_layernorm.weight"), ln_post_b=get("post_layernorm.bias"),
-                   fc=get("mlp.fc"), gate=get("mlp.gate"), proj=get("mlp.proj"), kv_cache=get("kv_cache"))
+                   fc=get("mlp.fc"), gate=get("mlp.gate"), proj=get("mlp.proj"), kv_cache=get("kv_cache"),
+                   biases={n: get(f"{n}.bias") for n in LINEARS if f"{n}.bias" in t})
 
 
 def rope_inv_freq(config: dict, rot_dim: int) -> torch.Tensor:
@@ -169,11 +176,10 @@ def norm(sem: Semantics, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | Non
     return y.to(x.dtype)
 
 
-def linear(x: torch.Tensor, w: Linear) -> torch.Tensor:
-    """x @ w.T for a stored weight; a quantized layer's emulated GEMM (input transform, float32) otherwise."""
-    if isinstance(w, torch.Tensor):
-        return x @ w.T
-    return w(x).to(x.dtype)
+def linear(x: torch.Tensor, w: Linear, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ w.T (+ bias) for a stored weight; a quantized layer's emulated GEMM (input transform, float32) otherwise."""
+    y = x @ w.T if isinstance(w, torch.Tensor) else w(x).to(x.dtype)
+    return y if bias is None else y + bias
 
 
 def _rope(sem: Semantics, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -190,7 +196,7 @@ def attention_block(sem: Semantics, x: torch.Tensor, w: LayerWeights, cos: torch
     B, T, _ = x.shape
     d, H, G = sem.head_size, sem.num_heads, sem.num_kv
     h = norm(sem, x, w.ln_in_w, w.ln_in_b)
-    q, k, v = torch.split(linear(h, w.qkv), [H * d, G * d, G * d], -1)
+    q, k, v = torch.split(linear(h, w.qkv, w.biases.get("attention.qkv")), [H * d, G * d, G * d], -1)
     q = _rope(sem, q.view(B, T, H, d).transpose(1, 2), cos, sin)
     k = _rope(sem, k.view(B, T, G, d).transpose(1, 2), cos, sin)
     v = v.view(B, T, G, d).transpose(1, 2)
@@ -204,7 +210,7 @@ def attention_block(sem: Semantics, x: torch.Tensor, w: LayerWeights, cos: torch
     k = k.repeat_interleave(H // G, dim=1)
     v = v.repeat_interleave(H // G, dim=1)
     attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 / math.sqrt(d))
-    return x + linear(attn.transpose(1, 2).reshape(B, T, H * d), w.dense)
+    return x + linear(attn.transpose(1, 2).reshape(B, T, H * d), w.dense, w.biases.get("attention.dense"))
 
 
 def attention_kv(sem: Semantics, x: torch.Tensor, w: LayerWeights, cos: torch.Tensor,
@@ -212,23 +218,29 @@ def attention_kv(sem: Semantics, x: torch.Tensor, w: LayerWeights, cos: torch.Te
     """K (after rope) and V [B, kv heads, T, head size] that attention_block caches, before any KV-cache rounding."""
     B, T, _ = x.shape
     d, H, G = sem.head_size, sem.num_heads, sem.num_kv
-    _, k, v = torch.split(linear(norm(sem, x, w.ln_in_w, w.ln_in_b), w.qkv), [H * d, G * d, G * d], -1)
+    qkv = linear(norm(sem, x, w.ln_in_w, w.ln_in_b), w.qkv, w.biases.get("attention.qkv"))
+    _, k, v = torch.split(qkv, [H * d, G * d, G * d], -1)
     return _rope(sem, k.view(B, T, G, d).transpose(1, 2), cos, sin), v.view(B, T, G, d).transpose(1, 2)
 
 
 def mlp_block(sem: Semantics, x: torch.Tensor, w: LayerWeights) -> torch.Tensor:
     """x + mlp(norm(x)): the residual stream after one layer's MLP sub-block."""
     h = norm(sem, x, w.ln_post_w, w.ln_post_b)
-    a = ACTIVATIONS[sem.act](linear(h, w.fc))
+    a = ACTIVATIONS[sem.act](linear(h, w.fc, w.biases.get("mlp.fc")))
     if sem.gated:
-        a = a * linear(h, w.gate)
-    return x + linear(a, w.proj)
+        a = a * linear(h, w.gate, w.biases.get("mlp.gate"))
+    return x + linear(a, w.proj, w.biases.get("mlp.proj"))
 
 
-def check_mlp_kind(sem: Semantics, w: LayerWeights, where: str) -> None:
+def check_layer_kind(sem: Semantics, w: LayerWeights, where: str) -> None:
+    """The layer holds the MLP kind and exactly the biases the architecture declares."""
     if sem.gated != (w.gate is not None):
         raise CheckpointError(f"{where}: this architecture's MLP is {'gated' if sem.gated else 'not gated'}, but "
                               f"mlp.gate is {'missing' if sem.gated else 'present'}")
+    missing, extra = sorted(sem.biases - set(w.biases)), sorted(set(w.biases) - sem.biases)
+    if missing or extra:
+        raise CheckpointError(f"{where}: this architecture's linears {missing or extra} "
+                              f"{'have biases, which are missing' if missing else 'have no biases, but biases are present'}")
 
 
 class ReferenceModel:
@@ -250,7 +262,7 @@ class ReferenceModel:
                 layer = LayerWeights.from_quantized(merged.quantized_layer(i), dtype, self.device)
             else:
                 layer = LayerWeights.from_merged(merged.layer(i), dtype, self.device)
-            check_mlp_kind(self.sem, layer, f"layer {i}")
+            check_layer_kind(self.sem, layer, f"layer {i}")
             self.layers.append(layer)
 
     @classmethod

@@ -307,11 +307,6 @@ def _scan_weights(ckpt: TrtCheckpoint, rank: int, header: Header) -> None:
             raise CheckpointError(refusal(str(f), name, PlainRankFile(f), e.shape))
 
 
-# How tensor-parallel ranks hold each per-layer TensorRT-LLM tensor: ColumnLinear splits rows (dim 0),
-# RowLinear columns (dim 1), norms are replicated; the fused qkv is [Q_r; K_r; V_r] per rank.
-_LAYER_SPLIT = {"attention.dense.weight": 1, "mlp.proj.weight": 1, "mlp.fc.weight": 0, "mlp.gate.weight": 0}
-
-
 class MergedCheckpoint:
     """A TensorRT-LLM checkpoint's tensors with tensor-parallel ranks merged, read one tensor (or row block)
     at a time from the rank files (plain reads, no mmap), so memory is one layer, not the model.
@@ -330,6 +325,7 @@ class MergedCheckpoint:
         self.tp, self.pp = m.tp_size, m.pp_size
         self.per_stage = cfg.num_hidden_layers // self.pp
         self.q_per_rank = cfg.num_attention_heads // self.tp
+        self.arch = get_arch(cfg.architecture)  # how ranks hold each tensor: the rules export wrote them with
         self.kv_per_rank = -(-cfg.num_key_value_heads // self.tp)
 
     @property
@@ -369,10 +365,11 @@ class MergedCheckpoint:
         import torch
 
         files = self.stage_files(stage)
-        if name == "attention.qkv.weight":
+        split = self.arch.per_layer[name].tp_split if name in self.arch.per_layer else None
+        if split == "qkv":
             return self._merge_qkv([f.read(full) for f in files])
-        if name in _LAYER_SPLIT:
-            return torch.cat([f.read(full) for f in files], _LAYER_SPLIT[name])
+        if split is not None:
+            return torch.cat([f.read(full) for f in files], split)
         return self.replicated(stage, full)
 
     def quantized_layer(self, layer: int) -> dict:
@@ -398,10 +395,11 @@ class MergedCheckpoint:
             prefix = pre + base
             parts = [spec.linear(_linear_tensors(f, prefix), prefix) for f in files]
             try:
-                if base == "attention.qkv":
+                split = self.arch.layer_tp_split(f"{base}.weight")
+                if split == "qkv":
                     out[base] = cat_rows(parts).with_weight(self._merge_qkv([p.weight for p in parts]))
                 else:
-                    out[base] = cat_cols(parts) if _LAYER_SPLIT[f"{base}.weight"] == 1 else cat_rows(parts)
+                    out[base] = cat_cols(parts) if split == 1 else cat_rows(parts)
             except CheckpointError as e:
                 raise CheckpointError(f"{prefix} (layer {layer}): {e}") from None
         out["kv_cache"] = self._merge_kv(spec, [spec.kv_quant(_linear_tensors(f, pre + "attention"), pre + "attention")
@@ -473,8 +471,11 @@ def _linear_tensors(f, prefix: str) -> dict[str, torch.Tensor]:
 
 
 def check_replicated_norms(merged: MergedCheckpoint) -> None:
-    """Every norm weight/bias is identical on all tp ranks of its stage (they are small: read them all)."""
+    """Every replicated per-layer tensor (norms, RowLinear biases: the arch's rules say which) and the final norm is
+    identical on all tp ranks of its stage (they are small: read them all)."""
+    replicated = {n for n, rule in merged.arch.per_layer.items() if rule.tp_split is None}
     for stage in range(merged.pp):
         for name in merged.stage_files(stage)[0].infos:
-            if "layernorm" in name or name.startswith("transformer.ln_f."):
+            short = name.split(".", 3)[3] if name.startswith("transformer.layers.") else None
+            if short in replicated or name.startswith("transformer.ln_f."):
                 merged.replicated(stage, name)

@@ -39,6 +39,10 @@ def check_source(arch: Arch, source: Source) -> None:
                                   "but a weight must be floating point; refusing to cast integers to weights")
     extra = sorted(n for n in have if n not in expected and not n.endswith(arch.ignore_suffixes)
                    and not (n == "lm_head.weight" and source.config.tie_word_embeddings))
+    biases = [n for n in extra if n.endswith(".bias")]  # the arch's rules list every bias it has
+    if biases:
+        raise CheckpointError(f"{source.description}: biases a {arch.hf_architecture} does not have: "
+                              f"{biases[:5]}{' ...' if len(biases) > 5 else ''}")
     if extra:
         raise CheckpointError(f"{source.description}: tensors this converter does not know how to map: "
                               f"{extra[:5]}{' ...' if len(extra) > 5 else ''}")

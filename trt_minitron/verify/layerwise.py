@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checkpoints.reference import LayerWeights, Semantics, attention_block, check_mlp_kind, mlp_block, norm, rope_cos_sin
+from ..checkpoints.reference import LayerWeights, Semantics, attention_block, check_layer_kind, mlp_block, norm, rope_cos_sin
 from ..checkpoints.trtllm import MergedCheckpoint
 from .criterion import Check, LogitStats, rope_check, stage_check, stage_tolerance
 from .source_side import SourceSide, causal_additive_mask
@@ -86,7 +86,7 @@ def compare_layerwise(merged: MergedCheckpoint, src: SourceSide, ids: torch.Tens
             x_in = streams.rounded
             attn, out = _source_layer(src, i, streams, hf_mask, pos, hf_rope)
             w = LayerWeights.from_merged(merged.layer(i, torch.float32))
-            check_mlp_kind(sem, w, f"layer {i}")
+            check_layer_kind(sem, w, f"layer {i}")
             # Batch 0: teacher-forced on the rounded source's input to each sub-block; batch 1: free-running.
             a = attention_block(sem, torch.cat([x_in, streams.ckpt]), w, cos2, sin2, mask)
             checks.append(stage_check(f"layer {i} attention", a[:1], attn, x_in))

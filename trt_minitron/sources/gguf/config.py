@@ -2,7 +2,8 @@
 
 The keys are the ones transformers' GGUF loader maps ({arch}.context_length, embedding_length, ...);
 where llama.cpp's converter stored something else, the reason is on the line (llama3 rope scaling as
-a factor tensor, nemotron's rotary size derived from hidden/heads).
+a factor tensor, a partial rotary size derived from hidden/heads). What differs per architecture (rotary, the
+norm epsilon key) is asked from the Arch.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def hf_config(meta: dict, arch: str, has_output: bool, where: str) -> dict:
         raise ConfigError(f"{where}: a mixture-of-experts GGUF ({arch}.expert_count) is not supported")
     rope_dim = get("{arch}.rope.dimension_count")
     tokens = meta.get("tokenizer.ggml.tokens")
-    head_dim = int(get("{arch}.attention.key_length") or (rope_dim if arch == "llama" else 0) or hidden // heads)
+    # Without key_length, full-rotary archs have rope dim = head dim; llama.cpp writes a partial rotary size from hidden.
+    head_dim = int(get("{arch}.attention.key_length") or (rope_dim if not target.partial_rotary else 0) or hidden // heads)
     hf = {
         "architectures": [target.hf_architecture],
         "model_type": target.model_type,
@@ -69,21 +71,20 @@ def hf_config(meta: dict, arch: str, has_output: bool, where: str) -> dict:
         "bos_token_id": meta.get("tokenizer.ggml.bos_token_id"),
         "eos_token_id": meta.get("tokenizer.ggml.eos_token_id"),
     }
-    if arch == "llama":
+    if not target.partial_rotary:
         if rope_dim is not None and int(rope_dim) != head_dim:
-            raise ConfigError(f"{where}: llama.rope.dimension_count={rope_dim} != head dim {head_dim}; "
-                              "partial rotary is not supported for llama")
-        hf[target.norm_eps_keys[0]] = need("{arch}.attention.layer_norm_rms_epsilon")
+            raise ConfigError(f"{where}: {arch}.rope.dimension_count={rope_dim} != head dim {head_dim}; "
+                              f"partial rotary is not supported for {arch}")
     else:
         # llama.cpp writes rope.dimension_count = int(partial_rotary_factor * hidden) // heads: the model's
         # rotary size only when head_dim == hidden / heads (not so for Minitron-8B).
         if head_dim * heads != hidden:
-            raise ConfigError(f"{where}: nemotron GGUF with head_dim {head_dim} != hidden/heads "
+            raise ConfigError(f"{where}: {arch} GGUF with head_dim {head_dim} != hidden/heads "
                               f"({hidden}/{heads}): its rope.dimension_count cannot be trusted; export the HF "
                               "or .nemo checkpoint instead")
         hf["partial_rotary_factor"] = int(need("{arch}.rope.dimension_count")) / head_dim
-        hf[target.norm_eps_keys[0]] = (get("{arch}.attention.layer_norm_epsilon")
-                                       or need("{arch}.attention.layer_norm_rms_epsilon"))
+    eps = next((v for k in target.gguf_norm_eps_keys if (v := get(f"{{arch}}.attention.{k}")) is not None), None)
+    hf[target.norm_eps_keys[0]] = eps if eps is not None else need(f"{{arch}}.attention.{target.gguf_norm_eps_keys[0]}")
     scaling = get("{arch}.rope.scaling.type")
     if scaling == "linear":
         hf["rope_scaling"] = {"rope_type": "linear", "factor": float(need("{arch}.rope.scaling.factor"))}

@@ -64,8 +64,8 @@ class GGUFTensor:
     shape: tuple[int, ...]  # torch order: GGUF dims reversed
     offset: int  # absolute byte offset in the file
     nbytes: int
-    permute_heads: int = 0  # llama q/k: heads whose rows llama.cpp interleaved for rope
-    minus_one: bool = False  # nemotron norm weights: stored as gamma + 1
+    permute_heads: int = 0  # q/k: heads whose rows llama.cpp interleaved for rope (Arch.gguf_permuted_qk)
+    norm_offset: float = 0.0  # norm weights: stored as gamma + offset (Arch.gguf_norm_offset)
 
     @property
     def rows(self) -> int:

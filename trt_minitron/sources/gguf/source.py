@@ -5,8 +5,9 @@ each tensor, or just the row block asked for, with plain reads and dequantizes i
 stays near the largest tensor in float32, not the model.
 
 Layout rules are llama.cpp's converter (convert_hf_to_gguf.py) undone, as transformers' GGUF loader
-does: names through gguf's own TensorNameMap; `llama` Q/K rows permuted per head for interleaved
-rope, permuted back; `nemotron` layernorm1p gammas stored as gamma + 1, read back minus 1.
+does: names through gguf's own TensorNameMap; what the converter did per architecture is asked from the Arch
+(Llama's Q/K rows permuted per head for interleaved rope, permuted back; Nemotron's layernorm1p gammas stored
+as gamma + 1, read back minus 1).
 The config from the metadata is config.py's, the tokenizer tokenizer.py's.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...archs import arch_for_gguf
 from ...archs.config import ModelConfig
 from ...errors import CheckpointError
 from ...tensors.claims import check_layer_count, layer_indices
@@ -92,8 +94,8 @@ class GGUFSource:
         stored = {q.F32: torch.float32, q.F16: torch.float16, q.BF16: torch.bfloat16}.get(t.qtype)
         out = read_rows(self.path, t, start, stop, stored)
         out = out.reshape((stop - start, *t.shape[1:])) if len(t.shape) > 1 else out.reshape(-1)
-        if t.minus_one:  # in float32, as transformers' Nemotron processor does
-            out = out.float() - 1
+        if t.norm_offset:  # in float32, as transformers' Nemotron processor does
+            out = out.float() - t.norm_offset
         return out
 
     def _check_types(self) -> None:
@@ -132,7 +134,7 @@ def _copy(view: torch.Tensor) -> torch.Tensor:
 
 def _out_dtype(gguf, t: GGUFTensor) -> torch.dtype:
     q = gguf.GGMLQuantizationType
-    if t.minus_one:
+    if t.norm_offset:
         return torch.float32
     return {q.F16: torch.float16, q.BF16: torch.bfloat16}.get(t.qtype, torch.float32)
 
@@ -151,12 +153,13 @@ def _hf_tensors(gguf, arch: str, cfg: ModelConfig, table: dict[str, GGUFTensor],
     unknown = sorted(n for n in table if n not in to_hf)
     if unknown:
         raise CheckpointError(f"{where}: GGUF tensors with no Hugging Face name for {arch}: {unknown[:5]}")
+    rules = arch_for_gguf(arch)
+    permuted = {"self_attn.q_proj.weight": cfg.num_attention_heads,
+                "self_attn.k_proj.weight": cfg.num_key_value_heads} if rules.gguf_permuted_qk else {}
     out = {}
     for gguf_name, t in table.items():
         hf = to_hf[gguf_name]
-        heads = 0
-        if arch == "llama" and hf.endswith(("q_proj.weight", "k_proj.weight")):
-            heads = cfg.num_attention_heads if "q_proj" in hf else cfg.num_key_value_heads
-        minus_one = arch == "nemotron" and hf.endswith("norm.weight")
-        out[hf] = dataclasses.replace(t, permute_heads=heads, minus_one=minus_one)
+        short = hf.split(".", 3)[3] if hf.startswith("model.layers.") else hf  # name under model.layers.{i}.
+        offset = rules.gguf_norm_offset if short in rules.hf_norm_weights else 0.0
+        out[hf] = dataclasses.replace(t, permute_heads=permuted.get(short, 0), norm_offset=offset)
     return out

@@ -12,8 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...archs import arch_for_nemo, supported
+from ...archs.base import LINEARS
 from ...archs.config import ModelConfig, RopeScaling
 from ...errors import ConfigError
+
+# model_config.yaml flags that switch biases on -> the TensorRT-LLM linears they cover (the .nemo reader maps weights
+# only: an arch with biases is not read from a .nemo, and a .nemo with biases is refused by the arch's check).
+NEMO_BIAS_FLAGS = {"bias": LINEARS, "qkv_bias": ("attention.qkv",)}
 
 
 @dataclass(frozen=True)
@@ -91,10 +96,9 @@ def parse_model_config(raw: Any, where: str) -> NemoModel:
         raise ConfigError(f"activation={act!r} with normalization={norm!r} in {where} is not supported; "
                           f"{act} models must use {arch.nemo_normalization} ({arch.hf_architecture})")
 
-    for name, default in (("bias", True), ("qkv_bias", False)):
-        if flag(name, default):
-            raise ConfigError(f"{name}: true in {where} (NeMo default for 'bias' when absent is true) is not "
-                              "supported: Minitron/Llama models have no linear biases")
+    # NeMo's bias switches (default for 'bias' when absent: true), held to the biases the arch declares.
+    arch.check_bias_flags({name: flag(name, default) for name, default in (("bias", True), ("qkv_bias", False))},
+                          NEMO_BIAS_FLAGS, f"{where} (NeMo's default for 'bias' when absent is true)", "{flag}: {value}")
     pos = str(_get(cfg, "position_embedding_type", "learned_absolute"))
     if pos != "rope":
         raise ConfigError(f"position_embedding_type={pos!r} in {where} is not supported (NeMo default when absent "
