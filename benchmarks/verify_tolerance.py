@@ -6,12 +6,14 @@ teacher-forced stage difference relative to the block's update (what STAGE_RTOL 
 block's output (RESID_RTOL), and the end-to-end logit difference relative to max |logit| (LOGIT_RTOL).
 The constants in trt_minitron/verify/criterion.py are these maxima times a margin.
 With --bugs it prints instead the planted bugs of tests/plant.py x initialisation x dtype: the first
-divergence the layer-by-layer mode names, by how many tolerances, and the verdict of --full; with --bugs --hf the
-planted bugs of tests/plant_hf.py in `export --format hf` folders of every registered architecture (x init x
+divergence the layer-by-layer mode names, by how many tolerances, and the verdict of --full; then the quantized
+rows: the doctored calibrations of tests/quant_plants.py and the issue-20 tamperings in tiny quantized checkpoints,
+each with verify's exit code and the line that judges it, with and without the calibration proof. With --bugs --hf
+the planted bugs of tests/plant_hf.py in `export --format hf` folders of every registered architecture (x init x
 dtype) and in `quantize --format hf` unified checkpoints (x format x dtype): what verify names, and how far off.
 
     .venv/bin/python benchmarks/verify_tolerance.py [--skip-real]
-    .venv/bin/python benchmarks/verify_tolerance.py --bugs [--hf]
+    .venv/bin/python benchmarks/verify_tolerance.py --bugs [--quantized-only | --hf]
 """
 
 from __future__ import annotations
@@ -159,18 +161,112 @@ def hf_bug_table(root: Path) -> None:
                 print(f"| {bug.name} | {name} | {variant} | " + " | ".join(cells) + " |", flush=True)
 
 
+def quantized_bug_table(root: Path) -> None:
+    """verify of tiny quantized checkpoints with planted calibration and label bugs: exit code and judging line."""
+    import json
+    import subprocess
+
+    from quant_fixtures import CALIB, SHARED, articles, has_fp8_kv, make_quant_model, qformat_of
+    from quant_plants import PLANTS, scale
+    from safetensors.torch import load_file, save_file
+
+    texts = ["--dataset-file", str(SHARED), "--num-samples", "2", "--max-tokens", "32"]
+
+    def cli(*args) -> tuple[int, str]:
+        r = subprocess.run([sys.executable, "-m", "trt_minitron", *map(str, args)], capture_output=True, text=True)
+        return r.returncode, r.stdout + r.stderr
+
+    def judged(out: str) -> str:
+        keys = ("calibration", "first failure", "cost:", "trt-minitron: error", "PASS", "FAIL")
+        lines = [x.strip() for x in out.splitlines() if x.strip().startswith(keys)]
+        return "; ".join(lines[:2])
+
+    sources, ckpts = {}, {}
+
+    def checkpoint(kind: str, variant: str, tp: int, data: Path = SHARED) -> Path:
+        if kind not in sources:
+            sources[kind] = make_quant_model(kind, root / kind)
+        key = (kind, variant, tp, data)
+        if key not in ckpts:
+            out = ckpts[key] = root / f"{kind}-{variant}-tp{tp}-{len(ckpts)}"
+            kv = ["--kv-cache-dtype", "fp8"] if has_fp8_kv(variant) else []
+            calib = [str(data) if a == str(SHARED) else a for a in CALIB]
+            rc, text = cli("quantize", sources[kind], "-o", out, "--qformat", qformat_of(variant), "--tp", tp, *calib, *kv)
+            assert rc == 0, text
+        return ckpts[key]
+
+    def planted(key, edit) -> Path:
+        out = root / "planted"
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(checkpoint(*key), out)
+        edit(out)
+        return out
+
+    def set_nan(name: str):
+        def edit(out: Path) -> None:
+            f = out / "rank0.safetensors"
+            t = load_file(f)
+            t[name].view(-1)[0] = float("nan")
+            save_file(t, f, metadata={"format": "pt"})
+        return edit
+
+    def config(edit):
+        def apply(out: Path) -> None:
+            c = json.loads((out / "config.json").read_text())
+            edit(c)
+            (out / "config.json").write_text(json.dumps(c))
+        return apply
+
+    def other_articles(out: Path) -> None:
+        other = root / "other.jsonl"
+        other.write_text("".join(json.dumps({"article": a, "highlights": "x"}) + "\n" for a in articles(16)[8:]))
+        report = (out / "trt_minitron_quantize.json").read_text()
+        shutil.rmtree(out)
+        shutil.copytree(checkpoint("llama", "fp8", 1, other), out)
+        (out / "trt_minitron_quantize.json").write_text(report)
+
+    L0 = "transformer.layers.0."
+    cases = [(name, key, lambda out, r=ranks, s=sidecar: scale(out, r, s)) for name, key, ranks, sidecar, _, _ in PLANTS]
+    cases += [
+        ("calibrated on other articles than recorded", ("llama", "fp8", 1), other_articles),
+        ("NaN in a weight scale (AWQ)", ("llama", "int4_awq+kv", 1), set_nan(f"{L0}attention.dense.weights_scaling_factor")),
+        ("NaN in an activation scale", ("nemotron", "fp8", 2), set_nan(f"{L0}mlp.fc.activation_scaling_factor")),
+        ("exclude_modules removed", ("llama", "fp8", 1), config(lambda c: c["quantization"].pop("exclude_modules"))),
+        ("kv_cache_quant_algo removed", ("llama", "fp8+kv", 1),
+         config(lambda c: c["quantization"].update(kv_cache_quant_algo=None))),
+        ("untouched", ("nemotron", "int4_awq+kv", 2), lambda out: None),
+        ("untouched", ("mistral", "int8_sq", 2), lambda out: None),
+    ]
+    print("\n| planted in a tiny quantized checkpoint | model, format, tp | verify (conversion only) | verify (default: "
+          "+ calibration proof) |")
+    print("|---|---|---|---|")
+    for name, key, edit in cases:
+        out = planted(key, edit)
+        cells = []
+        for extra in (["--no-prove-calibration"], []):
+            rc, text = cli("verify", out, "--reference", sources[key[0]], *texts, *extra)
+            cells.append(f"exit {rc}: {judged(text)}")
+        print(f"| {name} | {key[0]} {key[1]} tp{key[2]} | {cells[0]} | {cells[1]} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-real", action="store_true", help="tiny models only (no SmolLM2, no real widths)")
-    ap.add_argument("--bugs", action="store_true", help="the planted-bug table instead")
-    ap.add_argument("--hf", action="store_true", help="with --bugs: Hugging Face and unified quantized outputs")
+    ap.add_argument("--bugs", action="store_true", help="the planted-bug tables instead")
+    ap.add_argument("--quantized-only", action="store_true", help="with --bugs: the quantized rows only")
+    ap.add_argument("--hf", action="store_true", help="with --bugs: Hugging Face and unified quantized outputs instead")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     from tiny import make_tiny
 
     if args.bugs:
         with tempfile.TemporaryDirectory() as tmp:
-            (hf_bug_table if args.hf else bug_table)(Path(tmp))
+            if args.hf:
+                hf_bug_table(Path(tmp))
+                return
+            if not args.quantized_only:
+                bug_table(Path(tmp))
+            quantized_bug_table(Path(tmp))
         return
 
     print("| model | dtype | tokens | stages | max stage delta/update | max stage delta/output | rope delta/tokens | "

@@ -82,6 +82,18 @@ def test_cli_exits_1_on_a_doubled_scale_naming_the_linear(unified_ckpts, tmp_pat
     assert "first failure: layer 1 mlp.down_proj:" in out and out.strip().endswith("FAIL")
 
 
+def test_the_cost_gate_judges_a_unified_checkpoint_too(unified_ckpts, capsys):
+    """--max-kl / --min-top1 turn the reported cost into a judged one, as for TensorRT-LLM checkpoints."""
+    ckpt, src = unified_ckpts[("llama", "fp8")], unified_ckpts["llama"]
+    kl = verify(ckpt, src).cost.kl_mean
+    assert verify(ckpt, src, max_kl=kl * 2).ok
+    gated = verify(ckpt, src, max_kl=kl / 2)
+    assert not gated.ok and gated.cost_failures and not gated.failures, gated.summary()
+    capsys.readouterr()
+    assert main(["verify", str(ckpt), "--reference", str(src), *TEXTS, "--max-kl", str(kl / 2)]) == 1
+    assert "--max-kl" in capsys.readouterr().out
+
+
 def test_labels_that_miss_the_tensors_fail(unified_ckpts, tmp_path):
     src = unified_ckpts["llama"]
 

@@ -13,6 +13,7 @@ from tiny import make_registered as make_tiny
 from tiny import registry_config as tiny_config
 
 from trt_minitron.archs import register, registered
+from trt_minitron.archs.base import split_rows
 from trt_minitron.archs.config import ModelConfig
 from trt_minitron.archs.llama import Llama
 from trt_minitron.checkpoints.trtllm import read_checkpoint
@@ -99,3 +100,18 @@ def test_an_architecture_claiming_a_taken_name_fails_at_import():
             nemo_activations = ()
             nemo_normalization = None
     assert "TwinForCausalLM" not in [a.hf_architecture for a in registered()]
+
+
+def test_an_architecture_splitting_a_linear_against_tensorrt_llm_fails_at_import():
+    # Readers of quantized companions merge ranks by COLUMN/ROW_LINEARS: an arch may not split a RowLinear by rows.
+    with pytest.raises(TypeError, match=r"\['mlp.proj.weight'\] split across ranks against TensorRT-LLM's Column/RowLinear"):
+        @register
+        class Sideways(Llama):
+            hf_architecture = "SidewaysForCausalLM"
+            model_type = "sideways"
+            trt_architecture = "SidewaysForCausalLM"
+            gguf_architecture = None
+            nemo_activations = ()
+            nemo_normalization = None
+            per_layer = {**Llama.per_layer, "mlp.proj.weight": split_rows("mlp.down_proj.weight")}
+    assert "SidewaysForCausalLM" not in [a.hf_architecture for a in registered()]

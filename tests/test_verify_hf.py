@@ -159,6 +159,8 @@ def test_what_verify_does_not_take_is_one_line_and_exit_2(exports, sources, tmp_
                                                                              capsys)
     gguf = sources("LlamaForCausalLM", "gguf")
     assert "is a GGUF file, not a checkpoint folder" in _one_line_error(["verify", str(gguf), "--reference", ref], capsys)
+    folder = str(exports("LlamaForCausalLM", "float32"))
+    assert "this one is not quantized" in _one_line_error(["verify", folder, "--reference", ref, "--max-kl", "0.1"], capsys)
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "has no config.json" in _one_line_error(["verify", str(empty), "--reference", ref], capsys)

@@ -46,8 +46,21 @@ class VerifyOptions:
     dataset_file: Path | None = None
     num_samples: int = 8
     max_tokens: int = 128
+    prove_calibration: bool = True  # quantized TensorRT-LLM checkpoints: recalibrate from the recorded recipe
+    max_kl: float | None = None  # quantized checkpoints: fail when the mean KL (nats/token) exceeds it
+    min_top1: float | None = None  # quantized checkpoints: fail when the top-1 agreement (a fraction) is below it
+
+    def gate(self) -> str:
+        """The user's gate on a quantized checkpoint's cost, as said on verify's cost line ("" when none)."""
+        parts = ([f"--max-kl {self.max_kl:g}"] if self.max_kl is not None else []) + (
+            [f"--min-top1 {self.min_top1:g}"] if self.min_top1 is not None else [])
+        return ", ".join(parts)
 
     def validate(self) -> None:
+        if self.max_kl is not None and not (math.isfinite(self.max_kl) and self.max_kl >= 0):
+            raise ConfigError(f"--max-kl must be a finite number >= 0 (nats per token), got {self.max_kl}")
+        if self.min_top1 is not None and not 0 <= self.min_top1 <= 1:
+            raise ConfigError(f"--min-top1 must be a fraction between 0 and 1 (0.9 = 90 %), got {self.min_top1}")
         if self.prompt is not None and not self.prompt.strip():
             raise ConfigError("--prompt is empty: give some text, or omit --prompt for the default paragraph")
         if self.num_samples < 1:

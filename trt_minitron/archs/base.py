@@ -251,9 +251,13 @@ HF_SHAPES: dict[str, Callable[[ModelConfig], tuple[int, ...]]] = {
 }
 NORMS = ("rmsnorm", "layernorm")
 # TensorRT-LLM's per-layer linears (names under transformer.layers.{i}.); an arch's biases are "<linear>.bias" rules.
+# ColumnLinear ranks hold output rows (split_rows, fused_qkv), RowLinear ranks input columns (split_cols):
+# check_arch_class holds every arch's weight rules to this, so readers of quantized companions may ask it.
+COLUMN_LINEARS = ("attention.qkv", "mlp.fc", "mlp.gate")
+ROW_LINEARS = ("attention.dense", "mlp.proj")
+LINEARS = COLUMN_LINEARS + ROW_LINEARS
 ATTENTION_LINEARS = ("attention.qkv", "attention.dense")
 MLP_LINEARS = ("mlp.fc", "mlp.gate", "mlp.proj")
-LINEARS = ATTENTION_LINEARS + MLP_LINEARS
 
 
 @dataclass(frozen=True)
@@ -467,6 +471,10 @@ def check_arch_class(cls: type[Arch]) -> None:
         problems.append(f"no TensorRT-LLM config field in trt_bias_flags states the biases {stray}")
     if cls.gated != ("mlp.gate.weight" in cls.per_layer):
         problems.append(f"gated={cls.gated} but per_layer {'lacks' if cls.gated else 'has'} mlp.gate.weight")
+    wrong_split = sorted(f"{n}.weight" for n in LINEARS if f"{n}.weight" in cls.per_layer
+                         and (cls.per_layer[f"{n}.weight"].tp_split in (0, "qkv")) != (n in COLUMN_LINEARS))
+    if wrong_split:
+        problems.append(f"{wrong_split} split across ranks against TensorRT-LLM's Column/RowLinear (archs/base.py LINEARS)")
     names = [n for rule in (*cls.per_layer.values(), *cls.final_norm.values()) for n in rule.inputs]
     unknown = sorted({n for n in [cls.embedding, *names] if n not in cls.hf_shapes})
     if unknown:

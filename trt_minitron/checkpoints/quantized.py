@@ -18,6 +18,7 @@ from typing import Iterator, Mapping
 
 import torch
 
+from ..archs.base import COLUMN_LINEARS, LINEARS  # noqa: F401 - the linears (one home), re-exported for readers here
 from ..errors import CheckpointError
 from ..tensors.dtypes import BY_SAFETENSORS, torch_dtype
 from ..tensors.info import TensorInfo
@@ -25,10 +26,6 @@ from ..tensors.stheader import read_header
 from ..tensors.stwriter import write_safetensors
 from .quant_formats import ASF, KV_SCALE, PQS, WEIGHT, WSF, WSF2, KVQuant, QuantFormat, QuantLinear, format_for_algo
 
-# TensorRT-LLM linear layers under transformer.layers.{i}.; column-parallel ones split output rows.
-COLUMN_LINEARS = ("attention.qkv", "mlp.fc", "mlp.gate")
-ROW_LINEARS = ("attention.dense", "mlp.proj")
-LINEARS = COLUMN_LINEARS + ROW_LINEARS
 KV_CACHE_ALGOS = ("FP8",)
 QUANT_CHECKPOINT_DTYPES = ("bfloat16", "float16")  # what ModelOpt's exporters write beside the quantized weights
 # ModelOpt 0.47 also writes the K and V scales apart; TensorRT-LLM's preprocess_weights replaces

@@ -9,7 +9,8 @@ Both are measured in one pass, one decoder layer at a time, on CNN/DailyMail art
     likewise; and every unquantized tensor (norms, the text's embedding rows, lm_head) bit-identical to what
     `export` writes. Recomputed rather than read from quantize's sidecar report: that report describes the files
     as quantize wrote them, and verify judges the files as they are now.
-  cost (reported, not judged): the checkpoint (the reference model: dequantized weights, emulated activation and
+  cost (reported; judged only where it shows a broken model, or against the user's --max-kl/--min-top1:
+    cost_gate.py): the checkpoint (the reference model: dequantized weights, emulated activation and
     KV rounding, running on its own hidden states) against the unquantized source as stored, in float32:
     KL divergence of the next-token distributions, max/mean |delta logit| and top-1 agreement.
 
@@ -39,6 +40,8 @@ from ..errors import CheckpointError
 from ..quantize.recompute import teacher_kv, teacher_linear
 from ..quantize.teacher import FLIP_FRACTION, LayerCheck, TensorReader, hf_modules, mismatch, rel_diff
 from ..tensors.dtypes import dtype_name, torch_dtype
+from .calibration import CalibrationProof
+from .cost_gate import first_nonfinite
 from .divergence import Divergence, DivergenceReport
 from .source_side import SourceSide, causal_additive_mask
 
@@ -61,6 +64,10 @@ class QuantizedVerifyResult:
     what: str = ""  # what the checkpoint is, said on the first line
     problems: tuple[str, ...] = ()  # labels or tensors that contradict each other: failures found before any number
     scope: str = "every linear and rank"  # what the conversion checks cover
+    nonfinite: str | None = None  # where the checkpoint's hidden states first hold NaN/Inf ("layer i output, ...")
+    calibration: CalibrationProof | None = None  # None: not asked for (--no-prove-calibration)
+    cost_failures: tuple[str, ...] = ()  # cost_gate.cost_failures: non-finite logits, the top-1 floor, the user's gate
+    gate: str = ""  # the user's gate, said on the cost line ("--max-kl 0.1"), empty when none
 
     @property
     def failures(self) -> list[LayerCheck]:
@@ -68,7 +75,8 @@ class QuantizedVerifyResult:
 
     @property
     def ok(self) -> bool:
-        return not self.problems and not self.failures and not self.unquantized_differences
+        return (not self.problems and not self.failures and not self.unquantized_differences and self.nonfinite is None
+                and not self.cost_failures and not (self.calibration is not None and self.calibration.failed))
 
     def summary(self) -> str:
         lines = [f"verify: {self.what}"] if self.what else []
@@ -107,7 +115,13 @@ class QuantizedVerifyResult:
         else:
             lines.append(f"  unquantized tensors ({self.unquantized_checked} norms, the texts' embedding rows, "
                          "lm_head): identical to export's rounding of the source")
-        lines.append(f"  quantization cost vs the source as stored (float32, not judged): {self.cost.line()}")
+        if self.calibration is not None:
+            lines.append(f"  {self.calibration.line()}")
+        if self.nonfinite is not None:
+            lines.append(f"  the checkpoint's hidden states hold NaN or Inf from {self.nonfinite}")
+        judged = f"judged: {self.gate} and the top-1 floor" if self.gate else "reported; judged: finite, the top-1 floor"
+        lines.append(f"  quantization cost vs the source as stored (float32, {judged}): {self.cost.line()}")
+        lines += [f"  cost: {f}" for f in self.cost_failures]
         lines.append("PASS" if self.ok else "FAIL")
         return "\n".join(lines)
 
@@ -371,6 +385,7 @@ def verify_quantized(side, source, ids: torch.Tensor, vocab: int, notes: tuple[s
             differences.append(f"{side.embedding_name} (rows of the texts)")
         stream_src, stream_ck = emb_s.reshape(N, T, -1), ours_emb.reshape(N, T, -1)
         hf_mask, hf_rope = causal_additive_mask(T), src.rotary(pos)
+        nonfinite = None
         for i in range(side.num_layers):
             if sys.stderr.isatty():
                 print(f"verify: layer {i + 1}/{side.num_layers}", end="\r", file=sys.stderr, flush=True)
@@ -381,6 +396,8 @@ def verify_quantized(side, source, ids: torch.Tensor, vocab: int, notes: tuple[s
             layer_checks, layer_diffs, stream_ck = side.layer(i, layer, x_in, stream_ck)
             checks += layer_checks
             differences += layer_diffs
+            if nonfinite is None and (where := first_nonfinite(stream_ck)) is not None:
+                nonfinite = f"layer {i}'s output ({where})"
             del layer
 
         ours = side.final_norm(stream_ck).reshape(N * T, -1)
@@ -397,8 +414,14 @@ def verify_quantized(side, source, ids: torch.Tensor, vocab: int, notes: tuple[s
         if head_differs:
             differences.append("lm_head.weight")
     return QuantizedVerifyResult(spec.quant_algo, spec.kv_cache_quant_algo, dtype_name(side.dtype), N, T,
-                                 tuple(checks), tuple(differences), norms_checked, cost.report(), modelopt_version(),
-                                 notes + tuple(side.notes), side.what, scope=side.scope)
+                                 tuple(checks), tuple(differences), norms_checked, cost.report(next_tokens(ids)),
+                                 modelopt_version(), notes + tuple(side.notes), side.what, scope=side.scope,
+                                 nonfinite=nonfinite)
+
+
+def next_tokens(ids: torch.Tensor) -> torch.Tensor:
+    """Each token's successor in its text, flattened like the logits [texts * T]; -1 after a text's last token."""
+    return torch.cat([ids[:, 1:], torch.full_like(ids[:, :1], -1)], dim=1).reshape(-1)
 
 
 def text_ids(path, vocab: int, dataset_file, num_samples: int, max_tokens: int) -> torch.Tensor:

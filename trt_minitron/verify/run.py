@@ -53,10 +53,18 @@ def run_verify(opts: VerifyOptions):
         if prompt is not None or full:
             raise ConfigError(f"{path} is a {UNIFIED}: verify runs it layer by layer on CNN/DailyMail articles "
                               "(--dataset-file, --num-samples, --max-tokens), not --prompt/--full")
+        from dataclasses import replace
+
+        from .cost_gate import cost_failures
         from .hf_quantized import verify_unified
 
-        return verify_unified(path, reference_src, dataset_file, opts.num_samples, opts.max_tokens)
+        # the calibration proof replays a TensorRT-LLM checkpoint's recipe only: a unified one's stays unproven
+        result = verify_unified(path, reference_src, dataset_file, opts.num_samples, opts.max_tokens)
+        failures = () if result.cost is None else tuple(cost_failures(result.cost, opts.max_kl, opts.min_top1))
+        return replace(result, cost_failures=failures, gate=opts.gate())
     if kind == HF:
+        if opts.max_kl is not None or opts.min_top1 is not None:
+            raise ConfigError("--max-kl and --min-top1 judge a quantized checkpoint's cost; this one is not quantized")
         return _verify_hf(path, reference_src, prompt, full, dataset_file)
     ckpt = read_checkpoint(path)
     check_rank_files(ckpt, scan_weights=True)  # verify reads every weight anyway: NaN/Inf named first
@@ -65,7 +73,9 @@ def run_verify(opts: VerifyOptions):
     what = (f"{TRTLLM} ({ckpt.model.architecture}, {ckpt.dtype}, tp {ckpt.mapping.tp_size}, "
             f"pp {ckpt.mapping.pp_size})")
     if ckpt.quant is not None:
-        return _verify_quantized(merged, reference_src, prompt, full, dataset_file, opts.num_samples, opts.max_tokens)
+        return _verify_quantized(merged, reference_src, prompt, full, dataset_file, opts)
+    if opts.max_kl is not None or opts.min_top1 is not None:
+        raise ConfigError("--max-kl and --min-top1 judge a quantized checkpoint's cost; this one is not quantized")
     if dataset_file is not None:
         raise ConfigError("--dataset-file is for quantized checkpoints; this one is not quantized (use --prompt)")
     ids = prompt_ids(ckpt.path, ckpt.model.vocab_size, ckpt.model.max_position_embeddings, prompt)
@@ -133,22 +143,29 @@ def _verify_hf(path: Path, reference_src, prompt, full, dataset_file) -> VerifyR
                         notes=tuple(ckpt.notes + notes), what=what)
 
 
-def _verify_quantized(merged: MergedCheckpoint, reference_src, prompt, full, dataset_file, num_samples, max_tokens):
+def _verify_quantized(merged: MergedCheckpoint, reference_src, prompt, full, dataset_file, opts: VerifyOptions):
+    from dataclasses import replace
+
+    from .calibration import prove_calibration
+    from .cost_gate import cost_failures
     from .quantized import TrtQuantizedSide, text_ids, verify_quantized
 
     ckpt = merged.ckpt
     if prompt is not None or full:
         raise ConfigError(f"{ckpt.path} is quantized ({ckpt.quant.quant_algo}): verify runs it layer by layer on "
                           "CNN/DailyMail articles (--dataset-file, --num-samples, --max-tokens), not --prompt/--full")
-    ids = text_ids(ckpt.path, ckpt.model.vocab_size, dataset_file, num_samples, max_tokens)
+    ids = text_ids(ckpt.path, ckpt.model.vocab_size, dataset_file, opts.num_samples, opts.max_tokens)
     side = TrtQuantizedSide(merged)  # the sidecar checked before the source is opened
     source = open_source(reference_src)
     try:
         vocab, notes = match_reference(ckpt.model, source.config, str(reference_src))
         check_source(get_arch(source.config.architecture), source)
-        return verify_quantized(side, source, ids, vocab, tuple(notes))
+        result = verify_quantized(side, source, ids, vocab, tuple(notes))
+        proof = prove_calibration(merged, source) if opts.prove_calibration else None
     finally:
         source.close()
+    return replace(result, calibration=proof, cost_failures=tuple(cost_failures(result.cost, opts.max_kl, opts.min_top1)),
+                   gate=opts.gate())
 
 
 def prompt_ids(path: Path, vocab: int, max_positions: int, prompt: str | None) -> torch.Tensor:
