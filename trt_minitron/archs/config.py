@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..tensors.stheader import DuplicateKey, unique_keys
 from . import find_arch, get_arch, supported
 
 
@@ -203,13 +204,13 @@ def load_json(path: Path) -> dict:
         if raw.startswith(b"\xef\xbb\xbf"):
             raise ConfigError(f"{path} starts with a UTF-8 byte-order mark, which transformers and TensorRT-LLM "
                               "refuse; save it as UTF-8 without one")
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
     except FileNotFoundError:
         raise ConfigError(f"no {Path(path).name} at {path}") from None
     except IsADirectoryError:
         raise ConfigError(f"{path} is a folder, not a JSON file") from None
-    except _DuplicateKey as e:
-        raise ConfigError(f"{path} gives the key {e.args[0]!r} twice; keep one") from None
+    except DuplicateKey as e:
+        raise ConfigError(f"{path} gives the key {e.key!r} twice; keep one") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(data, dict):
@@ -217,17 +218,6 @@ def load_json(path: Path) -> dict:
     return data
 
 
-class _DuplicateKey(Exception):
-    pass
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(k)
-        out[k] = v
-    return out
 
 
 _MISSING = object()

@@ -48,24 +48,25 @@ def read_header(path: Path, dtypes: Collection[str] = tuple(BY_SAFETENSORS)) -> 
         if n < 2 or n > size - 8 or n > MAX_HEADER_BYTES:
             raise CheckpointError(f"{path}: not a safetensors file (header length {n} for a {size}-byte file)")
         try:
-            header = json.loads(f.read(n), object_pairs_hook=_no_duplicate_keys)
+            header = json.loads(f.read(n), object_pairs_hook=unique_keys)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{path}: corrupt safetensors header ({e})") from None
-        except _DuplicateKey as e:
+        except DuplicateKey as e:
             raise CheckpointError(f"{path}: the safetensors header has the key {e.key!r} twice") from None
     return Header(parse_header(header, size - 8 - n, str(path), dtypes), 8 + n)
 
 
-class _DuplicateKey(Exception):
+class DuplicateKey(Exception):
     def __init__(self, key: str):
         self.key = key
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json.loads' object_pairs_hook that refuses a key given twice (json keeps the last silently): for every JSON we read."""
     out: dict = {}
     for k, v in pairs:
         if k in out:
-            raise _DuplicateKey(k)
+            raise DuplicateKey(k)
         out[k] = v
     return out
 
