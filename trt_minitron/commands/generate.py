@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ..options import TIMEOUT_HELP, BackendSpec, GenerateOptions, Timeouts
+from ..options import BackendSpec, GenerateOptions, Timeouts
+from . import KV_FRACTION, PP_SIZE, REQUEST_TIMEOUT, TP_SIZE
 
 _B, _G = BackendSpec, GenerateOptions  # defaults live on the options classes only
 
@@ -31,14 +32,10 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(_B.device, "--device"),
         dtype: str = typer.Option(_B.dtype, "--dtype"),
         served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request"),
-        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="LIMITS",
-                                                      help="openai: " + TIMEOUT_HELP),
-        tp_size: Optional[int] = typer.Option(_B.tp_size, "--tp-size", help="trtllm on an HF folder: tensor parallel "
-                                              "size (engines carry their own)"),
-        pp_size: Optional[int] = typer.Option(_B.pp_size, "--pp-size", help="trtllm on an HF folder: pipeline parallel size"),
-        kv_cache_free_gpu_memory_fraction: Optional[float] = typer.Option(
-            _B.kv_cache_free_gpu_memory_fraction, "--kv-cache-free-gpu-memory-fraction",
-            help="trtllm on an HF folder: KV-cache share of free GPU memory (default 0.9)"),
+        request_timeout: Optional[str] = REQUEST_TIMEOUT,
+        tp_size: Optional[int] = TP_SIZE,
+        pp_size: Optional[int] = PP_SIZE,
+        kv_cache_free_gpu_memory_fraction: Optional[float] = KV_FRACTION,
     ) -> None:
         """Generate completions for --prompt texts and print them with token counts and speed."""
         from ..generate.run import run_generate

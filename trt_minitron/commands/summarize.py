@@ -8,7 +8,8 @@ from typing import List, Optional
 import typer
 
 from ..errors import ConfigError
-from ..options import TIMEOUT_HELP, BackendSpec, SummarizeOptions, Timeouts
+from ..options import BackendSpec, SummarizeOptions, Timeouts
+from . import KV_FRACTION, PP_SIZE, REQUEST_TIMEOUT, TP_SIZE
 
 _D, _B = SummarizeOptions, BackendSpec  # defaults live on the options classes only
 
@@ -80,14 +81,10 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(_D.concurrency, "--concurrency", help="openai: requests in flight"),
         served_model: Optional[str] = typer.Option(_B.served_model, "--served-model", help="openai: model name to request "
                                                    "(default: the only one the server's /v1/models lists)"),
-        request_timeout: Optional[str] = typer.Option(None, "--request-timeout", metavar="LIMITS",
-                                                      help="openai: " + TIMEOUT_HELP),
-        tp_size: Optional[int] = typer.Option(_B.tp_size, "--tp-size", help="trtllm on an HF folder: tensor parallel "
-                                              "size (engines carry their own)"),
-        pp_size: Optional[int] = typer.Option(_B.pp_size, "--pp-size", help="trtllm on an HF folder: pipeline parallel size"),
-        kv_cache_free_gpu_memory_fraction: Optional[float] = typer.Option(
-            _B.kv_cache_free_gpu_memory_fraction, "--kv-cache-free-gpu-memory-fraction",
-            help="trtllm on an HF folder: KV-cache share of free GPU memory (default 0.9)"),
+        request_timeout: Optional[str] = REQUEST_TIMEOUT,
+        tp_size: Optional[int] = TP_SIZE,
+        pp_size: Optional[int] = PP_SIZE,
+        kv_cache_free_gpu_memory_fraction: Optional[float] = KV_FRACTION,
     ) -> None:
         """Summarize CNN/DailyMail articles, score ROUGE, time batches, compare backends."""
         from ..summarize.run import AccuracyCheckFailed, markdown, run_summarize
